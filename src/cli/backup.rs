@@ -1,0 +1,169 @@
+//! `drydock backup`: one snapshot of the parts named.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use clap::Args;
+use serde_json::json;
+
+use super::{default_parallel, Context, Output};
+use crate::error::{exit, Error, Result};
+use crate::harbor::config;
+use crate::ids::ByteSize;
+use crate::progress::Progress;
+use crate::repo::snapshot::{Parts, Snapshot, Summary, VERSION};
+use crate::repo::writer::BlobWriter;
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// A configuration file or directory to include (repeatable): harbor.yml, /etc/core/key,
+    /// a mounted Secret. Symlinks inside directories are kept as symlinks.
+    #[arg(long = "config", value_name = "PATH")]
+    pub config: Vec<PathBuf>,
+    /// A tag K=V recorded in the snapshot (repeatable).
+    #[arg(long = "tag", value_name = "K=V", value_parser = parse_tag)]
+    pub tags: Vec<(String, String)>,
+    /// How long the snapshot is kept by `forget --expired`, like Velero's --ttl (720h, 30d, 90m).
+    #[arg(long, default_value = "720h", value_parser = parse_duration)]
+    pub ttl: chrono::Duration,
+    /// Host name recorded in the snapshot (default: this machine's).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Worker threads and concurrent uploads.
+    #[arg(long, default_value_t = default_parallel())]
+    pub parallel: usize,
+}
+
+fn parse_tag(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not K=V")),
+    }
+}
+
+/// A Go-style duration (`720h`, `1h30m`, `90s`) or days (`30d`).
+pub fn parse_duration(s: &str) -> std::result::Result<chrono::Duration, String> {
+    let bad = || format!("{s:?} is not a duration like 720h, 1h30m or 30d");
+    let mut total = 0i64;
+    let mut num = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: i64 = num.parse().map_err(|_| bad())?;
+        num.clear();
+        let unit = match c {
+            'd' => 86_400,
+            'h' => 3_600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(bad()),
+        };
+        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+    }
+    if !num.is_empty() || s.trim().is_empty() || total <= 0 {
+        return Err(bad());
+    }
+    chrono::Duration::try_seconds(total).ok_or_else(bad)
+}
+
+pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
+    if args.config.is_empty() {
+        return Err(Error::Usage("nothing to back up: give at least one --config PATH".into()));
+    }
+    config::validate_paths(&args.config)?;
+    let started = Instant::now();
+    let time = Utc::now();
+    let repo = ctx.open_repo().await?;
+    let mut index = repo.load_index().await?;
+    repo.adopt_unindexed_packs(&mut index).await?;
+    let writer = Arc::new(BlobWriter::new(repo.clone(), &index, args.parallel)?);
+    drop(index);
+    let progress = Progress::new(ctx.global.progress, "backup", None);
+
+    let work = {
+        let (writer, progress, paths) = (writer.clone(), progress.clone(), args.config.clone());
+        tokio::task::spawn_blocking(move || config::backup(&writer, &paths, &*progress))
+    };
+    let part = match work.await.map_err(|e| Error::Other(format!("backup task failed: {e}")))? {
+        Ok(p) => p,
+        Err(e) => return Err(writer.abort(e).await),
+    };
+    let totals = writer.finish().await?;
+    progress.finish();
+
+    let summary = Summary {
+        files: part.counts.files,
+        dirs: part.counts.dirs,
+        logical_bytes: part.counts.bytes,
+        new_bytes: totals.new_bytes,
+        reused_bytes: totals.reused_bytes,
+        stored_bytes: totals.stored_bytes,
+        new_blobs: totals.new_blobs,
+        duration_secs: started.elapsed().as_secs_f64(),
+    };
+    let snapshot = Snapshot {
+        version: VERSION,
+        time,
+        host: args.host.unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+        tags: args.tags.into_iter().collect::<BTreeMap<_, _>>(),
+        expires: Some(time + args.ttl),
+        program: format!("drydock {}", env!("CARGO_PKG_VERSION")),
+        parts: Parts { config: Some(part.part) },
+        summary: summary.clone(),
+    };
+    let id = repo.save_snapshot(&snapshot).await?;
+    for w in &part.warnings {
+        tracing::warn!("{w}");
+    }
+    let exit_code = if part.warnings.is_empty() { exit::SUCCESS } else { exit::PARTIAL };
+    let text = format!(
+        "snapshot {} saved: {} files, {} read, {} new, {} reused, {} uploaded in {:.1}s{}\n",
+        id.short(),
+        summary.files,
+        ByteSize(summary.logical_bytes),
+        ByteSize(summary.new_bytes),
+        ByteSize(summary.reused_bytes),
+        ByteSize(summary.stored_bytes),
+        summary.duration_secs,
+        if part.warnings.is_empty() { String::new() } else { format!(" ({} warnings)", part.warnings.len()) },
+    );
+    let json = json!({
+        "snapshot": id.to_hex(),
+        "short_id": id.short(),
+        "time": time,
+        "expires": snapshot.expires,
+        "parts": {"config": part.counts},
+        "summary": summary,
+        "packs_written": totals.packs,
+        "warnings": part.warnings,
+    });
+    Ok(Output { text, json, exit: exit_code })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("720h").unwrap().num_hours(), 720);
+        assert_eq!(parse_duration("720h0m0s").unwrap().num_hours(), 720);
+        assert_eq!(parse_duration("1h30m").unwrap().num_minutes(), 90);
+        assert_eq!(parse_duration("30d").unwrap().num_days(), 30);
+        for bad in ["", "h", "10", "10x", "0h", "-1h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tags() {
+        assert_eq!(parse_tag("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert!(parse_tag("=x").is_err());
+        assert!(parse_tag("x").is_err());
+    }
+}

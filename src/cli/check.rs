@@ -1,0 +1,62 @@
+//! `drydock check`: repository integrity.
+
+use clap::Args;
+use serde_json::json;
+
+use super::{default_parallel, Context, Output};
+use crate::error::{exit, Result};
+use crate::ids::ByteSize;
+use crate::repo::check::{check, CheckOptions};
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Download every pack, decrypt and authenticate every blob (needs the identity).
+    #[arg(long, conflicts_with = "read_data_subset")]
+    pub read_data: bool,
+    /// Like --read-data for a random share of packs, e.g. 10%.
+    #[arg(long, value_name = "N%", value_parser = parse_percent)]
+    pub read_data_subset: Option<f64>,
+    /// Concurrent downloads.
+    #[arg(long, default_value_t = default_parallel())]
+    pub parallel: usize,
+}
+
+fn parse_percent(s: &str) -> std::result::Result<f64, String> {
+    let n: f64 = s.trim_end_matches('%').parse().map_err(|_| format!("{s:?} is not a percentage like 10%"))?;
+    if n > 0.0 && n <= 100.0 {
+        Ok(n / 100.0)
+    } else {
+        Err(format!("{s:?}: give a percentage above 0 and at most 100"))
+    }
+}
+
+pub async fn run(ctx: &Context, args: CheckArgs) -> Result<Output> {
+    let repo = ctx.open_repo().await?;
+    let read_data = if args.read_data { 1.0 } else { args.read_data_subset.unwrap_or(0.0) };
+    let report = check(repo, &CheckOptions { read_data, parallel: args.parallel }).await?;
+    let mut text = format!(
+        "{} snapshots, {} index objects, {} packs, {} blobs",
+        report.snapshots, report.indexes, report.packs, report.blobs
+    );
+    if read_data > 0.0 {
+        text += &format!("; read {} packs ({})", report.packs_read, ByteSize(report.bytes_read));
+    }
+    text.push('\n');
+    for w in &report.warnings {
+        text += &format!("warning: {w}\n");
+    }
+    for p in &report.problems {
+        let snaps = if p.snapshots.is_empty() { String::new() } else { format!(" [affects snapshots {}]", p.snapshots.join(", ")) };
+        text += &format!("error: {}: {}{snaps}\n", p.object, p.message);
+    }
+    text += if report.ok() { "no errors found\n" } else { "repository has errors\n" };
+    if !report.ok() {
+        eprintln!(
+            "drydock: error: {} problem(s) found; affected snapshots: {}",
+            report.problems.len(),
+            if report.affected_snapshots.is_empty() { "none".to_string() } else { report.affected_snapshots.join(", ") }
+        );
+    }
+    let exit = if report.ok() { exit::SUCCESS } else { exit::INTEGRITY };
+    Ok(Output { text, json: json!({"ok": report.ok(), "report": report}), exit })
+}

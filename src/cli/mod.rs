@@ -1,0 +1,231 @@
+//! The command line: global options, one module per command, output and exit codes.
+
+mod backup;
+mod check;
+mod init;
+mod key;
+mod restore;
+mod show;
+mod snapshots;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::crypto::KeyFile;
+use crate::error::{exit, Error, Result};
+use crate::progress::ProgressMode;
+use crate::repo::Repository;
+use crate::store::{self, Location, S3Options, Store};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  failure (I/O, network, server error after retries)
+  2  usage or configuration error (bad option, unknown snapshot, no repository, non-empty target)
+  3  partial: finished with warnings that matter (skipped files)
+  4  integrity error: missing or corrupt repository data
+  5  key or permission error (wrong key, backup-only key where the identity is needed, access denied)
+
+Secrets are read from files or the environment only, never from arguments.";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "drydock",
+    version,
+    about = "Encrypted, deduplicated backups of Harbor: database, registry blobs and configuration",
+    long_about = "drydock backs up a Harbor instance into encrypted, deduplicated, compressed chunks in a \
+local directory or S3 (also inside a Velero BackupStorageLocation), and restores or verifies them.\n\n\
+Start with `drydock init --repo DIR --identity-out id.txt --backup-key-out backup.key`. Give the CronJob \
+only the backup-only key: it can write backups but not read them. Keep the identity offline; restore, \
+show and check --read-data need it.",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalOpts {
+    /// Repository: s3://bucket/prefix, file:///path or a local path.
+    #[arg(long, env = "DRYDOCK_REPO", global = true, value_name = "URL")]
+    pub repo: Option<String>,
+    /// S3-compatible endpoint (MinIO, Ceph, R2…); AWS when absent.
+    #[arg(long, env = "DRYDOCK_S3_ENDPOINT", global = true, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region; otherwise AWS_REGION, the AWS config file, or us-east-1.
+    #[arg(long, env = "DRYDOCK_S3_REGION", global = true, value_name = "R")]
+    pub s3_region: Option<String>,
+    /// Address buckets as http://host/bucket (MinIO, Ceph, moto) instead of bucket.host.
+    #[arg(long, env = "DRYDOCK_S3_PATH_STYLE", global = true)]
+    pub s3_path_style: bool,
+    /// Key file: the repository identity, or a backup-only key.
+    #[arg(long, env = "DRYDOCK_KEY_FILE", global = true, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Print one JSON document on stdout instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Progress bars on a terminal (auto), always, or never; without a terminal, log lines.
+    #[arg(long, value_enum, default_value = "auto", global = true)]
+    pub progress: ProgressMode,
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+    /// More log output (-v, -vv).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a repository and its keys.
+    Init(init::InitArgs),
+    /// Manage keys.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// Take one snapshot of the parts named.
+    Backup(backup::BackupArgs),
+    /// List snapshots.
+    Snapshots(snapshots::SnapshotsArgs),
+    /// Show what a snapshot holds.
+    Show(show::ShowArgs),
+    /// Restore a snapshot.
+    Restore(restore::RestoreArgs),
+    /// Check repository integrity.
+    Check(check::CheckArgs),
+}
+
+/// What a command produced: text for humans, JSON for machines, and an exit code.
+pub struct Output {
+    pub text: String,
+    pub json: serde_json::Value,
+    pub exit: i32,
+}
+
+impl Output {
+    pub fn ok(text: String, json: serde_json::Value) -> Self {
+        Output { text, json, exit: exit::SUCCESS }
+    }
+}
+
+/// The global options, with helpers every command uses.
+pub struct Context {
+    pub global: GlobalOpts,
+}
+
+pub fn default_parallel() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 16)
+}
+
+impl Context {
+    pub async fn store(&self) -> Result<Arc<dyn Store>> {
+        let url = self.global.repo.as_deref().ok_or_else(|| {
+            Error::Usage("no repository given: use --repo URL or DRYDOCK_REPO".into())
+        })?;
+        let location = Location::parse(url)?;
+        let s3 = S3Options {
+            endpoint: self.global.s3_endpoint.clone(),
+            region: self.global.s3_region.clone(),
+            path_style: self.global.s3_path_style,
+        };
+        store::open(&location, &s3).await
+    }
+
+    pub fn key(&self) -> Result<KeyFile> {
+        let path = self.global.key.as_ref().ok_or_else(|| {
+            Error::Usage("no key given: use --key FILE or DRYDOCK_KEY_FILE".into())
+        })?;
+        KeyFile::load(path)
+    }
+
+    pub async fn open_repo(&self) -> Result<Arc<Repository>> {
+        let key = self.key()?;
+        let store = self.store().await?;
+        Ok(Arc::new(Repository::open(store, key).await?))
+    }
+}
+
+fn init_logging(g: &GlobalOpts) {
+    let default = match (g.quiet, g.verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DRYDOCK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("drydock={default},warn")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match g.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.with_target(false).try_init(),
+    };
+}
+
+async fn dispatch(ctx: &Context, command: Command) -> Result<Output> {
+    match command {
+        Command::Init(a) => init::run(ctx, a).await,
+        Command::Key(k) => key::run(ctx, k).await,
+        Command::Backup(a) => backup::run(ctx, a).await,
+        Command::Snapshots(a) => snapshots::run(ctx, a).await,
+        Command::Show(a) => show::run(ctx, a).await,
+        Command::Restore(a) => restore::run(ctx, a).await,
+        Command::Check(a) => check::run(ctx, a).await,
+    }
+}
+
+/// Run the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { exit::USAGE } else { exit::SUCCESS };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_logging(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("drydock: error: cannot start the runtime: {e}");
+            return exit::FAILURE;
+        }
+    };
+    let json = cli.global.json;
+    let ctx = Context { global: cli.global };
+    let result = runtime.block_on(dispatch(&ctx, cli.command));
+    match result {
+        Ok(out) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out.json).expect("JSON output"));
+            } else if !out.text.is_empty() {
+                print!("{}", out.text);
+            }
+            out.exit
+        }
+        Err(e) => {
+            let code = e.exit_code();
+            let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
+            eprintln!("drydock: error: {e}{hint}");
+            if json {
+                let doc = json!({"error": {"message": e.to_string(), "exit_code": code}});
+                println!("{}", serde_json::to_string_pretty(&doc).expect("JSON output"));
+            }
+            code
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! `drydock show`: what a snapshot holds.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use clap::Args;
+use serde_json::json;
+
+use super::{Context, Output};
+use crate::error::Result;
+use crate::harbor::config;
+use crate::ids::ByteSize;
+use crate::repo::reader::BlobReader;
+use crate::repo::tree::NodeKind;
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// Snapshot id, unique prefix, or `latest`.
+    pub snapshot: String,
+}
+
+pub async fn run(ctx: &Context, args: ShowArgs) -> Result<Output> {
+    let repo = ctx.open_repo().await?;
+    let (id, snap) = repo.find_snapshot(&args.snapshot).await?;
+    let index = Arc::new(repo.load_index().await?);
+    let reader = BlobReader::new(repo.clone(), index, "show")?;
+    let mut text = format!(
+        "snapshot {} taken {} on {}\nparts: {}\n",
+        id.short(),
+        snap.time.to_rfc3339(),
+        snap.host,
+        snap.parts.names().join(", ")
+    );
+    for (k, v) in &snap.tags {
+        text += &format!("tag: {k}={v}\n");
+    }
+    let mut config_json = serde_json::Value::Null;
+    if let Some(part) = &snap.parts.config {
+        let items = config::plan(&reader, part, Path::new("/")).await?;
+        text += "\nconfiguration:\n";
+        let mut entries = Vec::new();
+        for (path, node) in &items {
+            let kind = match node.kind {
+                NodeKind::File => "file",
+                NodeKind::Dir => "dir",
+                NodeKind::Symlink => "symlink",
+            };
+            let extra = match node.kind {
+                NodeKind::File => ByteSize(node.size).to_string(),
+                NodeKind::Symlink => format!("-> {}", node.target.as_deref().unwrap_or_default()),
+                NodeKind::Dir => String::new(),
+            };
+            text += &format!("  {:<7} {:04o}  {}  {extra}\n", kind, node.mode, path.display());
+            entries.push(json!({"path": path, "kind": kind, "mode": node.mode, "size": node.size,
+                                "mtime": node.mtime, "target": node.target}));
+        }
+        config_json = json!({"roots": part.roots.iter().map(|r| &r.path).collect::<Vec<_>>(), "entries": entries});
+    }
+    Ok(Output::ok(
+        text,
+        json!({
+            "id": id.to_hex(), "time": snap.time, "host": snap.host, "tags": snap.tags,
+            "expires": snap.expires, "program": snap.program, "parts": {"config": config_json},
+            "summary": snap.summary,
+        }),
+    ))
+}

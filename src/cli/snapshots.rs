@@ -1,0 +1,53 @@
+//! `drydock snapshots`: list every snapshot.
+
+use clap::Args;
+use serde_json::json;
+
+use super::{Context, Output};
+use crate::error::{exit, Result};
+use crate::ids::ByteSize;
+
+#[derive(Args, Debug)]
+pub struct SnapshotsArgs {}
+
+pub async fn run(ctx: &Context, _args: SnapshotsArgs) -> Result<Output> {
+    let repo = ctx.open_repo().await?;
+    let all = repo.load_snapshots().await?;
+    let mut text = format!(
+        "{:<8}  {:<20}  {:<16}  {:<12}  {:>10}  {:>10}  {:<20}  {}\n",
+        "ID", "TIME", "HOST", "PARTS", "LOGICAL", "STORED", "EXPIRES", "TAGS"
+    );
+    let mut rows = Vec::new();
+    let mut unreadable = 0;
+    for (id, snap) in &all {
+        match snap {
+            Ok(s) => {
+                let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                text += &format!(
+                    "{:<8}  {:<20}  {:<16}  {:<12}  {:>10}  {:>10}  {:<20}  {}\n",
+                    id.short(),
+                    s.time.format("%Y-%m-%d %H:%M:%S"),
+                    s.host,
+                    s.parts.names().join(","),
+                    ByteSize(s.summary.logical_bytes).to_string(),
+                    ByteSize(s.summary.stored_bytes).to_string(),
+                    s.expires.map(|e| e.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default(),
+                    tags.join(" ")
+                );
+                rows.push(json!({
+                    "id": id.to_hex(), "short_id": id.short(), "time": s.time, "host": s.host,
+                    "tags": s.tags, "parts": s.parts.names(), "expires": s.expires,
+                    "logical_bytes": s.summary.logical_bytes, "stored_bytes": s.summary.stored_bytes,
+                }));
+            }
+            Err(e) => {
+                unreadable += 1;
+                text += &format!("{:<8}  unreadable: {e}\n", id.short());
+                rows.push(json!({"id": id.to_hex(), "short_id": id.short(), "error": e.to_string()}));
+            }
+        }
+    }
+    text += &format!("{} snapshot(s)\n", all.len());
+    let exit = if unreadable > 0 { exit::INTEGRITY } else { exit::SUCCESS };
+    Ok(Output { text, json: json!({ "snapshots": rows }), exit })
+}

@@ -1,0 +1,92 @@
+//! One error type for the library, each variant mapped to a documented exit code.
+
+use std::io;
+
+/// Exit codes, documented in `--help` and docs/OPERATIONS.md.
+pub mod exit {
+    pub const SUCCESS: i32 = 0;
+    pub const FAILURE: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const PARTIAL: i32 = 3;
+    pub const INTEGRITY: i32 = 4;
+    pub const KEY: i32 = 5;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad command line or configuration (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// Missing, wrong or insufficient key, or permission denied (exit 5).
+    #[error("{0}")]
+    Key(String),
+    /// Missing or corrupt repository data (exit 4).
+    #[error("{0}")]
+    Integrity(String),
+    /// A local file operation failed (exit 1).
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The object store failed after retries (exit 1).
+    #[error("{0}")]
+    Store(String),
+    /// A requested object does not exist (exit 1 unless mapped by the caller).
+    #[error("{0} does not exist")]
+    NotFound(String),
+    /// Anything else (exit 1).
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(what: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Usage(_) => exit::USAGE,
+            Error::Key(_) => exit::KEY,
+            Error::Integrity(_) => exit::INTEGRITY,
+            Error::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
+                exit::KEY
+            }
+            Error::Io { .. } | Error::Store(_) | Error::NotFound(_) | Error::Other(_) => {
+                exit::FAILURE
+            }
+        }
+    }
+
+    /// The operator's next step, appended to the one-line message where it helps.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                Some("free space on the target and run the command again")
+            }
+            Error::Integrity(_) => Some("run `drydock check --read-data` to see every affected snapshot"),
+            _ => None,
+        }
+    }
+
+    /// A missing object seen while reading the repository is an integrity failure.
+    pub fn into_integrity(self) -> Self {
+        match self {
+            Error::NotFound(what) => Error::Integrity(format!("{what} is missing from the repository")),
+            other => other,
+        }
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Integrity(format!("malformed JSON: {e}"))
+    }
+}

@@ -1,0 +1,403 @@
+//! The configuration part: files and directories (harbor.yml, `/etc/core/key`, mounted
+//! Kubernetes Secrets) with mode, owner and mtime.
+//!
+//! Paths named on the command line are followed if they are symlinks; inside a directory,
+//! symlinks are kept as symlinks. That keeps a Secret volume's `..data` → `..2026_…`
+//! layout intact, so the restored directory shows the same files.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{Error, Result};
+use crate::ids::BlobId;
+use crate::repo::blob::BlobType;
+use crate::repo::reader::BlobReader;
+use crate::repo::tree::{Node, NodeKind, Tree};
+use crate::repo::writer::{BlobWriter, OnBytes};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConfigPart {
+    pub roots: Vec<ConfigRoot>,
+}
+
+/// One `--config` path: its absolute source path and what was there.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConfigRoot {
+    pub path: String,
+    pub node: Node,
+}
+
+impl ConfigPart {
+    pub fn root_trees(&self) -> Vec<BlobId> {
+        self.roots.iter().filter_map(|r| r.node.subtree).collect()
+    }
+
+    pub fn root_data(&self) -> Vec<BlobId> {
+        self.roots.iter().flat_map(|r| r.node.content.iter().copied()).collect()
+    }
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Counts {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub bytes: u64,
+}
+
+pub struct ConfigBackup {
+    pub part: ConfigPart,
+    pub counts: Counts,
+    /// Entries skipped (unreadable, special files, non-UTF-8 names): the snapshot is partial.
+    pub warnings: Vec<String>,
+}
+
+/// Fail early, before anything is written, if a `--config` path cannot be backed up.
+pub fn validate_paths(paths: &[PathBuf]) -> Result<()> {
+    for p in paths {
+        fs::metadata(p).map_err(|e| {
+            Error::Usage(format!("--config {}: {e}; give an existing file or directory", p.display()))
+        })?;
+    }
+    Ok(())
+}
+
+/// Back up every path. Blocking: run on a blocking thread.
+pub fn backup(writer: &BlobWriter, paths: &[PathBuf], progress: &dyn OnBytes) -> Result<ConfigBackup> {
+    let mut walker = Walker { writer, progress, counts: Counts::default(), warnings: Vec::new() };
+    let mut roots = Vec::new();
+    for p in paths {
+        let abs = std::path::absolute(p).map_err(|e| Error::io(format!("cannot resolve {}", p.display()), e))?;
+        let path = abs
+            .to_str()
+            .ok_or_else(|| Error::Usage(format!("--config {}: the path is not UTF-8", abs.display())))?
+            .to_string();
+        let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "/".into());
+        match walker.node(&abs, name, true)? {
+            Some(node) => roots.push(ConfigRoot { path, node }),
+            None => return Err(Error::Usage(format!("--config {path}: cannot be backed up: {}", walker.warnings.join("; ")))),
+        }
+    }
+    Ok(ConfigBackup { part: ConfigPart { roots }, counts: walker.counts, warnings: walker.warnings })
+}
+
+struct Walker<'a> {
+    writer: &'a BlobWriter,
+    progress: &'a dyn OnBytes,
+    counts: Counts,
+    warnings: Vec<String>,
+}
+
+impl Walker<'_> {
+    /// The node for `path`, or `None` (with a warning) if it is skipped.
+    fn node(&mut self, path: &Path, name: String, follow: bool) -> Result<Option<Node>> {
+        let meta = if follow { fs::metadata(path) } else { fs::symlink_metadata(path) };
+        let meta = match meta {
+            Ok(m) => m,
+            Err(e) => return Ok(self.skip(path, &e.to_string())),
+        };
+        let mut node = Node {
+            name,
+            kind: NodeKind::File,
+            mode: meta.mode() & 0o7777,
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec() as u32,
+            uid: meta.uid(),
+            gid: meta.gid(),
+            size: 0,
+            content: Vec::new(),
+            subtree: None,
+            target: None,
+        };
+        let ft = meta.file_type();
+        if ft.is_file() {
+            let file = match fs::File::open(path) {
+                Ok(f) => f,
+                Err(e) => return Ok(self.skip(path, &e.to_string())),
+            };
+            let (content, size) = self.writer.save_stream(file, self.progress)?;
+            if size != meta.len() {
+                self.warnings.push(format!("{}: changed size while being read", path.display()));
+            }
+            node.content = content;
+            node.size = size;
+            self.counts.files += 1;
+            self.counts.bytes += size;
+        } else if ft.is_dir() {
+            node.kind = NodeKind::Dir;
+            node.subtree = Some(self.dir(path)?);
+            self.counts.dirs += 1;
+        } else if ft.is_symlink() {
+            let target = fs::read_link(path).map_err(|e| Error::io(format!("cannot read link {}", path.display()), e))?;
+            match target.to_str() {
+                Some(t) => node.target = Some(t.to_string()),
+                None => return Ok(self.skip(path, "symlink target is not UTF-8")),
+            }
+            node.kind = NodeKind::Symlink;
+            self.counts.symlinks += 1;
+        } else {
+            return Ok(self.skip(path, "not a regular file, directory or symlink"));
+        }
+        Ok(Some(node))
+    }
+
+    fn dir(&mut self, path: &Path) -> Result<BlobId> {
+        let mut names: Vec<(String, PathBuf)> = Vec::new();
+        let entries = fs::read_dir(path).map_err(|e| Error::io(format!("cannot list {}", path.display()), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(format!("cannot list {}", path.display()), e))?;
+            match entry.file_name().into_string() {
+                Ok(n) => names.push((n, entry.path())),
+                Err(_) => {
+                    self.skip(&entry.path(), "the name is not UTF-8");
+                }
+            }
+        }
+        names.sort();
+        let mut tree = Tree::default();
+        for (name, child) in names {
+            if let Some(node) = self.node(&child, name, false)? {
+                tree.nodes.push(node);
+            }
+        }
+        self.writer.save(BlobType::Tree, &tree.to_bytes())
+    }
+
+    fn skip(&mut self, path: &Path, why: &str) -> Option<Node> {
+        tracing::warn!(path = %path.display(), why, "skipped");
+        self.warnings.push(format!("{}: skipped: {why}", path.display()));
+        None
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct RestoreOptions {
+    pub target: PathBuf,
+    pub force: bool,
+    pub dry_run: bool,
+    pub parallel: usize,
+}
+
+/// Where a root goes under the target: its absolute source path below the target.
+pub fn destination(target: &Path, root: &ConfigRoot) -> PathBuf {
+    target.join(root.path.trim_start_matches('/'))
+}
+
+/// A tree's names come from the repository; never let one escape the target.
+fn safe_name(name: &str) -> Result<&str> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(Error::Integrity(format!("a tree holds the unsafe name {name:?}")));
+    }
+    Ok(name)
+}
+
+fn is_non_empty_dir(p: &Path) -> bool {
+    fs::read_dir(p).map(|mut d| d.next().is_some()).unwrap_or(false)
+}
+
+/// Everything to restore, flattened: directories before their children.
+pub async fn plan(reader: &BlobReader, part: &ConfigPart, target: &Path) -> Result<Vec<(PathBuf, Node)>> {
+    let mut out = Vec::new();
+    let mut queue = std::collections::VecDeque::new();
+    for root in &part.roots {
+        for component in root.path.split('/').filter(|c| !c.is_empty()) {
+            safe_name(component)?;
+        }
+        queue.push_back((destination(target, root), root.node.clone()));
+    }
+    while let Some((path, node)) = queue.pop_front() {
+        if let Some(tree_id) = node.subtree {
+            let tree = reader.load_tree(&tree_id).await?;
+            for child in tree.nodes {
+                let p = path.join(safe_name(&child.name)?);
+                queue.push_back((p, child));
+            }
+        }
+        out.push((path, node));
+    }
+    Ok(out)
+}
+
+pub async fn restore(
+    reader: &BlobReader,
+    part: &ConfigPart,
+    opts: &RestoreOptions,
+    progress: Arc<dyn OnBytes + Send + Sync>,
+) -> Result<(Counts, Vec<(PathBuf, Node)>)> {
+    if !opts.force && is_non_empty_dir(&opts.target) {
+        return Err(Error::Usage(format!(
+            "restore target {} is not empty; give an empty directory, or --force to overwrite",
+            opts.target.display()
+        )));
+    }
+    let items = plan(reader, part, &opts.target).await?;
+    let mut counts = Counts::default();
+    for (_, n) in &items {
+        match n.kind {
+            NodeKind::File => {
+                counts.files += 1;
+                counts.bytes += n.size;
+            }
+            NodeKind::Dir => counts.dirs += 1,
+            NodeKind::Symlink => counts.symlinks += 1,
+        }
+    }
+    if opts.dry_run {
+        return Ok((counts, items));
+    }
+    for (path, node) in &items {
+        match node.kind {
+            NodeKind::Dir => create_dir(path)?,
+            NodeKind::Symlink => create_symlink(path, node, opts.force)?,
+            NodeKind::File => {
+                if let Some(parent) = path.parent() {
+                    fs::create_dir_all(parent).map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
+                }
+            }
+        }
+    }
+    let written = AtomicU64::new(0);
+    stream::iter(items.iter().filter(|(_, n)| n.kind == NodeKind::File))
+        .map(|(path, node)| {
+            let progress = progress.clone();
+            let written = &written;
+            async move {
+                restore_file(reader, path, node, opts.parallel, &*progress).await?;
+                written.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, Error>(())
+            }
+        })
+        .buffer_unordered(opts.parallel.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    // Directory metadata last, deepest first, so writing children does not bump mtimes
+    // and read-only directories do not block their own restore.
+    for (path, node) in items.iter().rev().filter(|(_, n)| n.kind == NodeKind::Dir) {
+        apply_metadata(path, node)?;
+    }
+    Ok((counts, items))
+}
+
+fn create_dir(path: &Path) -> Result<()> {
+    fs::create_dir_all(path).map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
+    // Writable for us until the final mode is applied.
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(format!("cannot set permissions on {}", path.display()), e))
+}
+
+fn create_symlink(path: &Path, node: &Node, force: bool) -> Result<()> {
+    if force && fs::symlink_metadata(path).is_ok() {
+        remove_existing(path)?;
+    }
+    let target = node.target.as_deref().unwrap_or_default();
+    std::os::unix::fs::symlink(target, path).map_err(|e| Error::io(format!("cannot create symlink {}", path.display()), e))?;
+    apply_metadata(path, node)
+}
+
+fn remove_existing(path: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(path).map_err(|e| Error::io(format!("cannot inspect {}", path.display()), e))?;
+    let r = if meta.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) };
+    r.map_err(|e| Error::io(format!("cannot replace {}", path.display()), e))
+}
+
+/// Write a file to a temporary name, verify its length, then move it into place: an
+/// interrupted or failed restore never leaves a partial file under the real name.
+async fn restore_file(reader: &BlobReader, path: &Path, node: &Node, parallel: usize, progress: &dyn OnBytes) -> Result<()> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.drydock-tmp"));
+    let result = write_content(reader, &tmp, &node.content, node.size, parallel, progress).await;
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    if fs::symlink_metadata(path).map(|m| m.is_dir()).unwrap_or(false) {
+        remove_existing(path)?;
+    }
+    fs::rename(&tmp, path).map_err(|e| Error::io(format!("cannot move {} into place", path.display()), e))?;
+    apply_metadata(path, node)
+}
+
+async fn write_content(
+    reader: &BlobReader,
+    tmp: &Path,
+    content: &[BlobId],
+    size: u64,
+    parallel: usize,
+    progress: &dyn OnBytes,
+) -> Result<()> {
+    let mut file = tokio::fs::File::create(tmp)
+        .await
+        .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
+    let mut chunks = stream::iter(content).map(|id| reader.load(id, BlobType::Data)).buffered(parallel.max(1));
+    let mut written = 0u64;
+    while let Some(data) = chunks.next().await {
+        let data = data?;
+        file.write_all(&data).await.map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
+        written += data.len() as u64;
+        progress.bytes(data.len() as u64);
+    }
+    if written != size {
+        return Err(Error::Integrity(format!(
+            "restored {written} bytes for {}, the snapshot records {size}",
+            tmp.display()
+        )));
+    }
+    file.sync_all().await.map_err(|e| Error::io(format!("cannot sync {}", tmp.display()), e))
+}
+
+/// Mode, owner (when running as root) and mtime.
+fn apply_metadata(path: &Path, node: &Node) -> Result<()> {
+    let io = |what: &str, e| Error::io(format!("cannot set {what} of {}", path.display()), e);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)).map_err(|e| io("owner", e))?;
+    }
+    let mtime = filetime::FileTime::from_unix_time(node.mtime, node.mtime_nsec);
+    if node.kind == NodeKind::Symlink {
+        return filetime::set_symlink_file_times(path, mtime, mtime).map_err(|e| io("mtime", e));
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(node.mode)).map_err(|e| io("mode", e))?;
+    filetime::set_file_times(path, mtime, mtime).map_err(|e| io("mtime", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsafe_names_are_refused() {
+        for bad in ["", ".", "..", "a/b", "x\0"] {
+            assert!(safe_name(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(safe_name("..data").unwrap(), "..data");
+        assert_eq!(safe_name("harbor config.yml").unwrap(), "harbor config.yml");
+    }
+
+    #[test]
+    fn destinations_stay_under_the_target() {
+        let root = ConfigRoot {
+            path: "/etc/harbor".into(),
+            node: Node {
+                name: "harbor".into(),
+                kind: NodeKind::Dir,
+                mode: 0o755,
+                mtime: 0,
+                mtime_nsec: 0,
+                uid: 0,
+                gid: 0,
+                size: 0,
+                content: vec![],
+                subtree: None,
+                target: None,
+            },
+        };
+        assert_eq!(destination(Path::new("/tmp/out"), &root), PathBuf::from("/tmp/out/etc/harbor"));
+    }
+}

@@ -1,0 +1,4 @@
+//! The parts of a Harbor snapshot. Today: [`config`] (configuration files and secrets).
+//! The database and registry parts plug in beside it.
+
+pub mod config;

@@ -1,0 +1,20 @@
+//! drydock: a Velero-compatible backup and restore agent for Harbor.
+//!
+//! The library is organised by concept:
+//! - [`store`]: where objects live (a local directory or S3).
+//! - [`repo`]: the repository format — packs, index, snapshots, trees, keys.
+//! - [`chunker`] and [`crypto`]: content-defined chunking, keyed ids, age encryption.
+//! - [`harbor`]: the parts of a Harbor snapshot (today: configuration files).
+//! - [`cli`]: one module per command; the binary is a thin wrapper around it.
+
+pub mod chunker;
+pub mod cli;
+pub mod crypto;
+pub mod error;
+pub mod harbor;
+pub mod ids;
+pub mod progress;
+pub mod repo;
+pub mod store;
+
+pub use error::{Error, Result};

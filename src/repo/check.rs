@@ -1,0 +1,341 @@
+//! Repository integrity: structure always, every byte with `--read-data`.
+//!
+//! Problems are attributed to the snapshots they damage by walking every snapshot's trees.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::stream::{self, StreamExt};
+use rand::seq::SliceRandom;
+use serde::Serialize;
+
+use super::blob;
+use super::index::MasterIndex;
+use super::pack::{self, PackEntry};
+use super::reader::BlobReader;
+use super::snapshot::Snapshot;
+use super::Repository;
+use crate::error::{Error, Result};
+use crate::ids::{sha256, BlobId, PackId, SnapshotId};
+
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    /// Share of packs to download and authenticate (0 = structure only, 1 = all).
+    pub read_data: f64,
+    pub parallel: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    /// The damaged object (`packs/…`, `index/…`, `snapshots/…`) or blob.
+    pub object: String,
+    pub message: String,
+    /// Snapshots that cannot be fully restored because of it.
+    pub snapshots: Vec<String>,
+    #[serde(skip)]
+    blobs: HashSet<BlobId>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub snapshots: usize,
+    pub indexes: usize,
+    pub packs: usize,
+    pub blobs: usize,
+    pub packs_read: usize,
+    pub bytes_read: u64,
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<String>,
+    pub affected_snapshots: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn problem(&mut self, object: String, message: String, blobs: impl IntoIterator<Item = BlobId>) {
+        self.problems.push(Problem { object, message, snapshots: Vec::new(), blobs: blobs.into_iter().collect() });
+    }
+}
+
+pub async fn check(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport> {
+    if opts.read_data > 0.0 {
+        repo.keys.identity("check --read-data")?;
+    }
+    let mut report = CheckReport::default();
+    let (index, pack_entries) = check_indexes(&repo, &mut report).await?;
+    let sizes: HashMap<PackId, u64> = repo.list_packs().await?.into_iter().collect();
+    report.packs = sizes.len();
+    report.blobs = index.len();
+    check_pack_sizes(&pack_entries, &sizes, &mut report);
+    if opts.read_data > 0.0 {
+        read_packs(&repo, &pack_entries, &sizes, opts, &mut report).await?;
+    }
+    let index = Arc::new(index);
+    if repo.keys.has_identity() {
+        check_snapshots(&repo, &index, &mut report).await?;
+    } else {
+        report.snapshots = repo.list_snapshot_ids().await?.len();
+        report.warnings.push(
+            "snapshot contents were not checked: that needs the identity, and a backup-only key was given".into(),
+        );
+    }
+    Ok(report)
+}
+
+type PackMap = HashMap<PackId, Vec<PackEntry>>;
+
+async fn check_indexes(repo: &Repository, report: &mut CheckReport) -> Result<(MasterIndex, PackMap)> {
+    let mut index = MasterIndex::default();
+    let mut packs: PackMap = HashMap::new();
+    let files = repo.load_index_files().await?;
+    report.indexes = files.len();
+    for (id, file) in files {
+        match file {
+            Ok(file) => {
+                for (pack, entries) in file {
+                    index.add_pack(pack, &entries);
+                    packs.entry(pack).or_insert(entries);
+                }
+            }
+            Err(e) => report.problem(format!("index/{id}"), e.to_string(), []),
+        }
+    }
+    Ok((index, packs))
+}
+
+fn expected_pack_size(entries: &[PackEntry]) -> u64 {
+    let data: u64 = entries.iter().map(|e| e.offset as u64 + e.length as u64).max().unwrap_or(0);
+    data + (entries.len() * pack::ENTRY_LEN + pack::TRAILER_LEN) as u64
+}
+
+fn check_pack_sizes(packs: &PackMap, sizes: &HashMap<PackId, u64>, report: &mut CheckReport) {
+    for (id, entries) in packs {
+        let blobs = entries.iter().map(|e| e.id);
+        match sizes.get(id) {
+            None => report.problem(pack::key(id), "pack is missing".into(), blobs),
+            Some(&size) if size != expected_pack_size(entries) => report.problem(
+                pack::key(id),
+                format!("pack has {size} bytes, the index expects {}: truncated or altered", expected_pack_size(entries)),
+                blobs,
+            ),
+            Some(_) => {}
+        }
+    }
+    let unindexed = sizes.keys().filter(|id| !packs.contains_key(id)).count();
+    if unindexed > 0 {
+        report.warnings.push(format!(
+            "{unindexed} pack(s) are in no index: left by an interrupted backup; the next backup reuses them"
+        ));
+    }
+}
+
+/// Download packs, check their hash and header, and authenticate every blob.
+async fn read_packs(
+    repo: &Arc<Repository>,
+    packs: &PackMap,
+    sizes: &HashMap<PackId, u64>,
+    opts: &CheckOptions,
+    report: &mut CheckReport,
+) -> Result<()> {
+    let mut ids: Vec<PackId> = packs.keys().filter(|id| sizes.contains_key(id)).copied().collect();
+    ids.sort();
+    if opts.read_data < 1.0 {
+        ids.shuffle(&mut rand::thread_rng());
+        let n = ((ids.len() as f64) * opts.read_data).ceil() as usize;
+        ids.truncate(n.max(1).min(ids.len()));
+    }
+    let results: Vec<Result<(PackId, u64, Vec<(String, Vec<BlobId>)>)>> = stream::iter(ids)
+        .map(|id| {
+            let repo = repo.clone();
+            let entries = packs[&id].clone();
+            async move {
+                let bytes = repo.store.get(&pack::key(&id)).await.map_err(Error::into_integrity)?;
+                let len = bytes.len() as u64;
+                let found = tokio::task::spawn_blocking(move || verify_pack(&repo, &id, &bytes, &entries))
+                    .await
+                    .map_err(|e| Error::Other(format!("check task failed: {e}")))?;
+                Ok((id, len, found))
+            }
+        })
+        .buffer_unordered(opts.parallel.max(1))
+        .collect()
+        .await;
+    for r in results {
+        let (id, len, found) = r?;
+        report.packs_read += 1;
+        report.bytes_read += len;
+        for (message, blobs) in found {
+            report.problem(pack::key(&id), message, blobs);
+        }
+    }
+    Ok(())
+}
+
+/// Every problem found in one downloaded pack, with the blobs it damages.
+fn verify_pack(repo: &Repository, id: &PackId, bytes: &[u8], entries: &[PackEntry]) -> Vec<(String, Vec<BlobId>)> {
+    let mut found = Vec::new();
+    let all: Vec<BlobId> = entries.iter().map(|e| e.id).collect();
+    if sha256(bytes) != id.0 {
+        found.push(("pack content does not match its name (bits altered)".to_string(), Vec::new()));
+    }
+    let header_ok = bytes.len() >= pack::TRAILER_LEN
+        && pack::header_len(&bytes[bytes.len() - pack::TRAILER_LEN..], bytes.len() as u64)
+            .and_then(|hl| pack::parse_header(&bytes[bytes.len() - hl..], bytes.len() as u64))
+            .map(|h| h == entries)
+            .unwrap_or(false);
+    if !header_ok {
+        found.push(("pack header is damaged or disagrees with the index".to_string(), all.clone()));
+    }
+    let identity = match repo.keys.identity("check --read-data") {
+        Ok(i) => i,
+        Err(_) => return found,
+    };
+    let mut bad = Vec::new();
+    for e in entries {
+        let range = e.offset as usize..e.offset as usize + e.length as usize;
+        let ok = bytes.get(range).is_some_and(|stored| {
+            blob::decode(identity, &repo.keys.chunk_key, e.blob_type, &e.id, e.raw_length, stored).is_ok()
+        });
+        if !ok {
+            bad.push(e.id);
+        }
+    }
+    if !bad.is_empty() {
+        found.push((format!("{} of {} blobs fail to decrypt or authenticate", bad.len(), entries.len()), bad));
+    }
+    found
+}
+
+/// What one tree contributes: its damaged blobs and its child trees.
+struct TreeFacts {
+    bad: Vec<BlobId>,
+    children: Vec<BlobId>,
+}
+
+async fn check_snapshots(repo: &Arc<Repository>, index: &Arc<MasterIndex>, report: &mut CheckReport) -> Result<()> {
+    let snapshots = repo.load_snapshots().await?;
+    report.snapshots = snapshots.len();
+    let reader = BlobReader::new(repo.clone(), index.clone(), "check")?;
+    let mut bad: HashSet<BlobId> = report.problems.iter().flat_map(|p| p.blobs.iter().copied()).collect();
+    let mut facts: HashMap<BlobId, TreeFacts> = HashMap::new();
+    let mut missing: HashSet<BlobId> = HashSet::new();
+    let mut tree_errors: Vec<(BlobId, String)> = Vec::new();
+    let mut damaged_by: HashMap<SnapshotId, BTreeSet<BlobId>> = HashMap::new();
+    let mut unreadable: Vec<(SnapshotId, String)> = Vec::new();
+
+    for (sid, snap) in &snapshots {
+        let snap: &Snapshot = match snap {
+            Ok(s) => s,
+            Err(e) => {
+                unreadable.push((*sid, e.to_string()));
+                continue;
+            }
+        };
+        let mut reached: BTreeSet<BlobId> = BTreeSet::new();
+        for id in snap.parts.root_data() {
+            if !index.contains(&id) {
+                missing.insert(id);
+            }
+            if bad.contains(&id) || missing.contains(&id) {
+                reached.insert(id);
+            }
+        }
+        let mut stack = snap.parts.root_trees();
+        let mut seen = HashSet::new();
+        while let Some(tree_id) = stack.pop() {
+            if !seen.insert(tree_id) {
+                continue;
+            }
+            if !facts.contains_key(&tree_id) {
+                let f = tree_facts(&reader, index, &tree_id, &bad, &mut missing, &mut tree_errors).await;
+                facts.insert(tree_id, f);
+            }
+            let f = &facts[&tree_id];
+            reached.extend(f.bad.iter().copied());
+            stack.extend(f.children.iter().copied());
+        }
+        if !reached.is_empty() {
+            damaged_by.insert(*sid, reached);
+        }
+    }
+    bad.extend(missing.iter().copied());
+    for (id, message) in tree_errors {
+        if !report.problems.iter().any(|p| p.blobs.contains(&id)) {
+            report.problem(format!("tree {}", id.short()), message, [id]);
+        }
+    }
+    if !missing.is_empty() {
+        report.problem(
+            "index".into(),
+            format!(
+                "{} blob(s) used by snapshots are in no index: an index object or pack is missing",
+                missing.len()
+            ),
+            missing.iter().copied(),
+        );
+    }
+    for (sid, message) in unreadable {
+        report.problems.push(Problem {
+            object: format!("snapshots/{sid}"),
+            message,
+            snapshots: vec![sid.short()],
+            blobs: HashSet::new(),
+        });
+    }
+    attribute(report, &damaged_by);
+    Ok(())
+}
+
+async fn tree_facts(
+    reader: &BlobReader,
+    index: &MasterIndex,
+    id: &BlobId,
+    bad: &HashSet<BlobId>,
+    missing: &mut HashSet<BlobId>,
+    errors: &mut Vec<(BlobId, String)>,
+) -> TreeFacts {
+    if !index.contains(id) {
+        missing.insert(*id);
+        return TreeFacts { bad: vec![*id], children: Vec::new() };
+    }
+    if bad.contains(id) {
+        return TreeFacts { bad: vec![*id], children: Vec::new() };
+    }
+    let tree = match reader.load_tree(id).await {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push((*id, e.to_string()));
+            return TreeFacts { bad: vec![*id], children: Vec::new() };
+        }
+    };
+    let mut facts = TreeFacts { bad: Vec::new(), children: Vec::new() };
+    for (blob, is_tree) in tree.referenced_blobs() {
+        if is_tree {
+            facts.children.push(*blob);
+        } else if !index.contains(blob) {
+            missing.insert(*blob);
+            facts.bad.push(*blob);
+        } else if bad.contains(blob) {
+            facts.bad.push(*blob);
+        }
+    }
+    facts
+}
+
+fn attribute(report: &mut CheckReport, damaged_by: &HashMap<SnapshotId, BTreeSet<BlobId>>) {
+    let mut affected: BTreeSet<String> = BTreeSet::new();
+    for p in &mut report.problems {
+        let mut hit: Vec<String> = damaged_by
+            .iter()
+            .filter(|(_, blobs)| blobs.iter().any(|b| p.blobs.contains(b)))
+            .map(|(sid, _)| sid.short())
+            .collect();
+        hit.sort();
+        p.snapshots.extend(hit);
+        p.snapshots.dedup();
+        affected.extend(p.snapshots.iter().cloned());
+    }
+    report.affected_snapshots = affected.into_iter().collect();
+}

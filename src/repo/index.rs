@@ -1,0 +1,198 @@
+//! Index objects map blob ids to their place in packs.
+//!
+//! `"DDINDX01" ‖ packs: u32le ‖ per pack: pack_id [32] ‖ n: u32le ‖ n × (type u8 ‖ id [32] ‖
+//! offset u32le ‖ length u32le ‖ raw_length u32le)`. Named by the SHA-256 of the bytes.
+//! Indexes hold no names or contents, so a backup-only key can read them to deduplicate.
+
+use std::collections::HashMap;
+
+use super::blob::BlobType;
+use super::pack::PackEntry;
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, IndexId, PackId};
+
+pub const MAGIC: &[u8; 8] = b"DDINDX01";
+const ENTRY_LEN: usize = 1 + 32 + 12;
+
+pub fn key(id: &IndexId) -> String {
+    format!("index/{}", id.to_hex())
+}
+
+/// The packs one index object describes.
+pub type IndexFile = Vec<(PackId, Vec<PackEntry>)>;
+
+pub fn encode(packs: &[(PackId, Vec<PackEntry>)]) -> Vec<u8> {
+    let n: usize = packs.iter().map(|(_, e)| 36 + e.len() * ENTRY_LEN).sum();
+    let mut out = Vec::with_capacity(12 + n);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
+    for (pack, entries) in packs {
+        out.extend_from_slice(&pack.0);
+        out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        for e in entries {
+            out.push(e.blob_type as u8);
+            out.extend_from_slice(&e.id.0);
+            out.extend_from_slice(&e.offset.to_le_bytes());
+            out.extend_from_slice(&e.length.to_le_bytes());
+            out.extend_from_slice(&e.raw_length.to_le_bytes());
+        }
+    }
+    out
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.0.len() < n {
+            return Err(Error::Integrity("index object is truncated".into()));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+    }
+    fn id(&mut self) -> Result<[u8; 32]> {
+        Ok(self.take(32)?.try_into().expect("32 bytes"))
+    }
+}
+
+pub fn parse(bytes: &[u8]) -> Result<IndexFile> {
+    let mut c = Cursor(bytes);
+    if c.take(8)? != MAGIC {
+        return Err(Error::Integrity("not an index object (bad magic)".into()));
+    }
+    let packs = c.u32()?;
+    let mut out = Vec::new();
+    for _ in 0..packs {
+        let pack = PackId(c.id()?);
+        let n = c.u32()? as usize;
+        if n.saturating_mul(ENTRY_LEN) > c.0.len() {
+            return Err(Error::Integrity("index object is truncated".into()));
+        }
+        let mut entries = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = c.take(1)?[0];
+            let blob_type = BlobType::from_byte(t)
+                .ok_or_else(|| Error::Integrity(format!("index has unknown blob type {t}")))?;
+            entries.push(PackEntry {
+                blob_type,
+                id: BlobId(c.id()?),
+                offset: c.u32()?,
+                length: c.u32()?,
+                raw_length: c.u32()?,
+            });
+        }
+        out.push((pack, entries));
+    }
+    if !c.0.is_empty() {
+        return Err(Error::Integrity("index object has trailing bytes".into()));
+    }
+    Ok(out)
+}
+
+/// Where to find a blob.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: PackId,
+    pub blob_type: BlobType,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_length: u32,
+}
+
+/// Every index object merged: blob id → location.
+#[derive(Default)]
+pub struct MasterIndex {
+    blobs: HashMap<BlobId, (u32, BlobType, u32, u32, u32)>,
+    packs: Vec<PackId>,
+    pack_numbers: HashMap<PackId, u32>,
+}
+
+impl MasterIndex {
+    pub fn add_pack(&mut self, pack: PackId, entries: &[PackEntry]) {
+        let next = self.packs.len() as u32;
+        let n = *self.pack_numbers.entry(pack).or_insert(next);
+        if n == next {
+            self.packs.push(pack);
+        }
+        for e in entries {
+            self.blobs
+                .entry(e.id)
+                .or_insert((n, e.blob_type, e.offset, e.length, e.raw_length));
+        }
+    }
+
+    pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
+        self.blobs.get(id).map(|&(p, blob_type, offset, length, raw_length)| BlobLocation {
+            pack: self.packs[p as usize],
+            blob_type,
+            offset,
+            length,
+            raw_length,
+        })
+    }
+
+    pub fn contains(&self, id: &BlobId) -> bool {
+        self.blobs.contains_key(id)
+    }
+
+    pub fn has_pack(&self, pack: &PackId) -> bool {
+        self.pack_numbers.contains_key(pack)
+    }
+
+    pub fn blob_ids(&self) -> impl Iterator<Item = &BlobId> {
+        self.blobs.keys()
+    }
+
+    pub fn len(&self) -> usize {
+        self.blobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u8) -> PackEntry {
+        PackEntry { blob_type: BlobType::Data, id: BlobId([n; 32]), offset: n as u32, length: 3, raw_length: 9 }
+    }
+
+    #[test]
+    fn round_trip_and_merge() {
+        let file = vec![(PackId([9; 32]), vec![entry(1), entry(2)]), (PackId([8; 32]), vec![])];
+        let bytes = encode(&file);
+        let parsed = parse(&bytes).unwrap();
+        assert_eq!(parsed, file);
+        let mut m = MasterIndex::default();
+        for (p, e) in &parsed {
+            m.add_pack(*p, e);
+        }
+        assert_eq!(m.get(&BlobId([2; 32])).unwrap().pack, PackId([9; 32]));
+        assert!(m.has_pack(&PackId([8; 32])));
+        assert_eq!(m.len(), 2);
+    }
+
+    #[test]
+    fn rejects_damage() {
+        let bytes = encode(&[(PackId([9; 32]), vec![entry(1)])]);
+        for cut in [0, 5, 12, 40, bytes.len() - 1] {
+            assert!(parse(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut extra = bytes.clone();
+        extra.push(0);
+        assert!(parse(&extra).is_err());
+        let mut bad_type = bytes.clone();
+        bad_type[8 + 4 + 32 + 4] = 7;
+        assert!(parse(&bad_type).is_err());
+        let mut huge = bytes.clone();
+        huge[8 + 4 + 32..8 + 4 + 36].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(parse(&huge).is_err());
+    }
+}

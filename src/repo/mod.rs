@@ -1,0 +1,313 @@
+//! The repository format: config, packs, index, trees and snapshots (docs/FORMAT.md).
+//!
+//! Objects under the repository root:
+//! - `config` — [`config::RepoConfig`]
+//! - `packs/<2 hex>/<64 hex>` — [`pack`]
+//! - `index/<64 hex>` — [`index`]
+//! - `snapshots/<64 hex>` — [`snapshot`]
+//!
+//! Writers never modify an object after writing it and take no lock: packs are written
+//! before the index objects naming them, and index objects before the snapshots that need
+//! them, so a crash at any instant leaves only unreferenced objects behind.
+
+pub mod blob;
+pub mod check;
+pub mod config;
+pub mod index;
+pub mod pack;
+pub mod reader;
+pub mod snapshot;
+pub mod tree;
+pub mod writer;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use crate::crypto::{self, ChunkKey, DecryptFailure, Identity, KeyFile, Recipient};
+use crate::error::{Error, Result};
+use crate::ids::{sha256, IndexId, PackId, SnapshotId};
+use crate::store::{PutMode, PutOutcome, Store};
+use config::RepoConfig;
+use index::MasterIndex;
+use pack::PackEntry;
+use snapshot::Snapshot;
+
+/// How many objects to fetch at once while loading indexes and snapshots.
+const LOAD_CONCURRENCY: usize = 16;
+
+/// What the key given can do.
+pub struct Keys {
+    pub recipient: Recipient,
+    pub chunk_key: ChunkKey,
+    identity: Option<Identity>,
+}
+
+impl Keys {
+    /// The identity, or a key error naming the operation that needs it.
+    pub fn identity(&self, operation: &str) -> Result<&Identity> {
+        self.identity.as_ref().ok_or_else(|| {
+            Error::Key(format!(
+                "{operation} needs the repository identity (AGE-SECRET-KEY-…); the backup-only key given can write backups but not read them"
+            ))
+        })
+    }
+
+    pub fn has_identity(&self) -> bool {
+        self.identity.is_some()
+    }
+}
+
+pub struct Repository {
+    pub store: Arc<dyn Store>,
+    pub config: RepoConfig,
+    pub keys: Keys,
+}
+
+/// Parse a snapshot object and check it is the one its name promises.
+fn check_named(bytes: &[u8], expected: &[u8; 32], what: &str) -> Result<()> {
+    if &sha256(bytes) != expected {
+        return Err(Error::Integrity(format!("{what} is corrupt: its content does not match its name")));
+    }
+    Ok(())
+}
+
+impl Repository {
+    /// Create a repository; fails if one already exists there.
+    pub async fn init(store: Arc<dyn Store>, recipient: &Recipient) -> Result<(RepoConfig, ChunkKey)> {
+        if !store.list("").await?.is_empty() {
+            if store.get(config::KEY).await.is_ok() {
+                return Err(Error::Usage(format!("a repository already exists at {}", store.describe())));
+            }
+            return Err(Error::Usage(format!(
+                "{} is not empty; give an empty directory or prefix for a new repository",
+                store.describe()
+            )));
+        }
+        let chunk_key = ChunkKey::generate();
+        let config = RepoConfig::new(recipient, &chunk_key);
+        match store.put(config::KEY, Bytes::from(config.to_bytes()), PutMode::CreateNew).await? {
+            PutOutcome::Written => Ok((config, chunk_key)),
+            PutOutcome::AlreadyExists => Err(Error::Usage(format!(
+                "a repository was created at {} at the same time; use that one",
+                store.describe()
+            ))),
+        }
+    }
+
+    pub async fn open(store: Arc<dyn Store>, key: KeyFile) -> Result<Self> {
+        let bytes = store.get(config::KEY).await.map_err(|e| match e {
+            Error::NotFound(_) => Error::Usage(format!(
+                "no drydock repository at {}; create one with `drydock init` or fix --repo",
+                store.describe()
+            )),
+            other => other,
+        })?;
+        let config = RepoConfig::parse(&bytes)?;
+        let keys = match key {
+            KeyFile::Identity(identity) => Keys {
+                recipient: identity.to_public(),
+                chunk_key: config.unseal_chunk_key(&identity)?,
+                identity: Some(*identity),
+            },
+            KeyFile::BackupOnly(k) => {
+                if k.repository != config.id {
+                    return Err(Error::Key(format!(
+                        "the backup-only key is for repository {}, but {} holds repository {}",
+                        k.repository.short(),
+                        store.describe(),
+                        config.id.short()
+                    )));
+                }
+                config.verify_chunk_key(&k.chunk_key)?;
+                if k.recipient.to_string() != config.recipient {
+                    return Err(Error::Key("the backup-only key's recipient does not match the repository".into()));
+                }
+                Keys { recipient: k.recipient, chunk_key: k.chunk_key, identity: None }
+            }
+        };
+        Ok(Repository { store, config, keys })
+    }
+
+    /// Every index object, parsed and checked against its name.
+    pub async fn load_index_files(&self) -> Result<Vec<(IndexId, Result<index::IndexFile>)>> {
+        let listed = self.store.list("index/").await?;
+        stream::iter(listed)
+            .map(|o| async move {
+                let name = o.key.trim_start_matches("index/");
+                let id = IndexId::from_hex(name)
+                    .map_err(|_| Error::Integrity(format!("unexpected object {}", o.key)))?;
+                let parsed = match self.store.get(&o.key).await {
+                    Ok(bytes) => check_named(&bytes, &id.0, &format!("index {}", id.short()))
+                        .and_then(|_| index::parse(&bytes))
+                        .map_err(|e| Error::Integrity(format!("index {}: {e}", id.short()))),
+                    Err(Error::NotFound(_)) => return Ok(None), // deleted since listing (a prune)
+                    Err(e) => return Err(e),
+                };
+                Ok(Some((id, parsed)))
+            })
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .try_filter_map(|x| async move { Ok(x) })
+            .try_collect()
+            .await
+    }
+
+    /// The merged index; a damaged index object is an integrity error.
+    pub async fn load_index(&self) -> Result<MasterIndex> {
+        let mut master = MasterIndex::default();
+        for (_, file) in self.load_index_files().await? {
+            for (pack, entries) in file? {
+                master.add_pack(pack, &entries);
+            }
+        }
+        Ok(master)
+    }
+
+    /// Every pack object with its size.
+    pub async fn list_packs(&self) -> Result<Vec<(PackId, u64)>> {
+        let mut out = Vec::new();
+        for o in self.store.list("packs/").await? {
+            let name = o.key.rsplit('/').next().unwrap_or_default();
+            match PackId::from_hex(name) {
+                Ok(id) => out.push((id, o.size)),
+                Err(_) => tracing::warn!(key = %o.key, "ignoring an unexpected object under packs/"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Read the header at the end of a pack of `size` bytes.
+    pub async fn read_pack_header(&self, id: &PackId, size: u64) -> Result<Vec<PackEntry>> {
+        let key = pack::key(id);
+        if size < pack::TRAILER_LEN as u64 {
+            return Err(Error::Integrity(format!("pack {} is truncated", id.short())));
+        }
+        let trailer = self
+            .store
+            .get_range(&key, size - pack::TRAILER_LEN as u64, pack::TRAILER_LEN as u64)
+            .await?;
+        let header_len = pack::header_len(&trailer, size)
+            .map_err(|e| Error::Integrity(format!("pack {}: {e}", id.short())))? as u64;
+        let header = self.store.get_range(&key, size - header_len, header_len).await?;
+        pack::parse_header(&header, size).map_err(|e| Error::Integrity(format!("pack {}: {e}", id.short())))
+    }
+
+    /// Index packs that no index names — left by a backup that was killed before writing
+    /// its index — so their blobs are reused. Returns the index object written, if any.
+    pub async fn adopt_unindexed_packs(&self, index: &mut MasterIndex) -> Result<Option<IndexId>> {
+        let orphans: Vec<(PackId, u64)> = self
+            .list_packs()
+            .await?
+            .into_iter()
+            .filter(|(id, _)| !index.has_pack(id))
+            .collect();
+        if orphans.is_empty() {
+            return Ok(None);
+        }
+        let mut adopted = Vec::new();
+        for (id, size) in orphans {
+            match self.read_pack_header(&id, size).await {
+                Ok(entries) => adopted.push((id, entries)),
+                Err(Error::Integrity(why)) => tracing::warn!(pack = %id.short(), %why, "not adopting a damaged pack"),
+                Err(e) => return Err(e),
+            }
+        }
+        for (id, entries) in &adopted {
+            index.add_pack(*id, entries);
+        }
+        tracing::info!(packs = adopted.len(), "indexed packs left by an interrupted backup");
+        self.write_index(&adopted).await.map(Some)
+    }
+
+    pub async fn write_index(&self, packs: &[(PackId, Vec<PackEntry>)]) -> Result<IndexId> {
+        let bytes = index::encode(packs);
+        let id = IndexId(sha256(&bytes));
+        self.store.put(&index::key(&id), Bytes::from(bytes), PutMode::Overwrite).await?;
+        Ok(id)
+    }
+
+    /// Encrypt and store a snapshot manifest.
+    pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
+        let plain = serde_json::to_vec(snapshot).expect("snapshots serialise");
+        let sealed = crypto::encrypt(&self.keys.recipient, &plain);
+        let id = SnapshotId(sha256(&sealed));
+        self.store.put(&snapshot::key(&id), Bytes::from(sealed), PutMode::Overwrite).await?;
+        Ok(id)
+    }
+
+    pub async fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        let mut ids = Vec::new();
+        for o in self.store.list("snapshots/").await? {
+            match SnapshotId::from_hex(o.key.trim_start_matches("snapshots/")) {
+                Ok(id) => ids.push(id),
+                Err(_) => tracing::warn!(key = %o.key, "ignoring an unexpected object under snapshots/"),
+            }
+        }
+        Ok(ids)
+    }
+
+    pub async fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let identity = self.keys.identity("reading a snapshot")?;
+        let what = format!("snapshot {}", id.short());
+        let bytes = self.store.get(&snapshot::key(id)).await.map_err(Error::into_integrity)?;
+        check_named(&bytes, &id.0, &what)?;
+        let plain = crypto::decrypt(identity, &bytes).map_err(|e| match e {
+            DecryptFailure::WrongKey => Error::Key(format!("{what} is not encrypted to this identity")),
+            DecryptFailure::Corrupt(why) => Error::Integrity(format!("{what} is corrupt: {why}")),
+        })?;
+        serde_json::from_slice(&plain).map_err(|e| Error::Integrity(format!("{what} is malformed: {e}")))
+    }
+
+    /// Every snapshot, oldest first; each with its load result so one bad object does not
+    /// hide the others.
+    pub async fn load_snapshots(&self) -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
+        self.keys.identity("listing snapshots")?;
+        let ids = self.list_snapshot_ids().await?;
+        let mut all: Vec<(SnapshotId, Result<Snapshot>)> = stream::iter(ids)
+            .map(|id| async move { (id, self.load_snapshot(&id).await) })
+            .buffer_unordered(LOAD_CONCURRENCY)
+            .collect()
+            .await;
+        all.sort_by_key(|(id, s)| (s.as_ref().map(|s| s.time).ok(), *id));
+        Ok(all)
+    }
+
+    /// Resolve `latest`, a full id or a unique prefix.
+    pub async fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        self.keys.identity("reading a snapshot")?;
+        if spec == "latest" {
+            let mut newest: Option<(SnapshotId, Snapshot)> = None;
+            for (id, s) in self.load_snapshots().await? {
+                let s = s?;
+                if newest.as_ref().is_none_or(|(_, n)| s.time >= n.time) {
+                    newest = Some((id, s));
+                }
+            }
+            return newest.ok_or_else(|| {
+                Error::Usage(format!("the repository at {} has no snapshots yet", self.store.describe()))
+            });
+        }
+        let spec_lc = spec.to_ascii_lowercase();
+        if spec_lc.is_empty() || !spec_lc.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Error::Usage(format!("{spec:?} is not a snapshot id; give `latest` or a hex id prefix")));
+        }
+        let matches: Vec<SnapshotId> = self
+            .list_snapshot_ids()
+            .await?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&spec_lc))
+            .collect();
+        match matches.as_slice() {
+            [id] => Ok((*id, self.load_snapshot(id).await?)),
+            [] => Err(Error::Usage(format!(
+                "no snapshot {spec:?} in {}; `drydock snapshots` lists them",
+                self.store.describe()
+            ))),
+            _ => Err(Error::Usage(format!(
+                "snapshot prefix {spec:?} is ambiguous ({} match); give more digits",
+                matches.len()
+            ))),
+        }
+    }
+}

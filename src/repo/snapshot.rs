@@ -1,0 +1,73 @@
+//! Snapshot manifests: what one backup holds, encrypted to the repository recipient.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::harbor::config::ConfigPart;
+use crate::ids::{BlobId, SnapshotId};
+
+pub const VERSION: u32 = 1;
+
+pub fn key(id: &SnapshotId) -> String {
+    format!("snapshots/{}", id.to_hex())
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: u32,
+    pub time: DateTime<Utc>,
+    pub host: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<DateTime<Utc>>,
+    /// The drydock version that wrote it.
+    pub program: String,
+    pub parts: Parts,
+    pub summary: Summary,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Parts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigPart>,
+}
+
+impl Parts {
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if self.config.is_some() {
+            v.push("config");
+        }
+        v
+    }
+
+    /// The tree blobs at the roots of every part.
+    pub fn root_trees(&self) -> Vec<BlobId> {
+        self.config.iter().flat_map(|c| c.root_trees()).collect()
+    }
+
+    /// Data blobs named directly by the manifest (root files of the config part).
+    pub fn root_data(&self) -> Vec<BlobId> {
+        self.config.iter().flat_map(|c| c.root_data()).collect()
+    }
+}
+
+/// Sizes and counts of one backup.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Summary {
+    pub files: u64,
+    pub dirs: u64,
+    /// Bytes read from the source.
+    pub logical_bytes: u64,
+    /// Plaintext bytes of blobs this backup added.
+    pub new_bytes: u64,
+    /// Plaintext bytes found already in the repository.
+    pub reused_bytes: u64,
+    /// Bytes this backup uploaded (compressed, encrypted, with pack headers).
+    pub stored_bytes: u64,
+    pub new_blobs: u64,
+    pub duration_secs: f64,
+}

@@ -1,0 +1,243 @@
+//! The write pipeline: chunk → id → dedup → compress → encrypt → pack → upload → index.
+//!
+//! CPU work runs on a rayon pool of `parallel` threads; uploads run on the tokio runtime,
+//! at most `parallel` at once. Memory stays bounded: a reader holds one chunker buffer,
+//! each worker one chunk, and at most `parallel + 2` packs exist at a time.
+
+use std::collections::HashSet;
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use rayon::prelude::*;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+use super::blob::{self, BlobType};
+use super::index::MasterIndex;
+use super::pack::{self, FinishedPack, PackBuilder, PackEntry};
+use super::Repository;
+use crate::chunker;
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, IndexId, PackId};
+use crate::store::PutMode;
+
+/// Write an index object after this many packs, so a killed backup loses little.
+const PACKS_PER_INDEX: usize = 8;
+
+#[derive(Default)]
+pub struct WriteStats {
+    pub new_bytes: AtomicU64,
+    pub reused_bytes: AtomicU64,
+    pub stored_bytes: AtomicU64,
+    pub new_blobs: AtomicU64,
+}
+
+/// Totals once everything is uploaded.
+#[derive(Clone, Debug, Default)]
+pub struct WriteTotals {
+    pub new_bytes: u64,
+    pub reused_bytes: u64,
+    pub stored_bytes: u64,
+    pub new_blobs: u64,
+    pub packs: u64,
+    pub indexes: Vec<IndexId>,
+}
+
+/// Observes bytes as they pass, for progress reporting.
+pub trait OnBytes: Sync {
+    fn bytes(&self, n: u64);
+}
+
+impl OnBytes for () {
+    fn bytes(&self, _: u64) {}
+}
+
+pub struct BlobWriter {
+    repo: Arc<Repository>,
+    known: RwLock<HashSet<BlobId>>,
+    packer: Mutex<PackBuilder>,
+    tx: Mutex<Option<mpsc::Sender<FinishedPack>>>,
+    uploader: Mutex<Option<tokio::task::JoinHandle<Result<(u64, Vec<IndexId>)>>>>,
+    pool: rayon::ThreadPool,
+    pub stats: WriteStats,
+}
+
+impl BlobWriter {
+    /// Start a writer; must be called within a tokio runtime.
+    pub fn new(repo: Arc<Repository>, index: &MasterIndex, parallel: usize) -> Result<Self> {
+        let parallel = parallel.max(1);
+        let (tx, rx) = mpsc::channel(1);
+        let uploader = tokio::spawn(upload_loop(repo.clone(), rx, parallel));
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(parallel)
+            .thread_name(|i| format!("drydock-cpu-{i}"))
+            .build()
+            .map_err(|e| Error::Other(format!("cannot start worker threads: {e}")))?;
+        Ok(BlobWriter {
+            known: RwLock::new(index.blob_ids().copied().collect()),
+            repo,
+            packer: Mutex::new(PackBuilder::default()),
+            tx: Mutex::new(Some(tx)),
+            uploader: Mutex::new(Some(uploader)),
+            pool,
+            stats: WriteStats::default(),
+        })
+    }
+
+    /// True if this call is the first to see `id` (in the repository or this backup).
+    fn claim(&self, id: BlobId) -> bool {
+        if self.known.read().expect("lock").contains(&id) {
+            return false;
+        }
+        self.known.write().expect("lock").insert(id)
+    }
+
+    /// Store one blob unless it is known. Blocking; call from a non-async thread.
+    pub fn save(&self, blob_type: BlobType, data: &[u8]) -> Result<BlobId> {
+        let id = self.repo.keys.chunk_key.blob_id(blob_type as u8, data);
+        if !self.claim(id) {
+            self.stats.reused_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            return Ok(id);
+        }
+        let encoded = blob::encode_with_id(id, &self.repo.keys.recipient, blob_type, data, self.repo.config.zstd_level);
+        self.stats.new_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        self.stats.new_blobs.fetch_add(1, Ordering::Relaxed);
+        let full = {
+            let mut packer = self.packer.lock().expect("lock");
+            packer.add(encoded);
+            if packer.len() as u64 >= self.repo.config.pack_size {
+                Some(std::mem::take(&mut *packer))
+            } else {
+                None
+            }
+        };
+        if let Some(p) = full {
+            self.send(p)?;
+        }
+        Ok(id)
+    }
+
+    fn send(&self, packer: PackBuilder) -> Result<()> {
+        let finished = packer.finish();
+        self.stats.stored_bytes.fetch_add(finished.bytes.len() as u64, Ordering::Relaxed);
+        let guard = self.tx.lock().expect("lock");
+        let tx = guard.as_ref().ok_or_else(|| Error::Other("the writer is closed".into()))?;
+        tx.blocking_send(finished)
+            .map_err(|_| Error::Store("uploads stopped after an error".into()))
+    }
+
+    /// Chunk a stream and store its chunks in parallel; returns the chunk ids in order and
+    /// the stream's length. Blocking.
+    pub fn save_stream<R: Read + Send>(&self, reader: R, progress: &dyn OnBytes) -> Result<(Vec<BlobId>, u64)> {
+        let params = self.repo.config.chunker;
+        let seed = self.repo.keys.chunk_key.chunker_seed();
+        let mut ids: Vec<(u64, BlobId, u64)> = self.pool.install(|| {
+            chunker::chunks(reader, &params, seed)
+                .par_bridge()
+                .map(|chunk| {
+                    let chunk = chunk?;
+                    let id = self.save(BlobType::Data, &chunk.data)?;
+                    progress.bytes(chunk.data.len() as u64);
+                    Ok((chunk.offset, id, chunk.data.len() as u64))
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        ids.sort_unstable_by_key(|(offset, _, _)| *offset);
+        let len = ids.last().map(|(o, _, l)| o + l).unwrap_or(0);
+        Ok((ids.into_iter().map(|(_, id, _)| id).collect(), len))
+    }
+
+    /// Upload what is buffered, wait for every upload and write the last index object.
+    pub async fn finish(&self) -> Result<WriteTotals> {
+        let last = std::mem::take(&mut *self.packer.lock().expect("lock"));
+        if !last.is_empty() {
+            let finished = last.finish();
+            self.stats.stored_bytes.fetch_add(finished.bytes.len() as u64, Ordering::Relaxed);
+            let tx = self.tx.lock().expect("lock").clone();
+            if let Some(tx) = tx {
+                // A send error means the uploader stopped; its own error is reported below.
+                let _ = tx.send(finished).await;
+            }
+        }
+        self.tx.lock().expect("lock").take();
+        let handle = self.uploader.lock().expect("lock").take();
+        let (packs, indexes) = match handle {
+            Some(h) => h.await.map_err(|e| Error::Other(format!("upload task failed: {e}")))??,
+            None => return Err(Error::Other("the writer was already finished".into())),
+        };
+        Ok(WriteTotals {
+            new_bytes: self.stats.new_bytes.load(Ordering::Relaxed),
+            reused_bytes: self.stats.reused_bytes.load(Ordering::Relaxed),
+            stored_bytes: self.stats.stored_bytes.load(Ordering::Relaxed),
+            new_blobs: self.stats.new_blobs.load(Ordering::Relaxed),
+            packs,
+            indexes,
+        })
+    }
+
+    /// After a failure elsewhere: stop, and prefer the upload error if there was one
+    /// (a failed send only says that uploads stopped).
+    pub async fn abort(&self, err: Error) -> Error {
+        *self.packer.lock().expect("lock") = PackBuilder::default();
+        self.tx.lock().expect("lock").take();
+        let handle = self.uploader.lock().expect("lock").take();
+        match handle {
+            Some(h) => match h.await {
+                Ok(Err(upload_err)) => upload_err,
+                _ => err,
+            },
+            None => err,
+        }
+    }
+}
+
+type Uploaded = (PackId, Vec<PackEntry>);
+
+async fn upload_one(repo: Arc<Repository>, pack: FinishedPack) -> Result<Uploaded> {
+    repo.store.put(&pack::key(&pack.id), pack.bytes, PutMode::Overwrite).await?;
+    Ok((pack.id, pack.entries))
+}
+
+async fn upload_loop(
+    repo: Arc<Repository>,
+    mut rx: mpsc::Receiver<FinishedPack>,
+    parallel: usize,
+) -> Result<(u64, Vec<IndexId>)> {
+    let slots = Arc::new(Semaphore::new(parallel));
+    let mut running: JoinSet<Result<Uploaded>> = JoinSet::new();
+    let mut pending: Vec<Uploaded> = Vec::new();
+    let mut indexes = Vec::new();
+    let mut packs = 0u64;
+    let mut collect = |res: std::result::Result<Result<Uploaded>, tokio::task::JoinError>,
+                       pending: &mut Vec<Uploaded>|
+     -> Result<()> {
+        let uploaded = res.map_err(|e| Error::Other(format!("upload task failed: {e}")))??;
+        packs += 1;
+        pending.push(uploaded);
+        Ok(())
+    };
+    while let Some(pack) = rx.recv().await {
+        let permit = slots.clone().acquire_owned().await.expect("semaphore open");
+        let repo2 = repo.clone();
+        running.spawn(async move {
+            let r = upload_one(repo2, pack).await;
+            drop(permit);
+            r
+        });
+        while let Some(res) = running.try_join_next() {
+            collect(res, &mut pending)?;
+        }
+        if pending.len() >= PACKS_PER_INDEX {
+            indexes.push(repo.write_index(&pending).await?);
+            pending.clear();
+        }
+    }
+    while let Some(res) = running.join_next().await {
+        collect(res, &mut pending)?;
+    }
+    if !pending.is_empty() {
+        indexes.push(repo.write_index(&pending).await?);
+    }
+    Ok((packs, indexes))
+}

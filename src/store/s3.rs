@@ -1,0 +1,339 @@
+//! A repository in an S3 bucket (AWS, MinIO, Ceph, SeaweedFS, R2, moto…).
+//!
+//! Requests go through the SDK's standard retry strategy (exponential backoff with jitter on
+//! throttling, 5xx, timeouts and connection errors); reading a body is retried here too,
+//! because a connection can break after the headers arrived.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::Client;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+use bytes::Bytes;
+
+use super::{ObjectInfo, PutMode, PutOutcome, S3Options, Store};
+use crate::error::{Error, Result};
+
+/// Objects larger than this go up in parts.
+pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+const BODY_READ_ATTEMPTS: u32 = 4;
+
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    /// Empty, or ends with `/`.
+    prefix: String,
+    endpoint: String,
+}
+
+fn max_attempts() -> u32 {
+    std::env::var("DRYDOCK_S3_MAX_ATTEMPTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(8)
+}
+
+impl S3Store {
+    pub async fn connect(bucket: &str, prefix: &str, opts: &S3Options) -> Result<Self> {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(max_attempts())
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(20)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .read_timeout(Duration::from_secs(120))
+                    .build(),
+            );
+        if let Some(region) = &opts.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        let shared = loader.load().await;
+        let mut conf = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(opts.path_style)
+            // Many S3-compatible servers reject the newer default checksums.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
+        if shared.region().is_none() {
+            conf = conf.region(Region::new("us-east-1"));
+        }
+        if let Some(endpoint) = &opts.endpoint {
+            url::Url::parse(endpoint)
+                .map_err(|e| Error::Usage(format!("invalid --s3-endpoint {endpoint:?}: {e}")))?;
+            conf = conf.endpoint_url(endpoint);
+        }
+        let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+        Ok(S3Store {
+            client: Client::from_conf(conf.build()),
+            bucket: bucket.into(),
+            prefix,
+            endpoint: opts.endpoint.clone().unwrap_or_else(|| "AWS".into()),
+        })
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    /// Turn an SDK error into a one-line message naming the object and what to do.
+    fn error<E, R>(&self, op: &str, key: &str, err: SdkError<E, R>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + HttpStatus,
+    {
+        let status = err.raw_response().map(|r| r.status_code());
+        let code = err.code().unwrap_or_default().to_string();
+        let target = format!("s3://{}/{}", self.bucket, self.full_key(key));
+        match (&err, status, code.as_str()) {
+            (_, _, "NoSuchKey") | (_, Some(404), "") | (_, Some(404), "NotFound") => {
+                Error::NotFound(target)
+            }
+            (_, _, "NoSuchBucket") => Error::Usage(format!(
+                "bucket {:?} does not exist at {}; create it or fix --repo",
+                self.bucket, self.endpoint
+            )),
+            (_, Some(403), _) | (_, _, "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch") => {
+                Error::Key(format!(
+                    "{op} {target}: access denied ({code}); check the S3 credentials and bucket policy"
+                ))
+            }
+            (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _, _) => Error::Store(format!(
+                "cannot reach the S3 endpoint {} ({op} {target}): {}; check --s3-endpoint and the network",
+                self.endpoint,
+                error_chain(&err)
+            )),
+            _ => Error::Store(format!("{op} {target} failed: {}", error_chain(&err))),
+        }
+    }
+
+    async fn put_multipart(&self, key: &str, data: Bytes) -> Result<()> {
+        let full = self.full_key(key);
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .send()
+            .await
+            .map_err(|e| self.error("start upload of", key, e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let result = self.upload_parts(key, &upload_id, data).await;
+        if result.is_err() {
+            // Best effort: an abandoned upload only costs storage until a lifecycle rule clears it.
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
+    }
+
+    async fn upload_parts(&self, key: &str, upload_id: &str, data: Bytes) -> Result<()> {
+        let full = self.full_key(key);
+        let mut parts = Vec::new();
+        for (i, start) in (0..data.len()).step_by(PART_SIZE).enumerate() {
+            let number = i as i32 + 1;
+            let body = data.slice(start..(start + PART_SIZE).min(data.len()));
+            let out = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(&full)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(ByteStream::from(body))
+                .send()
+                .await
+                .map_err(|e| self.error("upload part of", key, e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .build(),
+            );
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&full)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(|e| self.error("complete upload of", key, e))?;
+        Ok(())
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool> {
+        match self.client.head_object().bucket(&self.bucket).key(self.full_key(key)).send().await {
+            Ok(_) => Ok(true),
+            Err(e) => match self.error("check", key, e) {
+                Error::NotFound(_) => Ok(false),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn get_with_range(&self, key: &str, range: Option<String>) -> Result<Bytes> {
+        let mut last = None;
+        for attempt in 0..BODY_READ_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+            }
+            let out = self
+                .client
+                .get_object()
+                .bucket(&self.bucket)
+                .key(self.full_key(key))
+                .set_range(range.clone())
+                .send()
+                .await
+                .map_err(|e| self.error("read", key, e))?;
+            match out.body.collect().await {
+                Ok(body) => return Ok(body.into_bytes()),
+                Err(e) => {
+                    tracing::warn!(key, attempt, error = %e, "reading an S3 body failed; retrying");
+                    last = Some(e);
+                }
+            }
+        }
+        Err(Error::Store(format!(
+            "read s3://{}/{} failed: {}",
+            self.bucket,
+            self.full_key(key),
+            last.map(|e| e.to_string()).unwrap_or_default()
+        )))
+    }
+}
+
+/// The HTTP status of a raw response, whatever its type.
+pub trait HttpStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HttpStatus for aws_smithy_runtime_api::http::Response {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+#[async_trait]
+impl Store for S3Store {
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix.trim_end_matches('/'))
+    }
+
+    async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<PutOutcome> {
+        if mode == PutMode::CreateNew && (data.len() > MULTIPART_THRESHOLD) && self.exists(key).await? {
+            return Ok(PutOutcome::AlreadyExists);
+        }
+        if data.len() > MULTIPART_THRESHOLD {
+            self.put_multipart(key, data).await?;
+            return Ok(PutOutcome::Written);
+        }
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .body(ByteStream::from(data.clone()));
+        if mode == PutMode::CreateNew {
+            req = req.if_none_match("*");
+        }
+        match req.send().await {
+            Ok(_) => Ok(PutOutcome::Written),
+            Err(e) => {
+                let status = e.raw_response().map(|r| r.status_code());
+                match (mode, status) {
+                    (PutMode::CreateNew, Some(412 | 409)) => Ok(PutOutcome::AlreadyExists),
+                    // Servers without conditional writes: check, then write.
+                    (PutMode::CreateNew, Some(501)) => {
+                        if self.exists(key).await? {
+                            Ok(PutOutcome::AlreadyExists)
+                        } else {
+                            Box::pin(self.put(key, data, PutMode::Overwrite)).await
+                        }
+                    }
+                    _ => Err(self.error("write", key, e)),
+                }
+            }
+        }
+    }
+
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        self.get_with_range(key, None).await
+    }
+
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let range = format!("bytes={}-{}", offset, offset + len - 1);
+        match self.get_with_range(key, Some(range)).await {
+            // A range past the end of a (truncated) object.
+            Err(Error::Store(msg)) if msg.contains("InvalidRange") => Ok(Bytes::new()),
+            other => other,
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full_key(prefix))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error("list", prefix, e))?;
+            for obj in page.contents() {
+                let key = obj.key().unwrap_or_default();
+                if let Some(rel) = key.strip_prefix(&self.prefix) {
+                    out.push(ObjectInfo {
+                        key: rel.to_string(),
+                        size: obj.size().unwrap_or(0).max(0) as u64,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| self.error("delete", key, e))?;
+        Ok(())
+    }
+}
