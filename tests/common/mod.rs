@@ -1,0 +1,354 @@
+//! Shared helpers for the integration tests: run the real binary, build source trees,
+//! and a real S3 server (moto_server) on a free loopback port.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_drydock");
+
+/// The result of one drydock run.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+    }
+
+    /// The error lines drydock printed (it promises exactly one per failure).
+    pub fn error_lines(&self) -> Vec<&str> {
+        self.stderr.lines().filter(|l| l.starts_with("drydock: error:")).collect()
+    }
+
+    #[track_caller]
+    pub fn expect(&self, code: i32) -> &Self {
+        assert_eq!(self.code, code, "exit code\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Fails with `code` and exactly one error line containing `needle`.
+    #[track_caller]
+    pub fn expect_error(&self, code: i32, needle: &str) -> &Self {
+        self.expect(code);
+        let lines = self.error_lines();
+        assert_eq!(lines.len(), 1, "want one error line, stderr: {}", self.stderr);
+        assert!(lines[0].contains(needle), "error {:?} should mention {needle:?}", lines[0]);
+        self
+    }
+}
+
+fn finish(out: Output) -> Run {
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A repository under test: its location arguments and key files.
+#[derive(Clone)]
+pub struct Repo {
+    pub args: Vec<String>,
+    pub identity: PathBuf,
+    pub backup_key: PathBuf,
+    pub local_root: Option<PathBuf>,
+    pub s3: Option<(String, String)>,
+}
+
+pub fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_remove("DRYDOCK_REPO")
+        .env_remove("DRYDOCK_KEY_FILE")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("DRYDOCK_S3_MAX_ATTEMPTS", "3")
+        .env("DRYDOCK_LOG", "drydock=warn")
+        .stdin(Stdio::null());
+    c
+}
+
+pub fn run(args: &[&str]) -> Run {
+    finish(command(args).output().expect("run drydock"))
+}
+
+impl Repo {
+    pub fn with_key(&self, key: &Path, args: &[&str]) -> Run {
+        let mut all: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        all.push("--key");
+        all.push(key.to_str().unwrap());
+        all.extend_from_slice(args);
+        run(&all)
+    }
+
+    /// With the identity (can do everything).
+    pub fn id(&self, args: &[&str]) -> Run {
+        self.with_key(&self.identity, args)
+    }
+
+    /// With the backup-only key.
+    pub fn bk(&self, args: &[&str]) -> Run {
+        self.with_key(&self.backup_key, args)
+    }
+
+    pub fn spawn_bk(&self, args: &[&str]) -> Child {
+        let mut all: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        all.extend_from_slice(&["--key", self.backup_key.to_str().unwrap()]);
+        all.extend_from_slice(args);
+        command(&all).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn drydock")
+    }
+
+    /// `backup --json` with the backup-only key; returns the summary.
+    #[track_caller]
+    pub fn backup(&self, paths: &[&Path]) -> serde_json::Value {
+        let mut args = vec!["--json", "backup"];
+        for p in paths {
+            args.push("--config");
+            args.push(p.to_str().unwrap());
+        }
+        let r = self.bk(&args);
+        r.expect(0);
+        r.json()
+    }
+}
+
+fn init(args: Vec<String>, keys: &Path) -> (PathBuf, PathBuf) {
+    let identity = keys.join("identity.txt");
+    let backup_key = keys.join("backup.key");
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend_from_slice(&[
+        "init",
+        "--identity-out",
+        identity.to_str().unwrap(),
+        "--backup-key-out",
+        backup_key.to_str().unwrap(),
+    ]);
+    run(&all).expect(0);
+    (identity, backup_key)
+}
+
+pub fn local_repo(dir: &Path) -> Repo {
+    let root = dir.join("repo");
+    let args = vec!["--repo".to_string(), root.to_str().unwrap().to_string()];
+    let (identity, backup_key) = init(args.clone(), dir);
+    Repo { args, identity, backup_key, local_root: Some(root), s3: None }
+}
+
+pub fn s3_repo(dir: &Path, prefix: &str) -> Repo {
+    let endpoint = s3_endpoint();
+    let bucket = new_bucket();
+    let args = vec![
+        "--repo".to_string(),
+        format!("s3://{bucket}/{prefix}"),
+        "--s3-endpoint".to_string(),
+        endpoint.clone(),
+        "--s3-path-style".to_string(),
+    ];
+    let (identity, backup_key) = init(args.clone(), dir);
+    Repo { args, identity, backup_key, local_root: None, s3: Some((endpoint, bucket)) }
+}
+
+// ---------------------------------------------------------------- S3 (moto_server)
+
+struct Moto {
+    endpoint: String,
+    _child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The S3 endpoint: DRYDOCK_TEST_S3_ENDPOINT (scripts/test starts one), or a moto_server
+/// started here for this test binary.
+pub fn s3_endpoint() -> String {
+    static MOTO: OnceLock<Moto> = OnceLock::new();
+    MOTO.get_or_init(|| {
+        if let Ok(e) = std::env::var("DRYDOCK_TEST_S3_ENDPOINT") {
+            return Moto { endpoint: e, _child: None };
+        }
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server must be installed (scripts/test installs it)");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto { endpoint, _child: Some(child) }
+    })
+    .endpoint
+    .clone()
+}
+
+fn s3_client() -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .endpoint_url(s3_endpoint())
+        .force_path_style(true)
+        .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "test"))
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+pub fn new_bucket() -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "dd-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    block_on(s3_client().create_bucket().bucket(&name).send()).expect("create bucket");
+    name
+}
+
+/// Every object in a bucket: key and bytes.
+pub fn bucket_objects(bucket: &str) -> Vec<(String, Vec<u8>)> {
+    block_on(async {
+        let c = s3_client();
+        let list = c.list_objects_v2().bucket(bucket).send().await.unwrap();
+        let mut out = Vec::new();
+        for o in list.contents() {
+            let key = o.key().unwrap().to_string();
+            let body = c.get_object().bucket(bucket).key(&key).send().await.unwrap();
+            out.push((key, body.body.collect().await.unwrap().into_bytes().to_vec()));
+        }
+        out
+    })
+}
+
+// ---------------------------------------------------------------- source trees
+
+/// Deterministic incompressible bytes.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn set_mtime(p: &Path, secs: i64) {
+    let t = filetime::FileTime::from_unix_time(secs, 123_456_789);
+    filetime::set_symlink_file_times(p, t, t).unwrap();
+}
+
+/// A Harbor-like configuration tree: harbor.yml, a secret key, a Kubernetes Secret volume
+/// with its `..data` symlinks, unicode and spaces in names, odd modes, a larger file.
+pub fn harbor_config_tree(root: &Path, big: usize) -> (PathBuf, PathBuf) {
+    let etc = root.join("etc/harbor");
+    fs::create_dir_all(etc.join("cert dir/ünïcode ✓")).unwrap();
+    fs::create_dir_all(etc.join("empty")).unwrap();
+    fs::write(etc.join("harbor.yml"), "hostname: harbor.example.com\nharbor_admin_password: x\n".repeat(20)).unwrap();
+    fs::write(etc.join("cert dir/ünïcode ✓/tls.key"), b"-----BEGIN KEY-----\nabc\n").unwrap();
+    fs::write(etc.join("empty file"), b"").unwrap();
+    fs::write(etc.join("big.bin"), noise(big, 7)).unwrap();
+    fs::set_permissions(etc.join("harbor.yml"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(etc.join("cert dir/ünïcode ✓/tls.key"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(etc.join("empty"), fs::Permissions::from_mode(0o750)).unwrap();
+
+    let secret = root.join("secret");
+    let ts = secret.join("..2026_11_21_10_00_00.123456789");
+    fs::create_dir_all(&ts).unwrap();
+    fs::write(ts.join("secretKey"), b"not-a-real-key16").unwrap();
+    fs::write(ts.join("tls.crt"), b"CERT").unwrap();
+    symlink("..2026_11_21_10_00_00.123456789", secret.join("..data")).unwrap();
+    symlink("..data/secretKey", secret.join("secretKey")).unwrap();
+    symlink("..data/tls.crt", secret.join("tls.crt")).unwrap();
+
+    // Distinct mtimes everywhere, directories last (writing children changes them).
+    let mut all: Vec<PathBuf> = walk(root);
+    all.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for (i, p) in all.iter().enumerate() {
+        set_mtime(p, 1_700_000_000 + i as i64 * 1000);
+    }
+    (etc, secret)
+}
+
+/// Every path under `root` (not following symlinks), root excluded.
+pub fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if fs::symlink_metadata(&p).unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Assert two trees are identical: kinds, contents, link targets, modes, mtimes.
+#[track_caller]
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let rel = |root: &Path, v: Vec<PathBuf>| -> Vec<PathBuf> {
+        v.into_iter().map(|p| p.strip_prefix(root).unwrap().to_path_buf()).collect()
+    };
+    let (la, lb) = (rel(a, walk(a)), rel(b, walk(b)));
+    assert_eq!(la, lb, "different entries");
+    for r in std::iter::once(PathBuf::new()).chain(la) {
+        let (pa, pb) = (a.join(&r), b.join(&r));
+        let (ma, mb) = (fs::symlink_metadata(&pa).unwrap(), fs::symlink_metadata(&pb).unwrap());
+        assert_eq!(ma.file_type(), mb.file_type(), "{}", r.display());
+        if ma.file_type().is_symlink() {
+            assert_eq!(fs::read_link(&pa).unwrap(), fs::read_link(&pb).unwrap(), "{}", r.display());
+        } else {
+            assert_eq!(ma.mode() & 0o7777, mb.mode() & 0o7777, "mode of {}", r.display());
+        }
+        if ma.is_file() {
+            assert!(fs::read(&pa).unwrap() == fs::read(&pb).unwrap(), "content of {}", r.display());
+        }
+        assert_eq!((ma.mtime(), ma.mtime_nsec()), (mb.mtime(), mb.mtime_nsec()), "mtime of {}", r.display());
+    }
+}
+
+/// Where a backed-up absolute path lands under a restore target.
+pub fn restored(target: &Path, source: &Path) -> PathBuf {
+    target.join(source.strip_prefix("/").unwrap())
+}
+
+/// Every file in a local repository with its bytes.
+pub fn repo_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    walk(root)
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let b = fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect()
+}
+
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
