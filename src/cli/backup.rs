@@ -113,7 +113,7 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
         tags: args.tags.into_iter().collect::<BTreeMap<_, _>>(),
         expires: Some(time + args.ttl),
         program: format!("drydock {}", env!("CARGO_PKG_VERSION")),
-        parts: Parts { config: Some(part.part) },
+        parts: Parts { config: Some(part.part), ..Default::default() },
         summary: summary.clone(),
     };
     let id = repo.save_snapshot(&snapshot).await?;

@@ -153,8 +153,8 @@ impl Context {
     }
 
     pub async fn open_repo(&self) -> Result<Arc<Repository>> {
-        let key = self.key()?;
         let store = self.store().await?;
+        let key = self.key()?;
         Ok(Arc::new(Repository::open(store, key).await?))
     }
 }

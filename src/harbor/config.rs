@@ -74,7 +74,7 @@ pub fn backup(writer: &BlobWriter, paths: &[PathBuf], progress: &dyn OnBytes) ->
     let mut walker = Walker { writer, progress, counts: Counts::default(), warnings: Vec::new() };
     let mut roots = Vec::new();
     for p in paths {
-        let abs = std::path::absolute(p).map_err(|e| Error::io(format!("cannot resolve {}", p.display()), e))?;
+        let abs = normalize(&std::path::absolute(p).map_err(|e| Error::io(format!("cannot resolve {}", p.display()), e))?);
         let path = abs
             .to_str()
             .ok_or_else(|| Error::Usage(format!("--config {}: the path is not UTF-8", abs.display())))?
@@ -86,6 +86,22 @@ pub fn backup(writer: &BlobWriter, paths: &[PathBuf], progress: &dyn OnBytes) ->
         }
     }
     Ok(ConfigBackup { part: ConfigPart { roots }, counts: walker.counts, warnings: walker.warnings })
+}
+
+/// Remove `.` and `..` lexically, so the recorded path is one restore accepts.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
 }
 
 struct Walker<'a> {
@@ -215,7 +231,11 @@ pub async fn plan(reader: &BlobReader, part: &ConfigPart, target: &Path) -> Resu
     while let Some((path, node)) = queue.pop_front() {
         if let Some(tree_id) = node.subtree {
             let tree = reader.load_tree(&tree_id).await?;
+            let mut names = std::collections::HashSet::new();
             for child in tree.nodes {
+                if !names.insert(child.name.clone()) {
+                    return Err(Error::Integrity(format!("tree {} names {:?} twice", tree_id.short(), child.name)));
+                }
                 let p = path.join(safe_name(&child.name)?);
                 queue.push_back((p, child));
             }
@@ -252,13 +272,18 @@ pub async fn restore(
     if opts.dry_run {
         return Ok((counts, items));
     }
+    let mut created_parents = std::collections::HashSet::new();
     for (path, node) in &items {
+        no_symlink_between(&opts.target, path)?;
         match node.kind {
             NodeKind::Dir => create_dir(path)?,
-            NodeKind::Symlink => create_symlink(path, node, opts.force)?,
+            NodeKind::Symlink => {}
             NodeKind::File => {
                 if let Some(parent) = path.parent() {
-                    fs::create_dir_all(parent).map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
+                    if created_parents.insert(parent.to_path_buf()) {
+                        fs::create_dir_all(parent)
+                            .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
+                    }
                 }
             }
         }
@@ -277,12 +302,37 @@ pub async fn restore(
         .buffer_unordered(opts.parallel.max(1))
         .try_collect::<Vec<()>>()
         .await?;
+    // Symlinks only once every file is written, so no write can pass through one.
+    for (path, node) in items.iter().filter(|(_, n)| n.kind == NodeKind::Symlink) {
+        no_symlink_between(&opts.target, path)?;
+        create_symlink(path, node, opts.force)?;
+    }
     // Directory metadata last, deepest first, so writing children does not bump mtimes
     // and read-only directories do not block their own restore.
     for (path, node) in items.iter().rev().filter(|(_, n)| n.kind == NodeKind::Dir) {
         apply_metadata(path, node)?;
     }
     Ok((counts, items))
+}
+
+/// Refuse a destination whose parent, below the target, is a symlink: a snapshot (or a
+/// target restored over with --force) must not redirect writes outside the target.
+fn no_symlink_between(target: &Path, path: &Path) -> Result<()> {
+    let mut cur = path.parent();
+    while let Some(dir) = cur {
+        if dir == target || !dir.starts_with(target) {
+            break;
+        }
+        if fs::symlink_metadata(dir).map(|m| m.file_type().is_symlink()).unwrap_or(false) {
+            return Err(Error::Integrity(format!(
+                "refusing to write {}: {} is a symlink",
+                path.display(),
+                dir.display()
+            )));
+        }
+        cur = dir.parent();
+    }
+    Ok(())
 }
 
 fn create_dir(path: &Path) -> Result<()> {
@@ -378,6 +428,23 @@ mod tests {
         }
         assert_eq!(safe_name("..data").unwrap(), "..data");
         assert_eq!(safe_name("harbor config.yml").unwrap(), "harbor config.yml");
+    }
+
+    #[test]
+    fn paths_are_normalised_lexically() {
+        assert_eq!(normalize(Path::new("/a/b/../c/./d")), PathBuf::from("/a/c/d"));
+        assert_eq!(normalize(Path::new("/../x")), PathBuf::from("/x"));
+    }
+
+    #[test]
+    fn writes_through_symlinks_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("t");
+        fs::create_dir_all(t.join("real")).unwrap();
+        std::os::unix::fs::symlink("/tmp", t.join("link")).unwrap();
+        assert!(no_symlink_between(&t, &t.join("real/x")).is_ok());
+        assert!(no_symlink_between(&t, &t.join("link/x")).is_err());
+        assert!(no_symlink_between(&t, &t.join("link")).is_ok());
     }
 
     #[test]

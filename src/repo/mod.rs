@@ -135,9 +135,10 @@ impl Repository {
         let listed = self.store.list("index/").await?;
         stream::iter(listed)
             .map(|o| async move {
-                let name = o.key.trim_start_matches("index/");
-                let id = IndexId::from_hex(name)
-                    .map_err(|_| Error::Integrity(format!("unexpected object {}", o.key)))?;
+                let Ok(id) = IndexId::from_hex(o.key.trim_start_matches("index/")) else {
+                    tracing::warn!(key = %o.key, "ignoring an unexpected object under index/");
+                    return Ok(None);
+                };
                 let parsed = match self.store.get(&o.key).await {
                     Ok(bytes) => check_named(&bytes, &id.0, &format!("index {}", id.short()))
                         .and_then(|_| index::parse(&bytes))
@@ -256,7 +257,20 @@ impl Repository {
             DecryptFailure::WrongKey => Error::Key(format!("{what} is not encrypted to this identity")),
             DecryptFailure::Corrupt(why) => Error::Integrity(format!("{what} is corrupt: {why}")),
         })?;
-        serde_json::from_slice(&plain).map_err(|e| Error::Integrity(format!("{what} is malformed: {e}")))
+        let snap: Snapshot =
+            serde_json::from_slice(&plain).map_err(|e| Error::Integrity(format!("{what} is malformed: {e}")))?;
+        if snap.version > snapshot::VERSION {
+            return Err(Error::Usage(format!(
+                "{what} was written by a newer drydock (snapshot version {}); upgrade drydock",
+                snap.version
+            )));
+        }
+        if let Some(part) = snap.parts.unknown.keys().next() {
+            return Err(Error::Usage(format!(
+                "{what} holds a {part:?} part this drydock does not know; upgrade drydock"
+            )));
+        }
+        Ok(snap)
     }
 
     /// Every snapshot, oldest first; each with its load result so one bad object does not
@@ -279,7 +293,13 @@ impl Repository {
         if spec == "latest" {
             let mut newest: Option<(SnapshotId, Snapshot)> = None;
             for (id, s) in self.load_snapshots().await? {
-                let s = s?;
+                let s = match s {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(snapshot = %id.short(), error = %e, "skipping an unreadable snapshot");
+                        continue;
+                    }
+                };
                 if newest.as_ref().is_none_or(|(_, n)| s.time >= n.time) {
                     newest = Some((id, s));
                 }

@@ -33,6 +33,9 @@ pub struct Snapshot {
 pub struct Parts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ConfigPart>,
+    /// Parts written by a newer drydock; kept so they are reported, not silently dropped.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
 impl Parts {
