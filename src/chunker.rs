@@ -36,7 +36,9 @@ impl Default for ChunkerParams {
 
 impl ChunkerParams {
     pub fn validate(&self) -> Result<()> {
-        use fastcdc::v2020::{AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN};
+        use fastcdc::v2020::{
+            AVERAGE_MAX, AVERAGE_MIN, MAXIMUM_MAX, MAXIMUM_MIN, MINIMUM_MAX, MINIMUM_MIN,
+        };
         let ok = (MINIMUM_MIN..=MINIMUM_MAX).contains(&self.min_size)
             && (AVERAGE_MIN..=AVERAGE_MAX).contains(&self.avg_size)
             && (MAXIMUM_MIN..=MAXIMUM_MAX).contains(&self.max_size)
@@ -45,7 +47,9 @@ impl ChunkerParams {
         if ok {
             Ok(())
         } else {
-            Err(Error::Integrity(format!("unsupported chunker parameters {self:?}")))
+            Err(Error::Integrity(format!(
+                "unsupported chunker parameters {self:?}"
+            )))
         }
     }
 }
@@ -106,7 +110,11 @@ mod tests {
         for c in &cs[..cs.len() - 1] {
             assert!(c.data.len() >= p.min_size as usize && c.data.len() <= p.max_size as usize);
         }
-        assert!(cs.len() > 5, "20 MiB should give many ~1 MiB chunks, got {}", cs.len());
+        assert!(
+            cs.len() > 5,
+            "20 MiB should give many ~1 MiB chunks, got {}",
+            cs.len()
+        );
     }
 
     #[test]

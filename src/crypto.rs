@@ -197,8 +197,9 @@ pub fn write_secret_file(path: &Path, text: &str) -> Result<()> {
 
 /// Encrypt to one recipient in age's binary format.
 pub fn encrypt(recipient: &Recipient, plaintext: &[u8]) -> Vec<u8> {
-    let encryptor = age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
-        .expect("one X25519 recipient is always valid");
+    let encryptor =
+        age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
+            .expect("one X25519 recipient is always valid");
     let mut out = Vec::with_capacity(plaintext.len() + 256 + plaintext.len() / 4096);
     let mut w = encryptor.wrap_output(&mut out).expect("writing to a Vec");
     w.write_all(plaintext).expect("writing to a Vec");
@@ -239,17 +240,26 @@ mod tests {
         let ct = encrypt(&id.to_public(), b"harbor secret");
         assert_eq!(decrypt(&id, &ct).unwrap(), b"harbor secret");
         let other = Identity::generate();
-        assert!(matches!(decrypt(&other, &ct), Err(DecryptFailure::WrongKey)));
+        assert!(matches!(
+            decrypt(&other, &ct),
+            Err(DecryptFailure::WrongKey)
+        ));
         let mut bad = ct.clone();
         let last = bad.len() - 1;
         bad[last] ^= 1;
-        assert!(matches!(decrypt(&id, &bad), Err(DecryptFailure::Corrupt(_))));
+        assert!(matches!(
+            decrypt(&id, &bad),
+            Err(DecryptFailure::Corrupt(_))
+        ));
     }
 
     #[test]
     fn key_files_parse() {
         let id = Identity::generate();
-        assert!(matches!(KeyFile::parse(&identity_file_text(&id)).unwrap(), KeyFile::Identity(_)));
+        assert!(matches!(
+            KeyFile::parse(&identity_file_text(&id)).unwrap(),
+            KeyFile::Identity(_)
+        ));
         let bk = BackupKey {
             repository: RepoId([1; 32]),
             recipient: id.to_public(),

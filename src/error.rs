@@ -71,7 +71,9 @@ impl Error {
             Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
                 Some("free space on the target and run the command again")
             }
-            Error::Integrity(_) => Some("run `drydock check --read-data` to see every affected snapshot"),
+            Error::Integrity(_) => {
+                Some("run `drydock check --read-data` to see every affected snapshot")
+            }
             _ => None,
         }
     }
@@ -79,7 +81,9 @@ impl Error {
     /// A missing object seen while reading the repository is an integrity failure.
     pub fn into_integrity(self) -> Self {
         match self {
-            Error::NotFound(what) => Error::Integrity(format!("{what} is missing from the repository")),
+            Error::NotFound(what) => {
+                Error::Integrity(format!("{what} is missing from the repository"))
+            }
             other => other,
         }
     }

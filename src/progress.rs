@@ -41,14 +41,23 @@ impl Progress {
                 } else {
                     "{prefix} {spinner} {bytes} {bytes_per_sec} {elapsed}"
                 };
-                bar.set_style(ProgressStyle::with_template(template).expect("valid template").progress_chars("=> "));
+                bar.set_style(
+                    ProgressStyle::with_template(template)
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                );
                 bar.set_prefix(label);
                 bar.enable_steady_tick(Duration::from_millis(200));
                 Some(bar)
             }
             _ => None,
         };
-        let p = Arc::new(Progress { bar, bytes: AtomicU64::new(0), done: Arc::new(AtomicBool::new(false)), started: Instant::now() });
+        let p = Arc::new(Progress {
+            bar,
+            bytes: AtomicU64::new(0),
+            done: Arc::new(AtomicBool::new(false)),
+            started: Instant::now(),
+        });
         if p.bar.is_none() && mode != ProgressMode::Never {
             let weak = Arc::downgrade(&p);
             let done = p.done.clone();

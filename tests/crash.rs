@@ -25,7 +25,13 @@ fn next(seed: &mut u64) -> u64 {
 }
 
 fn spawn_backup(repo: &Repo, src: &Path) -> std::process::Child {
-    repo.spawn_bk(&["backup", "--parallel", "2", "--config", src.to_str().unwrap()])
+    repo.spawn_bk(&[
+        "backup",
+        "--parallel",
+        "2",
+        "--config",
+        src.to_str().unwrap(),
+    ])
 }
 
 #[test]
@@ -35,11 +41,18 @@ fn sigkill_mid_backup_leaves_a_valid_repository_and_the_next_backup_resumes() {
     let root = repo.local_root.clone().unwrap();
     let src = dir.path().join("src");
     fs::create_dir_all(&src).unwrap();
-    let mut seed: u64 = std::env::var("DRYDOCK_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_0001);
+    let mut seed: u64 = std::env::var("DRYDOCK_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_0001);
     println!("kill trials seed {seed} (set DRYDOCK_TEST_SEED to replay)");
     // Each trial adds new data, so every kill interrupts real work at a random instant.
     for trial in 0..8u64 {
-        fs::write(src.join(format!("layer-{trial}.bin")), noise(24 << 20, 100 + trial)).unwrap();
+        fs::write(
+            src.join(format!("layer-{trial}.bin")),
+            noise(24 << 20, 100 + trial),
+        )
+        .unwrap();
         let delay = Duration::from_millis(next(&mut seed) % (400 + 200 * trial));
         let mut child = spawn_backup(&repo, &src);
         let started = Instant::now();
@@ -48,9 +61,16 @@ fn sigkill_mid_backup_leaves_a_valid_repository_and_the_next_backup_resumes() {
         }
         let _ = child.kill();
         let status = child.wait().unwrap();
-        println!("trial {trial}: kill after {delay:?}: {status}, {} packs", packs(&root));
+        println!(
+            "trial {trial}: kill after {delay:?}: {status}, {} packs",
+            packs(&root)
+        );
         let check = repo.id(&["check"]);
-        assert_eq!(check.code, 0, "trial {trial}: check after kill\n{}\n{}", check.stdout, check.stderr);
+        assert_eq!(
+            check.code, 0,
+            "trial {trial}: check after kill\n{}\n{}",
+            check.stdout, check.stderr
+        );
     }
     repo.backup(&[&src]);
 
@@ -64,15 +84,22 @@ fn sigkill_mid_backup_leaves_a_valid_repository_and_the_next_backup_resumes() {
     }
     let _ = child.kill();
     child.wait().unwrap();
-    assert!(packs(&root) > before, "the interrupted backup uploaded a pack");
+    assert!(
+        packs(&root) > before,
+        "the interrupted backup uploaded a pack"
+    );
     repo.id(&["check"]).expect(0);
 
     let resumed = repo.backup(&[&src]);
     let new = resumed["summary"]["new_bytes"].as_u64().unwrap();
-    assert!(new < 30 << 20, "resume stored {new} new bytes of a 40 MiB file: the uploaded pack was not reused");
+    assert!(
+        new < 30 << 20,
+        "resume stored {new} new bytes of a 40 MiB file: the uploaded pack was not reused"
+    );
     repo.id(&["check", "--read-data"]).expect(0);
     let out = dir.path().join("out");
-    repo.id(&["restore", "latest", "--config-dir", out.to_str().unwrap()]).expect(0);
+    repo.id(&["restore", "latest", "--config-dir", out.to_str().unwrap()])
+        .expect(0);
     assert_same_tree(&src, &restored(&out, &src));
 }
 
@@ -88,7 +115,11 @@ fn concurrent_backups(repo: &Repo, dir: &Path) {
     let cb = repo.spawn_bk(&["backup", "--config", b.to_str().unwrap()]);
     for c in [ca, cb] {
         let out = c.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let list = repo.id(&["--json", "snapshots"]);
     list.expect(0);
@@ -98,7 +129,8 @@ fn concurrent_backups(repo: &Repo, dir: &Path) {
     for s in snaps {
         let id = s["short_id"].as_str().unwrap();
         let out = dir.join(format!("out-{id}"));
-        repo.id(&["restore", id, "--config-dir", out.to_str().unwrap()]).expect(0);
+        repo.id(&["restore", id, "--config-dir", out.to_str().unwrap()])
+            .expect(0);
         let restored_a = restored(&out, &a);
         let which = if restored_a.exists() { &a } else { &b };
         assert_same_tree(which, &restored(&out, which));

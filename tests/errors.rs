@@ -20,12 +20,20 @@ fn backup_only_key_cannot_read_anything() {
     let src = small_src(dir.path());
     repo.backup(&[&src]);
     let out = dir.path().join("out");
-    repo.bk(&["restore", "latest", "--config-dir", out.to_str().unwrap()]).expect_error(5, "identity");
+    repo.bk(&["restore", "latest", "--config-dir", out.to_str().unwrap()])
+        .expect_error(5, "identity");
     assert!(!out.exists());
     repo.bk(&["show", "latest"]).expect_error(5, "identity");
     repo.bk(&["snapshots"]).expect_error(5, "identity");
-    repo.bk(&["check", "--read-data"]).expect_error(5, "identity");
-    repo.bk(&["key", "backup-only", "--out", dir.path().join("k2").to_str().unwrap()]).expect_error(5, "identity");
+    repo.bk(&["check", "--read-data"])
+        .expect_error(5, "identity");
+    repo.bk(&[
+        "key",
+        "backup-only",
+        "--out",
+        dir.path().join("k2").to_str().unwrap(),
+    ])
+    .expect_error(5, "identity");
     // And it can still deduplicate.
     let again = repo.backup(&[&src]);
     assert_eq!(again["summary"]["new_bytes"], 0);
@@ -36,9 +44,13 @@ fn derived_backup_only_key_works_like_the_one_from_init() {
     let dir = tempfile::tempdir().unwrap();
     let repo = local_repo(dir.path());
     let k2 = dir.path().join("derived.key");
-    repo.id(&["key", "backup-only", "--out", k2.to_str().unwrap()]).expect(0);
+    repo.id(&["key", "backup-only", "--out", k2.to_str().unwrap()])
+        .expect(0);
     let src = small_src(dir.path());
-    let r = repo.with_key(&k2, &["--json", "backup", "--config", src.to_str().unwrap()]);
+    let r = repo.with_key(
+        &k2,
+        &["--json", "backup", "--config", src.to_str().unwrap()],
+    );
     r.expect(0);
     repo.id(&["check", "--read-data"]).expect(0);
 }
@@ -50,8 +62,13 @@ fn keys_of_another_repository_are_refused() {
     let b = local_repo(&dir.path().join("b").tap_mkdir());
     let src = small_src(dir.path());
     a.backup(&[&src]);
-    a.with_key(&b.identity, &["snapshots"]).expect_error(5, "does not belong");
-    a.with_key(&b.backup_key, &["backup", "--config", src.to_str().unwrap()]).expect_error(5, "repository");
+    a.with_key(&b.identity, &["snapshots"])
+        .expect_error(5, "does not belong");
+    a.with_key(
+        &b.backup_key,
+        &["backup", "--config", src.to_str().unwrap()],
+    )
+    .expect_error(5, "repository");
     // Nothing was written by the refused backup.
     assert_eq!(repo_files(a.local_root.as_ref().unwrap()).len(), 4);
 }
@@ -73,8 +90,10 @@ fn unusable_key_files_are_key_errors() {
     let repo = local_repo(dir.path());
     let garbage = dir.path().join("garbage.key");
     fs::write(&garbage, "hello\n").unwrap();
-    repo.with_key(&garbage, &["snapshots"]).expect_error(5, "not a drydock key file");
-    repo.with_key(&dir.path().join("absent.key"), &["snapshots"]).expect_error(5, "cannot read key file");
+    repo.with_key(&garbage, &["snapshots"])
+        .expect_error(5, "not a drydock key file");
+    repo.with_key(&dir.path().join("absent.key"), &["snapshots"])
+        .expect_error(5, "cannot read key file");
 }
 
 #[test]
@@ -82,11 +101,14 @@ fn unknown_and_ambiguous_snapshots_are_usage_errors() {
     let dir = tempfile::tempdir().unwrap();
     let repo = local_repo(dir.path());
     let out = dir.path().join("out");
-    repo.id(&["restore", "latest", "--config-dir", out.to_str().unwrap()]).expect_error(2, "no snapshots");
+    repo.id(&["restore", "latest", "--config-dir", out.to_str().unwrap()])
+        .expect_error(2, "no snapshots");
     let src = small_src(dir.path());
     repo.backup(&[&src]);
-    repo.id(&["show", "deadbeef"]).expect_error(2, "no snapshot");
-    repo.id(&["show", "not-hex"]).expect_error(2, "not a snapshot id");
+    repo.id(&["show", "deadbeef"])
+        .expect_error(2, "no snapshot");
+    repo.id(&["show", "not-hex"])
+        .expect_error(2, "not a snapshot id");
     let r = repo.id(&["--json", "show", "deadbeef"]);
     r.expect(2);
     assert_eq!(r.json()["error"]["exit_code"], 2);
@@ -101,10 +123,21 @@ fn non_empty_restore_target_needs_force_and_is_left_alone() {
     let out = dir.path().join("out");
     fs::create_dir_all(&out).unwrap();
     fs::write(out.join("keep.txt"), "mine").unwrap();
-    repo.id(&["restore", "latest", "--config-dir", out.to_str().unwrap()]).expect_error(2, "--force");
+    repo.id(&["restore", "latest", "--config-dir", out.to_str().unwrap()])
+        .expect_error(2, "--force");
     assert_eq!(walk(&out), vec![out.join("keep.txt")]);
-    repo.id(&["restore", "latest", "--config-dir", out.to_str().unwrap(), "--force"]).expect(0);
-    assert_eq!(fs::read(restored(&out, &src).join("harbor.yml")).unwrap(), b"hostname: x\n");
+    repo.id(&[
+        "restore",
+        "latest",
+        "--config-dir",
+        out.to_str().unwrap(),
+        "--force",
+    ])
+    .expect(0);
+    assert_eq!(
+        fs::read(restored(&out, &src).join("harbor.yml")).unwrap(),
+        b"hostname: x\n"
+    );
     assert_eq!(fs::read(out.join("keep.txt")).unwrap(), b"mine");
 }
 
@@ -114,28 +147,57 @@ fn bad_locations_are_usage_errors() {
     let key = dir.path().join("k");
     fs::write(&key, "x").unwrap();
     let k = key.to_str().unwrap();
-    run(&["--repo", "ftp://host/x", "--key", k, "snapshots"]).expect_error(2, "unsupported repository URL");
-    run(&["--repo", "s3://Bad_Bucket/x", "--key", k, "snapshots"]).expect_error(2, "invalid S3 bucket");
+    run(&["--repo", "ftp://host/x", "--key", k, "snapshots"])
+        .expect_error(2, "unsupported repository URL");
+    run(&["--repo", "s3://Bad_Bucket/x", "--key", k, "snapshots"])
+        .expect_error(2, "invalid S3 bucket");
     run(&["--key", k, "snapshots"]).expect_error(2, "--repo");
     let empty = dir.path().join("empty");
     fs::create_dir_all(&empty).unwrap();
     let repo = local_repo(dir.path());
     repo.id(&["snapshots"]).expect(0);
-    run(&["--repo", empty.to_str().unwrap(), "--key", repo.identity.to_str().unwrap(), "snapshots"])
-        .expect_error(2, "no drydock repository");
+    run(&[
+        "--repo",
+        empty.to_str().unwrap(),
+        "--key",
+        repo.identity.to_str().unwrap(),
+        "snapshots",
+    ])
+    .expect_error(2, "no drydock repository");
     run(&["--repo", empty.to_str().unwrap(), "snapshots"]).expect_error(2, "--key");
-    run(&["--repo", "s3://bkt/x", "--s3-endpoint", "not a url", "--key", repo.identity.to_str().unwrap(), "snapshots"])
-        .expect_error(2, "--s3-endpoint");
+    run(&[
+        "--repo",
+        "s3://bkt/x",
+        "--s3-endpoint",
+        "not a url",
+        "--key",
+        repo.identity.to_str().unwrap(),
+        "snapshots",
+    ])
+    .expect_error(2, "--s3-endpoint");
 }
 
 #[test]
 fn unreachable_s3_endpoint_is_a_clear_failure() {
     let dir = tempfile::tempdir().unwrap();
     let repo = local_repo(dir.path());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let endpoint = format!("http://127.0.0.1:{port}");
-    run(&["--repo", "s3://bucket/x", "--s3-endpoint", &endpoint, "--s3-path-style", "--key", repo.identity.to_str().unwrap(), "snapshots"])
-        .expect_error(1, "cannot reach the S3 endpoint");
+    run(&[
+        "--repo",
+        "s3://bucket/x",
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-path-style",
+        "--key",
+        repo.identity.to_str().unwrap(),
+        "snapshots",
+    ])
+    .expect_error(1, "cannot reach the S3 endpoint");
 }
 
 #[test]
@@ -143,9 +205,21 @@ fn missing_bucket_is_a_configuration_error() {
     let dir = tempfile::tempdir().unwrap();
     let endpoint = s3_endpoint();
     let id = dir.path().join("id");
-    run(&["--repo", "s3://no-such-bucket-here/x", "--s3-endpoint", &endpoint, "--s3-path-style", "init", "--identity-out", id.to_str().unwrap()])
-        .expect_error(2, "does not exist");
-    assert!(!id.exists(), "init must not leave an identity for a repository it did not create");
+    run(&[
+        "--repo",
+        "s3://no-such-bucket-here/x",
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-path-style",
+        "init",
+        "--identity-out",
+        id.to_str().unwrap(),
+    ])
+    .expect_error(2, "does not exist");
+    assert!(
+        !id.exists(),
+        "init must not leave an identity for a repository it did not create"
+    );
 }
 
 #[test]
@@ -159,8 +233,14 @@ fn init_refuses_existing_repositories_and_key_files() {
     assert!(!other.exists());
     let before = fs::read(&repo.identity).unwrap();
     let fresh = dir.path().join("fresh");
-    run(&["--repo", fresh.to_str().unwrap(), "init", "--identity-out", repo.identity.to_str().unwrap()])
-        .expect_error(2, "refusing to overwrite");
+    run(&[
+        "--repo",
+        fresh.to_str().unwrap(),
+        "init",
+        "--identity-out",
+        repo.identity.to_str().unwrap(),
+    ])
+    .expect_error(2, "refusing to overwrite");
     assert_eq!(fs::read(&repo.identity).unwrap(), before);
     assert!(!fresh.join("config").exists());
     // Key files are private.
@@ -175,9 +255,15 @@ fn missing_config_path_fails_before_writing_anything() {
     let dir = tempfile::tempdir().unwrap();
     let repo = local_repo(dir.path());
     let before = repo_files(repo.local_root.as_ref().unwrap()).len();
-    repo.bk(&["backup", "--config", dir.path().join("nope").to_str().unwrap()]).expect_error(2, "nope");
+    repo.bk(&[
+        "backup",
+        "--config",
+        dir.path().join("nope").to_str().unwrap(),
+    ])
+    .expect_error(2, "nope");
     repo.bk(&["backup"]).expect_error(2, "--config");
-    repo.bk(&["backup", "--config", "/", "--ttl", "soon"]).expect(2);
+    repo.bk(&["backup", "--config", "/", "--ttl", "soon"])
+        .expect(2);
     assert_eq!(repo_files(repo.local_root.as_ref().unwrap()).len(), before);
 }
 
@@ -189,9 +275,16 @@ fn special_file_makes_a_partial_snapshot_with_exit_3() {
     let _sock = std::os::unix::net::UnixListener::bind(src.join("harbor.sock")).unwrap();
     let r = repo.bk(&["--json", "backup", "--config", src.to_str().unwrap()]);
     r.expect(3);
-    assert!(r.json()["warnings"][0].as_str().unwrap().contains("harbor.sock"));
+    assert!(r.json()["warnings"][0]
+        .as_str()
+        .unwrap()
+        .contains("harbor.sock"));
     // The rest was saved and is restorable.
     let out = dir.path().join("out");
-    repo.id(&["restore", "latest", "--config-dir", out.to_str().unwrap()]).expect(0);
-    assert_eq!(fs::read(restored(&out, &src).join("harbor.yml")).unwrap(), b"hostname: x\n");
+    repo.id(&["restore", "latest", "--config-dir", out.to_str().unwrap()])
+        .expect(0);
+    assert_eq!(
+        fs::read(restored(&out, &src).join("harbor.yml")).unwrap(),
+        b"hostname: x\n"
+    );
 }

@@ -28,11 +28,21 @@ fn fixture() -> Fixture {
     let snapshot = s["short_id"].as_str().unwrap().to_string();
     let root = repo.local_root.clone().unwrap();
     let work = dir.path().to_path_buf();
-    Fixture { _dir: dir, repo, root, src, snapshot, work }
+    Fixture {
+        _dir: dir,
+        repo,
+        root,
+        src,
+        snapshot,
+        work,
+    }
 }
 
 fn objects(root: &Path, dir: &str) -> Vec<PathBuf> {
-    walk(&root.join(dir)).into_iter().filter(|p| p.is_file()).collect()
+    walk(&root.join(dir))
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect()
 }
 
 fn one(root: &Path, dir: &str) -> PathBuf {
@@ -60,7 +70,11 @@ fn assert_check_names_snapshot(f: &Fixture, args: &[&str]) {
     r.expect(4);
     let affected = r.json()["report"]["affected_snapshots"].clone();
     assert!(
-        affected.as_array().unwrap().iter().any(|s| s == f.snapshot.as_str()),
+        affected
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == f.snapshot.as_str()),
         "affected {affected} should name {}\n{}",
         f.snapshot,
         r.stdout
@@ -74,12 +88,24 @@ fn assert_check_names_snapshot(f: &Fixture, args: &[&str]) {
 #[track_caller]
 fn assert_restore_refuses(f: &Fixture) {
     let out = f.work.join("restore-out");
-    let r = f.repo.id(&["restore", "latest", "--config-dir", out.to_str().unwrap()]);
+    let r = f
+        .repo
+        .id(&["restore", "latest", "--config-dir", out.to_str().unwrap()]);
     r.expect(4);
     assert_eq!(r.error_lines().len(), 1, "{}", r.stderr);
     let target = restored(&out, &f.src).join("data.bin");
-    assert!(!target.exists(), "a corrupt file was written under its real name");
-    let leftovers: Vec<_> = if out.exists() { walk(&out).into_iter().filter(|p| p.to_string_lossy().contains("drydock-tmp")).collect() } else { vec![] };
+    assert!(
+        !target.exists(),
+        "a corrupt file was written under its real name"
+    );
+    let leftovers: Vec<_> = if out.exists() {
+        walk(&out)
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains("drydock-tmp"))
+            .collect()
+    } else {
+        vec![]
+    };
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 
@@ -145,7 +171,12 @@ fn damaged_or_truncated_snapshot_object_is_found() {
         damage(&one(&f.root, "snapshots"), 100);
         assert_check_names_snapshot(&f, &[]);
         f.repo.id(&["snapshots"]).expect(4);
-        let r = f.repo.id(&["restore", &f.snapshot, "--config-dir", f.work.join("o").to_str().unwrap()]);
+        let r = f.repo.id(&[
+            "restore",
+            &f.snapshot,
+            "--config-dir",
+            f.work.join("o").to_str().unwrap(),
+        ]);
         r.expect(4);
     }
 }
@@ -165,5 +196,7 @@ fn intact_repository_checks_clean_with_every_option() {
     f.repo.id(&["check", "--read-data-subset", "50%"]).expect(0);
     // With the backup-only key, structure can be checked; reading data cannot.
     f.repo.bk(&["check"]).expect(0);
-    f.repo.bk(&["check", "--read-data"]).expect_error(5, "identity");
+    f.repo
+        .bk(&["check", "--read-data"])
+        .expect_error(5, "identity");
 }

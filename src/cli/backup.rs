@@ -63,7 +63,10 @@ pub fn parse_duration(s: &str) -> std::result::Result<chrono::Duration, String> 
             's' => 1,
             _ => return Err(bad()),
         };
-        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(bad)?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
     }
     if !num.is_empty() || s.trim().is_empty() || total <= 0 {
         return Err(bad());
@@ -73,7 +76,9 @@ pub fn parse_duration(s: &str) -> std::result::Result<chrono::Duration, String> 
 
 pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
     if args.config.is_empty() {
-        return Err(Error::Usage("nothing to back up: give at least one --config PATH".into()));
+        return Err(Error::Usage(
+            "nothing to back up: give at least one --config PATH".into(),
+        ));
     }
     config::validate_paths(&args.config)?;
     let started = Instant::now();
@@ -89,7 +94,10 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
         let (writer, progress, paths) = (writer.clone(), progress.clone(), args.config.clone());
         tokio::task::spawn_blocking(move || config::backup(&writer, &paths, &*progress))
     };
-    let part = match work.await.map_err(|e| Error::Other(format!("backup task failed: {e}")))? {
+    let part = match work
+        .await
+        .map_err(|e| Error::Other(format!("backup task failed: {e}")))?
+    {
         Ok(p) => p,
         Err(e) => return Err(writer.abort(e).await),
     };
@@ -109,18 +117,27 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
     let snapshot = Snapshot {
         version: VERSION,
         time,
-        host: args.host.unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
+        host: args
+            .host
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
         tags: args.tags.into_iter().collect::<BTreeMap<_, _>>(),
         expires: Some(time + args.ttl),
         program: format!("drydock {}", env!("CARGO_PKG_VERSION")),
-        parts: Parts { config: Some(part.part), ..Default::default() },
+        parts: Parts {
+            config: Some(part.part),
+            ..Default::default()
+        },
         summary: summary.clone(),
     };
     let id = repo.save_snapshot(&snapshot).await?;
     for w in &part.warnings {
         tracing::warn!("{w}");
     }
-    let exit_code = if part.warnings.is_empty() { exit::SUCCESS } else { exit::PARTIAL };
+    let exit_code = if part.warnings.is_empty() {
+        exit::SUCCESS
+    } else {
+        exit::PARTIAL
+    };
     let text = format!(
         "snapshot {} saved: {} files, {} read, {} new, {} reused, {} uploaded in {:.1}s{}\n",
         id.short(),
@@ -130,7 +147,11 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
         ByteSize(summary.reused_bytes),
         ByteSize(summary.stored_bytes),
         summary.duration_secs,
-        if part.warnings.is_empty() { String::new() } else { format!(" ({} warnings)", part.warnings.len()) },
+        if part.warnings.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} warnings)", part.warnings.len())
+        },
     );
     let json = json!({
         "snapshot": id.to_hex(),
@@ -142,7 +163,11 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
         "packs_written": totals.packs,
         "warnings": part.warnings,
     });
-    Ok(Output { text, json, exit: exit_code })
+    Ok(Output {
+        text,
+        json,
+        exit: exit_code,
+    })
 }
 
 #[cfg(test)]

@@ -22,7 +22,10 @@ pub struct CheckArgs {
 }
 
 fn parse_percent(s: &str) -> std::result::Result<f64, String> {
-    let n: f64 = s.trim_end_matches('%').parse().map_err(|_| format!("{s:?} is not a percentage like 10%"))?;
+    let n: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage like 10%"))?;
     if n > 0.0 && n <= 100.0 {
         Ok(n / 100.0)
     } else {
@@ -32,31 +35,66 @@ fn parse_percent(s: &str) -> std::result::Result<f64, String> {
 
 pub async fn run(ctx: &Context, args: CheckArgs) -> Result<Output> {
     let repo = ctx.open_repo().await?;
-    let read_data = if args.read_data { 1.0 } else { args.read_data_subset.unwrap_or(0.0) };
-    let report = check(repo, &CheckOptions { read_data, parallel: args.parallel }).await?;
+    let read_data = if args.read_data {
+        1.0
+    } else {
+        args.read_data_subset.unwrap_or(0.0)
+    };
+    let report = check(
+        repo,
+        &CheckOptions {
+            read_data,
+            parallel: args.parallel,
+        },
+    )
+    .await?;
     let mut text = format!(
         "{} snapshots, {} index objects, {} packs, {} blobs",
         report.snapshots, report.indexes, report.packs, report.blobs
     );
     if read_data > 0.0 {
-        text += &format!("; read {} packs ({})", report.packs_read, ByteSize(report.bytes_read));
+        text += &format!(
+            "; read {} packs ({})",
+            report.packs_read,
+            ByteSize(report.bytes_read)
+        );
     }
     text.push('\n');
     for w in &report.warnings {
         text += &format!("warning: {w}\n");
     }
     for p in &report.problems {
-        let snaps = if p.snapshots.is_empty() { String::new() } else { format!(" [affects snapshots {}]", p.snapshots.join(", ")) };
+        let snaps = if p.snapshots.is_empty() {
+            String::new()
+        } else {
+            format!(" [affects snapshots {}]", p.snapshots.join(", "))
+        };
         text += &format!("error: {}: {}{snaps}\n", p.object, p.message);
     }
-    text += if report.ok() { "no errors found\n" } else { "repository has errors\n" };
+    text += if report.ok() {
+        "no errors found\n"
+    } else {
+        "repository has errors\n"
+    };
     if !report.ok() {
         eprintln!(
             "drydock: error: {} problem(s) found; affected snapshots: {}",
             report.problems.len(),
-            if report.affected_snapshots.is_empty() { "none".to_string() } else { report.affected_snapshots.join(", ") }
+            if report.affected_snapshots.is_empty() {
+                "none".to_string()
+            } else {
+                report.affected_snapshots.join(", ")
+            }
         );
     }
-    let exit = if report.ok() { exit::SUCCESS } else { exit::INTEGRITY };
-    Ok(Output { text, json: json!({"ok": report.ok(), "report": report}), exit })
+    let exit = if report.ok() {
+        exit::SUCCESS
+    } else {
+        exit::INTEGRITY
+    };
+    Ok(Output {
+        text,
+        json: json!({"ok": report.ok(), "report": report}),
+        exit,
+    })
 }

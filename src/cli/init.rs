@@ -25,9 +25,15 @@ pub struct InitArgs {
 
 pub async fn run(ctx: &Context, args: InitArgs) -> Result<Output> {
     let store = ctx.store().await?;
-    for p in [&args.identity_out, &args.backup_key_out].into_iter().flatten() {
+    for p in [&args.identity_out, &args.backup_key_out]
+        .into_iter()
+        .flatten()
+    {
         if p.exists() {
-            return Err(Error::Usage(format!("{} already exists; refusing to overwrite a key file", p.display())));
+            return Err(Error::Usage(format!(
+                "{} already exists; refusing to overwrite a key file",
+                p.display()
+            )));
         }
     }
     let (recipient, identity): (Recipient, Option<Identity>) = match &args.recipient {
@@ -52,15 +58,29 @@ pub async fn run(ctx: &Context, args: InitArgs) -> Result<Output> {
         }
     };
     if let Some(path) = &args.backup_key_out {
-        let key = BackupKey { repository: config.id, recipient: recipient.clone(), chunk_key };
+        let key = BackupKey {
+            repository: config.id,
+            recipient: recipient.clone(),
+            chunk_key,
+        };
         crypto::write_secret_file(path, &key.to_file_text())?;
     }
-    let mut text = format!("created repository {} at {}\n", config.id.short(), store.describe());
+    let mut text = format!(
+        "created repository {} at {}\n",
+        config.id.short(),
+        store.describe()
+    );
     if let Some(p) = &args.identity_out {
-        text += &format!("identity (reads everything; keep offline): {}\n", p.display());
+        text += &format!(
+            "identity (reads everything; keep offline): {}\n",
+            p.display()
+        );
     }
     if let Some(p) = &args.backup_key_out {
-        text += &format!("backup-only key (for CronJobs; cannot decrypt): {}\n", p.display());
+        text += &format!(
+            "backup-only key (for CronJobs; cannot decrypt): {}\n",
+            p.display()
+        );
     }
     Ok(Output::ok(
         text,

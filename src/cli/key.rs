@@ -30,7 +30,11 @@ pub async fn run(ctx: &Context, cmd: KeyCommand) -> Result<Output> {
     };
     crypto::write_secret_file(&out, &key.to_file_text())?;
     Ok(Output::ok(
-        format!("backup-only key for repository {} written to {}\n", repo.config.id.short(), out.display()),
+        format!(
+            "backup-only key for repository {} written to {}\n",
+            repo.config.id.short(),
+            out.display()
+        ),
         json!({"repository": repo.config.id.to_hex(), "backup_key_file": out}),
     ))
 }

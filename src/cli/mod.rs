@@ -118,7 +118,11 @@ pub struct Output {
 
 impl Output {
     pub fn ok(text: String, json: serde_json::Value) -> Self {
-        Output { text, json, exit: exit::SUCCESS }
+        Output {
+            text,
+            json,
+            exit: exit::SUCCESS,
+        }
     }
 }
 
@@ -128,7 +132,10 @@ pub struct Context {
 }
 
 pub fn default_parallel() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).clamp(2, 16)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 16)
 }
 
 impl Context {
@@ -168,7 +175,9 @@ fn init_logging(g: &GlobalOpts) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("DRYDOCK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("drydock={default},warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match g.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.with_target(false).try_init(),
@@ -192,13 +201,20 @@ pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::SUCCESS };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::SUCCESS
+            };
             let _ = e.print();
             return code;
         }
     };
     init_logging(&cli.global);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("drydock: error: cannot start the runtime: {e}");
@@ -211,7 +227,10 @@ pub fn main() -> i32 {
     match result {
         Ok(out) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&out.json).expect("JSON output"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&out.json).expect("JSON output")
+                );
             } else if !out.text.is_empty() {
                 print!("{}", out.text);
             }
@@ -223,7 +242,10 @@ pub fn main() -> i32 {
             eprintln!("drydock: error: {e}{hint}");
             if json {
                 let doc = json!({"error": {"message": e.to_string(), "exit_code": code}});
-                println!("{}", serde_json::to_string_pretty(&doc).expect("JSON output"));
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&doc).expect("JSON output")
+                );
             }
             code
         }

@@ -40,7 +40,9 @@ const PARTS: [&str; 3] = ["db", "registry", "config"];
 pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
     for p in &args.only {
         if !PARTS.contains(&p.as_str()) {
-            return Err(Error::Usage(format!("--only {p:?}: the parts are db, registry and config")));
+            return Err(Error::Usage(format!(
+                "--only {p:?}: the parts are db, registry and config"
+            )));
         }
     }
     let wants = |p: &str| args.only.is_empty() || args.only.iter().any(|o| o == p);
@@ -48,7 +50,10 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
     let (id, snap) = repo.find_snapshot(&args.snapshot).await?;
     for p in &args.only {
         if p != "config" || snap.parts.config.is_none() {
-            return Err(Error::Usage(format!("snapshot {} holds no {p} part", id.short())));
+            return Err(Error::Usage(format!(
+                "snapshot {} holds no {p} part",
+                id.short()
+            )));
         }
     }
     let mut text = String::new();
@@ -62,8 +67,17 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
         })?;
         let index = Arc::new(repo.load_index().await?);
         let reader = BlobReader::new(repo.clone(), index, "restore")?;
-        let opts = RestoreOptions { target: target.clone(), force: args.force, dry_run: args.dry_run, parallel: args.parallel };
-        let progress = Progress::new(ctx.global.progress, "restore", Some(part.roots.iter().map(|r| r.node.size).sum()));
+        let opts = RestoreOptions {
+            target: target.clone(),
+            force: args.force,
+            dry_run: args.dry_run,
+            parallel: args.parallel,
+        };
+        let progress = Progress::new(
+            ctx.global.progress,
+            "restore",
+            Some(part.roots.iter().map(|r| r.node.size).sum()),
+        );
         let (counts, items) = config::restore(&reader, part, &opts, progress.clone()).await?;
         progress.finish();
         if args.dry_run {
@@ -73,7 +87,11 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
         }
         text += &format!(
             "{} configuration: {} files, {} dirs, {} symlinks, {} into {}\n",
-            if args.dry_run { "would restore" } else { "restored" },
+            if args.dry_run {
+                "would restore"
+            } else {
+                "restored"
+            },
             counts.files,
             counts.dirs,
             counts.symlinks,
@@ -86,5 +104,8 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
                    "paths": if args.dry_run { items.iter().map(|(p, _)| p.clone()).collect() } else { Vec::new() }}),
         );
     }
-    Ok(Output::ok(text, json!({"snapshot": id.to_hex(), "parts": parts})))
+    Ok(Output::ok(
+        text,
+        json!({"snapshot": id.to_hex(), "parts": parts}),
+    ))
 }

@@ -50,9 +50,16 @@ pub async fn run(ctx: &Context, args: ShowArgs) -> Result<Output> {
                 NodeKind::Symlink => format!("-> {}", node.target.as_deref().unwrap_or_default()),
                 NodeKind::Dir => String::new(),
             };
-            text += &format!("  {:<7} {:04o}  {}  {extra}\n", kind, node.mode, path.display());
-            entries.push(json!({"path": path, "kind": kind, "mode": node.mode, "size": node.size,
-                                "mtime": node.mtime, "target": node.target}));
+            text += &format!(
+                "  {:<7} {:04o}  {}  {extra}\n",
+                kind,
+                node.mode,
+                path.display()
+            );
+            entries.push(
+                json!({"path": path, "kind": kind, "mode": node.mode, "size": node.size,
+                                "mtime": node.mtime, "target": node.target}),
+            );
         }
         config_json = json!({"roots": part.roots.iter().map(|r| &r.path).collect::<Vec<_>>(), "entries": entries});
     }

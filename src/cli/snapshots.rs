@@ -31,7 +31,9 @@ pub async fn run(ctx: &Context, _args: SnapshotsArgs) -> Result<Output> {
                     s.parts.names().join(","),
                     ByteSize(s.summary.logical_bytes).to_string(),
                     ByteSize(s.summary.stored_bytes).to_string(),
-                    s.expires.map(|e| e.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default(),
+                    s.expires
+                        .map(|e| e.format("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_default(),
                     tags.join(" ")
                 );
                 rows.push(json!({
@@ -43,11 +45,21 @@ pub async fn run(ctx: &Context, _args: SnapshotsArgs) -> Result<Output> {
             Err(e) => {
                 unreadable += 1;
                 text += &format!("{:<8}  unreadable: {e}\n", id.short());
-                rows.push(json!({"id": id.to_hex(), "short_id": id.short(), "error": e.to_string()}));
+                rows.push(
+                    json!({"id": id.to_hex(), "short_id": id.short(), "error": e.to_string()}),
+                );
             }
         }
     }
     text += &format!("{} snapshot(s)\n", all.len());
-    let exit = if unreadable > 0 { exit::INTEGRITY } else { exit::SUCCESS };
-    Ok(Output { text, json: json!({ "snapshots": rows }), exit })
+    let exit = if unreadable > 0 {
+        exit::INTEGRITY
+    } else {
+        exit::SUCCESS
+    };
+    Ok(Output {
+        text,
+        json: json!({ "snapshots": rows }),
+        exit,
+    })
 }

@@ -40,7 +40,10 @@ impl ConfigPart {
     }
 
     pub fn root_data(&self) -> Vec<BlobId> {
-        self.roots.iter().flat_map(|r| r.node.content.iter().copied()).collect()
+        self.roots
+            .iter()
+            .flat_map(|r| r.node.content.iter().copied())
+            .collect()
     }
 }
 
@@ -63,29 +66,58 @@ pub struct ConfigBackup {
 pub fn validate_paths(paths: &[PathBuf]) -> Result<()> {
     for p in paths {
         fs::metadata(p).map_err(|e| {
-            Error::Usage(format!("--config {}: {e}; give an existing file or directory", p.display()))
+            Error::Usage(format!(
+                "--config {}: {e}; give an existing file or directory",
+                p.display()
+            ))
         })?;
     }
     Ok(())
 }
 
 /// Back up every path. Blocking: run on a blocking thread.
-pub fn backup(writer: &BlobWriter, paths: &[PathBuf], progress: &dyn OnBytes) -> Result<ConfigBackup> {
-    let mut walker = Walker { writer, progress, counts: Counts::default(), warnings: Vec::new() };
+pub fn backup(
+    writer: &BlobWriter,
+    paths: &[PathBuf],
+    progress: &dyn OnBytes,
+) -> Result<ConfigBackup> {
+    let mut walker = Walker {
+        writer,
+        progress,
+        counts: Counts::default(),
+        warnings: Vec::new(),
+    };
     let mut roots = Vec::new();
     for p in paths {
-        let abs = normalize(&std::path::absolute(p).map_err(|e| Error::io(format!("cannot resolve {}", p.display()), e))?);
+        let abs = normalize(
+            &std::path::absolute(p)
+                .map_err(|e| Error::io(format!("cannot resolve {}", p.display()), e))?,
+        );
         let path = abs
             .to_str()
-            .ok_or_else(|| Error::Usage(format!("--config {}: the path is not UTF-8", abs.display())))?
+            .ok_or_else(|| {
+                Error::Usage(format!("--config {}: the path is not UTF-8", abs.display()))
+            })?
             .to_string();
-        let name = abs.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "/".into());
+        let name = abs
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "/".into());
         match walker.node(&abs, name, true)? {
             Some(node) => roots.push(ConfigRoot { path, node }),
-            None => return Err(Error::Usage(format!("--config {path}: cannot be backed up: {}", walker.warnings.join("; ")))),
+            None => {
+                return Err(Error::Usage(format!(
+                    "--config {path}: cannot be backed up: {}",
+                    walker.warnings.join("; ")
+                )))
+            }
         }
     }
-    Ok(ConfigBackup { part: ConfigPart { roots }, counts: walker.counts, warnings: walker.warnings })
+    Ok(ConfigBackup {
+        part: ConfigPart { roots },
+        counts: walker.counts,
+        warnings: walker.warnings,
+    })
 }
 
 /// Remove `.` and `..` lexically, so the recorded path is one restore accepts.
@@ -114,7 +146,11 @@ struct Walker<'a> {
 impl Walker<'_> {
     /// The node for `path`, or `None` (with a warning) if it is skipped.
     fn node(&mut self, path: &Path, name: String, follow: bool) -> Result<Option<Node>> {
-        let meta = if follow { fs::metadata(path) } else { fs::symlink_metadata(path) };
+        let meta = if follow {
+            fs::metadata(path)
+        } else {
+            fs::symlink_metadata(path)
+        };
         let meta = match meta {
             Ok(m) => m,
             Err(e) => return Ok(self.skip(path, &e.to_string())),
@@ -140,7 +176,8 @@ impl Walker<'_> {
             };
             let (content, size) = self.writer.save_stream(file, self.progress)?;
             if size != meta.len() {
-                self.warnings.push(format!("{}: changed size while being read", path.display()));
+                self.warnings
+                    .push(format!("{}: changed size while being read", path.display()));
             }
             node.content = content;
             node.size = size;
@@ -151,7 +188,8 @@ impl Walker<'_> {
             node.subtree = Some(self.dir(path)?);
             self.counts.dirs += 1;
         } else if ft.is_symlink() {
-            let target = fs::read_link(path).map_err(|e| Error::io(format!("cannot read link {}", path.display()), e))?;
+            let target = fs::read_link(path)
+                .map_err(|e| Error::io(format!("cannot read link {}", path.display()), e))?;
             match target.to_str() {
                 Some(t) => node.target = Some(t.to_string()),
                 None => return Ok(self.skip(path, "symlink target is not UTF-8")),
@@ -166,9 +204,11 @@ impl Walker<'_> {
 
     fn dir(&mut self, path: &Path) -> Result<BlobId> {
         let mut names: Vec<(String, PathBuf)> = Vec::new();
-        let entries = fs::read_dir(path).map_err(|e| Error::io(format!("cannot list {}", path.display()), e))?;
+        let entries = fs::read_dir(path)
+            .map_err(|e| Error::io(format!("cannot list {}", path.display()), e))?;
         for entry in entries {
-            let entry = entry.map_err(|e| Error::io(format!("cannot list {}", path.display()), e))?;
+            let entry =
+                entry.map_err(|e| Error::io(format!("cannot list {}", path.display()), e))?;
             match entry.file_name().into_string() {
                 Ok(n) => names.push((n, entry.path())),
                 Err(_) => {
@@ -188,7 +228,8 @@ impl Walker<'_> {
 
     fn skip(&mut self, path: &Path, why: &str) -> Option<Node> {
         tracing::warn!(path = %path.display(), why, "skipped");
-        self.warnings.push(format!("{}: skipped: {why}", path.display()));
+        self.warnings
+            .push(format!("{}: skipped: {why}", path.display()));
         None
     }
 }
@@ -209,17 +250,25 @@ pub fn destination(target: &Path, root: &ConfigRoot) -> PathBuf {
 /// A tree's names come from the repository; never let one escape the target.
 fn safe_name(name: &str) -> Result<&str> {
     if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
-        return Err(Error::Integrity(format!("a tree holds the unsafe name {name:?}")));
+        return Err(Error::Integrity(format!(
+            "a tree holds the unsafe name {name:?}"
+        )));
     }
     Ok(name)
 }
 
 fn is_non_empty_dir(p: &Path) -> bool {
-    fs::read_dir(p).map(|mut d| d.next().is_some()).unwrap_or(false)
+    fs::read_dir(p)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
 }
 
 /// Everything to restore, flattened: directories before their children.
-pub async fn plan(reader: &BlobReader, part: &ConfigPart, target: &Path) -> Result<Vec<(PathBuf, Node)>> {
+pub async fn plan(
+    reader: &BlobReader,
+    part: &ConfigPart,
+    target: &Path,
+) -> Result<Vec<(PathBuf, Node)>> {
     let mut out = Vec::new();
     let mut queue = std::collections::VecDeque::new();
     for root in &part.roots {
@@ -234,7 +283,11 @@ pub async fn plan(reader: &BlobReader, part: &ConfigPart, target: &Path) -> Resu
             let mut names = std::collections::HashSet::new();
             for child in tree.nodes {
                 if !names.insert(child.name.clone()) {
-                    return Err(Error::Integrity(format!("tree {} names {:?} twice", tree_id.short(), child.name)));
+                    return Err(Error::Integrity(format!(
+                        "tree {} names {:?} twice",
+                        tree_id.short(),
+                        child.name
+                    )));
                 }
                 let p = path.join(safe_name(&child.name)?);
                 queue.push_back((p, child));
@@ -281,8 +334,9 @@ pub async fn restore(
             NodeKind::File => {
                 if let Some(parent) = path.parent() {
                     if created_parents.insert(parent.to_path_buf()) {
-                        fs::create_dir_all(parent)
-                            .map_err(|e| Error::io(format!("cannot create {}", parent.display()), e))?;
+                        fs::create_dir_all(parent).map_err(|e| {
+                            Error::io(format!("cannot create {}", parent.display()), e)
+                        })?;
                     }
                 }
             }
@@ -323,7 +377,10 @@ fn no_symlink_between(target: &Path, path: &Path) -> Result<()> {
         if dir == target || !dir.starts_with(target) {
             break;
         }
-        if fs::symlink_metadata(dir).map(|m| m.file_type().is_symlink()).unwrap_or(false) {
+        if fs::symlink_metadata(dir)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false)
+        {
             return Err(Error::Integrity(format!(
                 "refusing to write {}: {} is a symlink",
                 path.display(),
@@ -336,7 +393,8 @@ fn no_symlink_between(target: &Path, path: &Path) -> Result<()> {
 }
 
 fn create_dir(path: &Path) -> Result<()> {
-    fs::create_dir_all(path).map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
+    fs::create_dir_all(path)
+        .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
     // Writable for us until the final mode is applied.
     fs::set_permissions(path, fs::Permissions::from_mode(0o700))
         .map_err(|e| Error::io(format!("cannot set permissions on {}", path.display()), e))
@@ -347,30 +405,49 @@ fn create_symlink(path: &Path, node: &Node, force: bool) -> Result<()> {
         remove_existing(path)?;
     }
     let target = node.target.as_deref().unwrap_or_default();
-    std::os::unix::fs::symlink(target, path).map_err(|e| Error::io(format!("cannot create symlink {}", path.display()), e))?;
+    std::os::unix::fs::symlink(target, path)
+        .map_err(|e| Error::io(format!("cannot create symlink {}", path.display()), e))?;
     apply_metadata(path, node)
 }
 
 fn remove_existing(path: &Path) -> Result<()> {
-    let meta = fs::symlink_metadata(path).map_err(|e| Error::io(format!("cannot inspect {}", path.display()), e))?;
-    let r = if meta.is_dir() { fs::remove_dir_all(path) } else { fs::remove_file(path) };
+    let meta = fs::symlink_metadata(path)
+        .map_err(|e| Error::io(format!("cannot inspect {}", path.display()), e))?;
+    let r = if meta.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
     r.map_err(|e| Error::io(format!("cannot replace {}", path.display()), e))
 }
 
 /// Write a file to a temporary name, verify its length, then move it into place: an
 /// interrupted or failed restore never leaves a partial file under the real name.
-async fn restore_file(reader: &BlobReader, path: &Path, node: &Node, parallel: usize, progress: &dyn OnBytes) -> Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+async fn restore_file(
+    reader: &BlobReader,
+    path: &Path,
+    node: &Node,
+    parallel: usize,
+    progress: &dyn OnBytes,
+) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.drydock-tmp"));
     let result = write_content(reader, &tmp, &node.content, node.size, parallel, progress).await;
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
         return Err(e);
     }
-    if fs::symlink_metadata(path).map(|m| m.is_dir()).unwrap_or(false) {
+    if fs::symlink_metadata(path)
+        .map(|m| m.is_dir())
+        .unwrap_or(false)
+    {
         remove_existing(path)?;
     }
-    fs::rename(&tmp, path).map_err(|e| Error::io(format!("cannot move {} into place", path.display()), e))?;
+    fs::rename(&tmp, path)
+        .map_err(|e| Error::io(format!("cannot move {} into place", path.display()), e))?;
     apply_metadata(path, node)
 }
 
@@ -385,11 +462,15 @@ async fn write_content(
     let mut file = tokio::fs::File::create(tmp)
         .await
         .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
-    let mut chunks = stream::iter(content).map(|id| reader.load(id, BlobType::Data)).buffered(parallel.max(1));
+    let mut chunks = stream::iter(content)
+        .map(|id| reader.load(id, BlobType::Data))
+        .buffered(parallel.max(1));
     let mut written = 0u64;
     while let Some(data) = chunks.next().await {
         let data = data?;
-        file.write_all(&data).await.map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
+        file.write_all(&data)
+            .await
+            .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
         written += data.len() as u64;
         progress.bytes(data.len() as u64);
     }
@@ -399,7 +480,9 @@ async fn write_content(
             tmp.display()
         )));
     }
-    file.sync_all().await.map_err(|e| Error::io(format!("cannot sync {}", tmp.display()), e))
+    file.sync_all()
+        .await
+        .map_err(|e| Error::io(format!("cannot sync {}", tmp.display()), e))
 }
 
 /// Mode, owner (when running as root) and mtime.
@@ -407,7 +490,8 @@ fn apply_metadata(path: &Path, node: &Node) -> Result<()> {
     let io = |what: &str, e| Error::io(format!("cannot set {what} of {}", path.display()), e);
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)).map_err(|e| io("owner", e))?;
+        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))
+            .map_err(|e| io("owner", e))?;
     }
     let mtime = filetime::FileTime::from_unix_time(node.mtime, node.mtime_nsec);
     if node.kind == NodeKind::Symlink {
@@ -432,7 +516,10 @@ mod tests {
 
     #[test]
     fn paths_are_normalised_lexically() {
-        assert_eq!(normalize(Path::new("/a/b/../c/./d")), PathBuf::from("/a/c/d"));
+        assert_eq!(
+            normalize(Path::new("/a/b/../c/./d")),
+            PathBuf::from("/a/c/d")
+        );
         assert_eq!(normalize(Path::new("/../x")), PathBuf::from("/x"));
     }
 
@@ -465,6 +552,9 @@ mod tests {
                 target: None,
             },
         };
-        assert_eq!(destination(Path::new("/tmp/out"), &root), PathBuf::from("/tmp/out/etc/harbor"));
+        assert_eq!(
+            destination(Path::new("/tmp/out"), &root),
+            PathBuf::from("/tmp/out/etc/harbor")
+        );
     }
 }

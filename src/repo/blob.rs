@@ -120,7 +120,9 @@ pub fn decode(
             "blob {} is not encrypted to this identity; is --key the identity of this repository?",
             id.short()
         )),
-        DecryptFailure::Corrupt(why) => Error::Integrity(format!("blob {} is corrupt: {why}", id.short())),
+        DecryptFailure::Corrupt(why) => {
+            Error::Integrity(format!("blob {} is corrupt: {why}", id.short()))
+        }
     })?;
     let data = decompress(&framed, raw_length as usize)
         .map_err(|why| Error::Integrity(format!("blob {} is corrupt: {why}", id.short())))?;
@@ -142,7 +144,9 @@ mod tests {
         let key = ChunkKey::generate();
         let ident = Identity::generate();
         let text = b"harbor ".repeat(50_000);
-        let noise: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         for data in [&text[..], &noise[..], b""] {
             let e = encode(&key, &ident.to_public(), BlobType::Data, data, 3);
             let back = decode(&ident, &key, BlobType::Data, &e.id, e.raw_length, &e.bytes).unwrap();
@@ -160,8 +164,14 @@ mod tests {
         let mut bad = e.bytes.clone();
         let n = bad.len();
         bad[n - 5] ^= 0x10;
-        assert!(matches!(decode(&ident, &key, BlobType::Tree, &e.id, 2, &bad), Err(Error::Integrity(_))));
+        assert!(matches!(
+            decode(&ident, &key, BlobType::Tree, &e.id, 2, &bad),
+            Err(Error::Integrity(_))
+        ));
         // Right bytes, claimed under another type: the id check fails.
-        assert!(matches!(decode(&ident, &key, BlobType::Data, &e.id, 2, &e.bytes), Err(Error::Integrity(_))));
+        assert!(matches!(
+            decode(&ident, &key, BlobType::Data, &e.id, 2, &e.bytes),
+            Err(Error::Integrity(_))
+        ));
     }
 }

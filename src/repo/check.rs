@@ -54,8 +54,18 @@ impl CheckReport {
         self.problems.is_empty()
     }
 
-    fn problem(&mut self, object: String, message: String, blobs: impl IntoIterator<Item = BlobId>) {
-        self.problems.push(Problem { object, message, snapshots: Vec::new(), blobs: blobs.into_iter().collect() });
+    fn problem(
+        &mut self,
+        object: String,
+        message: String,
+        blobs: impl IntoIterator<Item = BlobId>,
+    ) {
+        self.problems.push(Problem {
+            object,
+            message,
+            snapshots: Vec::new(),
+            blobs: blobs.into_iter().collect(),
+        });
     }
 }
 
@@ -86,7 +96,10 @@ pub async fn check(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRe
 
 type PackMap = HashMap<PackId, Vec<PackEntry>>;
 
-async fn check_indexes(repo: &Repository, report: &mut CheckReport) -> Result<(MasterIndex, PackMap)> {
+async fn check_indexes(
+    repo: &Repository,
+    report: &mut CheckReport,
+) -> Result<(MasterIndex, PackMap)> {
     let mut index = MasterIndex::default();
     let mut packs: PackMap = HashMap::new();
     let files = repo.load_index_files().await?;
@@ -106,7 +119,11 @@ async fn check_indexes(repo: &Repository, report: &mut CheckReport) -> Result<(M
 }
 
 fn expected_pack_size(entries: &[PackEntry]) -> u64 {
-    let data: u64 = entries.iter().map(|e| e.offset as u64 + e.length as u64).max().unwrap_or(0);
+    let data: u64 = entries
+        .iter()
+        .map(|e| e.offset as u64 + e.length as u64)
+        .max()
+        .unwrap_or(0);
     data + (entries.len() * pack::ENTRY_LEN + pack::TRAILER_LEN) as u64
 }
 
@@ -117,7 +134,10 @@ fn check_pack_sizes(packs: &PackMap, sizes: &HashMap<PackId, u64>, report: &mut 
             None => report.problem(pack::key(id), "pack is missing".into(), blobs),
             Some(&size) if size != expected_pack_size(entries) => report.problem(
                 pack::key(id),
-                format!("pack has {size} bytes, the index expects {}: truncated or altered", expected_pack_size(entries)),
+                format!(
+                    "pack has {size} bytes, the index expects {}: truncated or altered",
+                    expected_pack_size(entries)
+                ),
                 blobs,
             ),
             Some(_) => {}
@@ -131,6 +151,9 @@ fn check_pack_sizes(packs: &PackMap, sizes: &HashMap<PackId, u64>, report: &mut 
     }
 }
 
+/// A downloaded pack, its size, and each problem found with the blobs it damages.
+type PackFindings = (PackId, u64, Vec<(String, Vec<BlobId>)>);
+
 /// Download packs, check their hash and header, and authenticate every blob.
 async fn read_packs(
     repo: &Arc<Repository>,
@@ -139,23 +162,32 @@ async fn read_packs(
     opts: &CheckOptions,
     report: &mut CheckReport,
 ) -> Result<()> {
-    let mut ids: Vec<PackId> = packs.keys().filter(|id| sizes.contains_key(id)).copied().collect();
+    let mut ids: Vec<PackId> = packs
+        .keys()
+        .filter(|id| sizes.contains_key(id))
+        .copied()
+        .collect();
     ids.sort();
     if opts.read_data < 1.0 {
         ids.shuffle(&mut rand::thread_rng());
         let n = ((ids.len() as f64) * opts.read_data).ceil() as usize;
         ids.truncate(n.max(1).min(ids.len()));
     }
-    let results: Vec<Result<(PackId, u64, Vec<(String, Vec<BlobId>)>)>> = stream::iter(ids)
+    let results: Vec<Result<PackFindings>> = stream::iter(ids)
         .map(|id| {
             let repo = repo.clone();
             let entries = packs[&id].clone();
             async move {
-                let bytes = repo.store.get(&pack::key(&id)).await.map_err(Error::into_integrity)?;
-                let len = bytes.len() as u64;
-                let found = tokio::task::spawn_blocking(move || verify_pack(&repo, &id, &bytes, &entries))
+                let bytes = repo
+                    .store
+                    .get(&pack::key(&id))
                     .await
-                    .map_err(|e| Error::Other(format!("check task failed: {e}")))?;
+                    .map_err(Error::into_integrity)?;
+                let len = bytes.len() as u64;
+                let found =
+                    tokio::task::spawn_blocking(move || verify_pack(&repo, &id, &bytes, &entries))
+                        .await
+                        .map_err(|e| Error::Other(format!("check task failed: {e}")))?;
                 Ok((id, len, found))
             }
         })
@@ -174,19 +206,33 @@ async fn read_packs(
 }
 
 /// Every problem found in one downloaded pack, with the blobs it damages.
-fn verify_pack(repo: &Repository, id: &PackId, bytes: &[u8], entries: &[PackEntry]) -> Vec<(String, Vec<BlobId>)> {
+fn verify_pack(
+    repo: &Repository,
+    id: &PackId,
+    bytes: &[u8],
+    entries: &[PackEntry],
+) -> Vec<(String, Vec<BlobId>)> {
     let mut found = Vec::new();
     let all: Vec<BlobId> = entries.iter().map(|e| e.id).collect();
     if sha256(bytes) != id.0 {
-        found.push(("pack content does not match its name (bits altered)".to_string(), Vec::new()));
+        found.push((
+            "pack content does not match its name (bits altered)".to_string(),
+            Vec::new(),
+        ));
     }
     let header_ok = bytes.len() >= pack::TRAILER_LEN
-        && pack::header_len(&bytes[bytes.len() - pack::TRAILER_LEN..], bytes.len() as u64)
-            .and_then(|hl| pack::parse_header(&bytes[bytes.len() - hl..], bytes.len() as u64))
-            .map(|h| h == entries)
-            .unwrap_or(false);
+        && pack::header_len(
+            &bytes[bytes.len() - pack::TRAILER_LEN..],
+            bytes.len() as u64,
+        )
+        .and_then(|hl| pack::parse_header(&bytes[bytes.len() - hl..], bytes.len() as u64))
+        .map(|h| h == entries)
+        .unwrap_or(false);
     if !header_ok {
-        found.push(("pack header is damaged or disagrees with the index".to_string(), all.clone()));
+        found.push((
+            "pack header is damaged or disagrees with the index".to_string(),
+            all.clone(),
+        ));
     }
     let identity = match repo.keys.identity("check --read-data") {
         Ok(i) => i,
@@ -196,14 +242,29 @@ fn verify_pack(repo: &Repository, id: &PackId, bytes: &[u8], entries: &[PackEntr
     for e in entries {
         let range = e.offset as usize..e.offset as usize + e.length as usize;
         let ok = bytes.get(range).is_some_and(|stored| {
-            blob::decode(identity, &repo.keys.chunk_key, e.blob_type, &e.id, e.raw_length, stored).is_ok()
+            blob::decode(
+                identity,
+                &repo.keys.chunk_key,
+                e.blob_type,
+                &e.id,
+                e.raw_length,
+                stored,
+            )
+            .is_ok()
         });
         if !ok {
             bad.push(e.id);
         }
     }
     if !bad.is_empty() {
-        found.push((format!("{} of {} blobs fail to decrypt or authenticate", bad.len(), entries.len()), bad));
+        found.push((
+            format!(
+                "{} of {} blobs fail to decrypt or authenticate",
+                bad.len(),
+                entries.len()
+            ),
+            bad,
+        ));
     }
     found
 }
@@ -214,11 +275,19 @@ struct TreeFacts {
     children: Vec<BlobId>,
 }
 
-async fn check_snapshots(repo: &Arc<Repository>, index: &Arc<MasterIndex>, report: &mut CheckReport) -> Result<()> {
+async fn check_snapshots(
+    repo: &Arc<Repository>,
+    index: &Arc<MasterIndex>,
+    report: &mut CheckReport,
+) -> Result<()> {
     let snapshots = repo.load_snapshots().await?;
     report.snapshots = snapshots.len();
     let reader = BlobReader::new(repo.clone(), index.clone(), "check")?;
-    let mut bad: HashSet<BlobId> = report.problems.iter().flat_map(|p| p.blobs.iter().copied()).collect();
+    let mut bad: HashSet<BlobId> = report
+        .problems
+        .iter()
+        .flat_map(|p| p.blobs.iter().copied())
+        .collect();
     let mut facts: HashMap<BlobId, TreeFacts> = HashMap::new();
     let mut missing: HashSet<BlobId> = HashSet::new();
     let mut tree_errors: Vec<(BlobId, String)> = Vec::new();
@@ -248,11 +317,20 @@ async fn check_snapshots(repo: &Arc<Repository>, index: &Arc<MasterIndex>, repor
             if !seen.insert(tree_id) {
                 continue;
             }
-            if !facts.contains_key(&tree_id) {
-                let f = tree_facts(&reader, index, &tree_id, &bad, &mut missing, &mut tree_errors).await;
-                facts.insert(tree_id, f);
-            }
-            let f = &facts[&tree_id];
+            let f = match facts.entry(tree_id) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                    tree_facts(
+                        &reader,
+                        index,
+                        &tree_id,
+                        &bad,
+                        &mut missing,
+                        &mut tree_errors,
+                    )
+                    .await,
+                ),
+            };
             reached.extend(f.bad.iter().copied());
             stack.extend(f.children.iter().copied());
         }
@@ -298,19 +376,31 @@ async fn tree_facts(
 ) -> TreeFacts {
     if !index.contains(id) {
         missing.insert(*id);
-        return TreeFacts { bad: vec![*id], children: Vec::new() };
+        return TreeFacts {
+            bad: vec![*id],
+            children: Vec::new(),
+        };
     }
     if bad.contains(id) {
-        return TreeFacts { bad: vec![*id], children: Vec::new() };
+        return TreeFacts {
+            bad: vec![*id],
+            children: Vec::new(),
+        };
     }
     let tree = match reader.load_tree(id).await {
         Ok(t) => t,
         Err(e) => {
             errors.push((*id, e.to_string()));
-            return TreeFacts { bad: vec![*id], children: Vec::new() };
+            return TreeFacts {
+                bad: vec![*id],
+                children: Vec::new(),
+            };
         }
     };
-    let mut facts = TreeFacts { bad: Vec::new(), children: Vec::new() };
+    let mut facts = TreeFacts {
+        bad: Vec::new(),
+        children: Vec::new(),
+    };
     for (blob, is_tree) in tree.referenced_blobs() {
         if is_tree {
             facts.children.push(*blob);

@@ -50,7 +50,10 @@ impl RepoConfig {
             chunker: ChunkerParams::default(),
             pack_size: DEFAULT_PACK_SIZE,
             zstd_level: DEFAULT_ZSTD_LEVEL,
-            sealed_chunk_key: hex::encode(crypto::encrypt(recipient, chunk_key.to_hex().as_bytes())),
+            sealed_chunk_key: hex::encode(crypto::encrypt(
+                recipient,
+                chunk_key.to_hex().as_bytes(),
+            )),
             key_check: chunk_key.check_value(&id),
         }
     }
@@ -61,10 +64,14 @@ impl RepoConfig {
             format: String,
             version: u32,
         }
-        let probe: Probe = serde_json::from_slice(bytes)
-            .map_err(|e| Error::Integrity(format!("the repository config object is damaged: {e}")))?;
+        let probe: Probe = serde_json::from_slice(bytes).map_err(|e| {
+            Error::Integrity(format!("the repository config object is damaged: {e}"))
+        })?;
         if probe.format != FORMAT {
-            return Err(Error::Usage(format!("not a drydock repository (format {:?})", probe.format)));
+            return Err(Error::Usage(format!(
+                "not a drydock repository (format {:?})",
+                probe.format
+            )));
         }
         if probe.version != VERSION {
             return Err(Error::Usage(format!(
@@ -72,11 +79,15 @@ impl RepoConfig {
                 probe.version
             )));
         }
-        let config: RepoConfig = serde_json::from_slice(bytes)
-            .map_err(|e| Error::Integrity(format!("the repository config object is damaged: {e}")))?;
+        let config: RepoConfig = serde_json::from_slice(bytes).map_err(|e| {
+            Error::Integrity(format!("the repository config object is damaged: {e}"))
+        })?;
         config.chunker.validate()?;
         if config.pack_size < 1024 * 1024 || config.pack_size > 1 << 31 {
-            return Err(Error::Integrity(format!("unsupported pack size {}", config.pack_size)));
+            return Err(Error::Integrity(format!(
+                "unsupported pack size {}",
+                config.pack_size
+            )));
         }
         Ok(config)
     }
@@ -86,8 +97,9 @@ impl RepoConfig {
     }
 
     pub fn recipient(&self) -> Result<Recipient> {
-        crypto::parse_recipient(&self.recipient)
-            .map_err(|_| Error::Integrity("the repository config holds an invalid recipient".into()))
+        crypto::parse_recipient(&self.recipient).map_err(|_| {
+            Error::Integrity("the repository config holds an invalid recipient".into())
+        })
     }
 
     /// Recover the chunk key with the identity, proving the identity fits.
@@ -100,11 +112,16 @@ impl RepoConfig {
                 self.recipient
             )));
         }
-        let sealed = hex::decode(&self.sealed_chunk_key)
-            .map_err(|_| Error::Integrity("the repository config's sealed key is not hex".into()))?;
+        let sealed = hex::decode(&self.sealed_chunk_key).map_err(|_| {
+            Error::Integrity("the repository config's sealed key is not hex".into())
+        })?;
         let plain = crypto::decrypt(identity, &sealed).map_err(|e| match e {
-            DecryptFailure::WrongKey => Error::Key("this identity cannot open the repository key".into()),
-            DecryptFailure::Corrupt(why) => Error::Integrity(format!("the repository's sealed key is damaged: {why}")),
+            DecryptFailure::WrongKey => {
+                Error::Key("this identity cannot open the repository key".into())
+            }
+            DecryptFailure::Corrupt(why) => {
+                Error::Integrity(format!("the repository's sealed key is damaged: {why}"))
+            }
         })?;
         let key = ChunkKey::from_hex(&String::from_utf8_lossy(&plain))?;
         self.verify_chunk_key(&key)?;
@@ -133,8 +150,14 @@ mod tests {
         let c = RepoConfig::new(&id.to_public(), &ck);
         let back = RepoConfig::parse(&c.to_bytes()).unwrap();
         assert_eq!(back.unseal_chunk_key(&id).unwrap().to_hex(), ck.to_hex());
-        assert!(matches!(back.unseal_chunk_key(&Identity::generate()), Err(Error::Key(_))));
-        assert!(matches!(back.verify_chunk_key(&ChunkKey::generate()), Err(Error::Key(_))));
+        assert!(matches!(
+            back.unseal_chunk_key(&Identity::generate()),
+            Err(Error::Key(_))
+        ));
+        assert!(matches!(
+            back.verify_chunk_key(&ChunkKey::generate()),
+            Err(Error::Key(_))
+        ));
     }
 
     #[test]
@@ -142,8 +165,17 @@ mod tests {
         let c = RepoConfig::new(&Identity::generate().to_public(), &ChunkKey::generate());
         let mut v: serde_json::Value = serde_json::from_slice(&c.to_bytes()).unwrap();
         v["version"] = 99.into();
-        assert!(matches!(RepoConfig::parse(v.to_string().as_bytes()), Err(Error::Usage(_))));
-        assert!(matches!(RepoConfig::parse(b"{\"format\":\"x\",\"version\":1}"), Err(Error::Usage(_))));
-        assert!(matches!(RepoConfig::parse(b"not json"), Err(Error::Integrity(_))));
+        assert!(matches!(
+            RepoConfig::parse(v.to_string().as_bytes()),
+            Err(Error::Usage(_))
+        ));
+        assert!(matches!(
+            RepoConfig::parse(b"{\"format\":\"x\",\"version\":1}"),
+            Err(Error::Usage(_))
+        ));
+        assert!(matches!(
+            RepoConfig::parse(b"not json"),
+            Err(Error::Integrity(_))
+        ));
     }
 }

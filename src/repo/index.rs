@@ -52,7 +52,9 @@ impl<'a> Cursor<'a> {
         Ok(head)
     }
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn id(&mut self) -> Result<[u8; 32]> {
         Ok(self.take(32)?.try_into().expect("32 bytes"))
@@ -126,13 +128,15 @@ impl MasterIndex {
     }
 
     pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
-        self.blobs.get(id).map(|&(p, blob_type, offset, length, raw_length)| BlobLocation {
-            pack: self.packs[p as usize],
-            blob_type,
-            offset,
-            length,
-            raw_length,
-        })
+        self.blobs
+            .get(id)
+            .map(|&(p, blob_type, offset, length, raw_length)| BlobLocation {
+                pack: self.packs[p as usize],
+                blob_type,
+                offset,
+                length,
+                raw_length,
+            })
     }
 
     pub fn contains(&self, id: &BlobId) -> bool {
@@ -161,12 +165,21 @@ mod tests {
     use super::*;
 
     fn entry(n: u8) -> PackEntry {
-        PackEntry { blob_type: BlobType::Data, id: BlobId([n; 32]), offset: n as u32, length: 3, raw_length: 9 }
+        PackEntry {
+            blob_type: BlobType::Data,
+            id: BlobId([n; 32]),
+            offset: n as u32,
+            length: 3,
+            raw_length: 9,
+        }
     }
 
     #[test]
     fn round_trip_and_merge() {
-        let file = vec![(PackId([9; 32]), vec![entry(1), entry(2)]), (PackId([8; 32]), vec![])];
+        let file = vec![
+            (PackId([9; 32]), vec![entry(1), entry(2)]),
+            (PackId([8; 32]), vec![]),
+        ];
         let bytes = encode(&file);
         let parsed = parse(&bytes).unwrap();
         assert_eq!(parsed, file);

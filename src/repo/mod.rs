@@ -68,17 +68,25 @@ pub struct Repository {
 /// Parse a snapshot object and check it is the one its name promises.
 fn check_named(bytes: &[u8], expected: &[u8; 32], what: &str) -> Result<()> {
     if &sha256(bytes) != expected {
-        return Err(Error::Integrity(format!("{what} is corrupt: its content does not match its name")));
+        return Err(Error::Integrity(format!(
+            "{what} is corrupt: its content does not match its name"
+        )));
     }
     Ok(())
 }
 
 impl Repository {
     /// Create a repository; fails if one already exists there.
-    pub async fn init(store: Arc<dyn Store>, recipient: &Recipient) -> Result<(RepoConfig, ChunkKey)> {
+    pub async fn init(
+        store: Arc<dyn Store>,
+        recipient: &Recipient,
+    ) -> Result<(RepoConfig, ChunkKey)> {
         if !store.list("").await?.is_empty() {
             if store.get(config::KEY).await.is_ok() {
-                return Err(Error::Usage(format!("a repository already exists at {}", store.describe())));
+                return Err(Error::Usage(format!(
+                    "a repository already exists at {}",
+                    store.describe()
+                )));
             }
             return Err(Error::Usage(format!(
                 "{} is not empty; give an empty directory or prefix for a new repository",
@@ -87,7 +95,14 @@ impl Repository {
         }
         let chunk_key = ChunkKey::generate();
         let config = RepoConfig::new(recipient, &chunk_key);
-        match store.put(config::KEY, Bytes::from(config.to_bytes()), PutMode::CreateNew).await? {
+        match store
+            .put(
+                config::KEY,
+                Bytes::from(config.to_bytes()),
+                PutMode::CreateNew,
+            )
+            .await?
+        {
             PutOutcome::Written => Ok((config, chunk_key)),
             PutOutcome::AlreadyExists => Err(Error::Usage(format!(
                 "a repository was created at {} at the same time; use that one",
@@ -122,12 +137,22 @@ impl Repository {
                 }
                 config.verify_chunk_key(&k.chunk_key)?;
                 if k.recipient.to_string() != config.recipient {
-                    return Err(Error::Key("the backup-only key's recipient does not match the repository".into()));
+                    return Err(Error::Key(
+                        "the backup-only key's recipient does not match the repository".into(),
+                    ));
                 }
-                Keys { recipient: k.recipient, chunk_key: k.chunk_key, identity: None }
+                Keys {
+                    recipient: k.recipient,
+                    chunk_key: k.chunk_key,
+                    identity: None,
+                }
             }
         };
-        Ok(Repository { store, config, keys })
+        Ok(Repository {
+            store,
+            config,
+            keys,
+        })
     }
 
     /// Every index object, parsed and checked against its name.
@@ -172,7 +197,9 @@ impl Repository {
             let name = o.key.rsplit('/').next().unwrap_or_default();
             match PackId::from_hex(name) {
                 Ok(id) => out.push((id, o.size)),
-                Err(_) => tracing::warn!(key = %o.key, "ignoring an unexpected object under packs/"),
+                Err(_) => {
+                    tracing::warn!(key = %o.key, "ignoring an unexpected object under packs/")
+                }
             }
         }
         Ok(out)
@@ -182,16 +209,28 @@ impl Repository {
     pub async fn read_pack_header(&self, id: &PackId, size: u64) -> Result<Vec<PackEntry>> {
         let key = pack::key(id);
         if size < pack::TRAILER_LEN as u64 {
-            return Err(Error::Integrity(format!("pack {} is truncated", id.short())));
+            return Err(Error::Integrity(format!(
+                "pack {} is truncated",
+                id.short()
+            )));
         }
         let trailer = self
             .store
-            .get_range(&key, size - pack::TRAILER_LEN as u64, pack::TRAILER_LEN as u64)
+            .get_range(
+                &key,
+                size - pack::TRAILER_LEN as u64,
+                pack::TRAILER_LEN as u64,
+            )
             .await?;
         let header_len = pack::header_len(&trailer, size)
-            .map_err(|e| Error::Integrity(format!("pack {}: {e}", id.short())))? as u64;
-        let header = self.store.get_range(&key, size - header_len, header_len).await?;
-        pack::parse_header(&header, size).map_err(|e| Error::Integrity(format!("pack {}: {e}", id.short())))
+            .map_err(|e| Error::Integrity(format!("pack {}: {e}", id.short())))?
+            as u64;
+        let header = self
+            .store
+            .get_range(&key, size - header_len, header_len)
+            .await?;
+        pack::parse_header(&header, size)
+            .map_err(|e| Error::Integrity(format!("pack {}: {e}", id.short())))
     }
 
     /// Index packs that no index names — left by a backup that was killed before writing
@@ -210,21 +249,28 @@ impl Repository {
         for (id, size) in orphans {
             match self.read_pack_header(&id, size).await {
                 Ok(entries) => adopted.push((id, entries)),
-                Err(Error::Integrity(why)) => tracing::warn!(pack = %id.short(), %why, "not adopting a damaged pack"),
+                Err(Error::Integrity(why)) => {
+                    tracing::warn!(pack = %id.short(), %why, "not adopting a damaged pack")
+                }
                 Err(e) => return Err(e),
             }
         }
         for (id, entries) in &adopted {
             index.add_pack(*id, entries);
         }
-        tracing::info!(packs = adopted.len(), "indexed packs left by an interrupted backup");
+        tracing::info!(
+            packs = adopted.len(),
+            "indexed packs left by an interrupted backup"
+        );
         self.write_index(&adopted).await.map(Some)
     }
 
     pub async fn write_index(&self, packs: &[(PackId, Vec<PackEntry>)]) -> Result<IndexId> {
         let bytes = index::encode(packs);
         let id = IndexId(sha256(&bytes));
-        self.store.put(&index::key(&id), Bytes::from(bytes), PutMode::Overwrite).await?;
+        self.store
+            .put(&index::key(&id), Bytes::from(bytes), PutMode::Overwrite)
+            .await?;
         Ok(id)
     }
 
@@ -233,7 +279,9 @@ impl Repository {
         let plain = serde_json::to_vec(snapshot).expect("snapshots serialise");
         let sealed = crypto::encrypt(&self.keys.recipient, &plain);
         let id = SnapshotId(sha256(&sealed));
-        self.store.put(&snapshot::key(&id), Bytes::from(sealed), PutMode::Overwrite).await?;
+        self.store
+            .put(&snapshot::key(&id), Bytes::from(sealed), PutMode::Overwrite)
+            .await?;
         Ok(id)
     }
 
@@ -242,7 +290,9 @@ impl Repository {
         for o in self.store.list("snapshots/").await? {
             match SnapshotId::from_hex(o.key.trim_start_matches("snapshots/")) {
                 Ok(id) => ids.push(id),
-                Err(_) => tracing::warn!(key = %o.key, "ignoring an unexpected object under snapshots/"),
+                Err(_) => {
+                    tracing::warn!(key = %o.key, "ignoring an unexpected object under snapshots/")
+                }
             }
         }
         Ok(ids)
@@ -251,14 +301,20 @@ impl Repository {
     pub async fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
         let identity = self.keys.identity("reading a snapshot")?;
         let what = format!("snapshot {}", id.short());
-        let bytes = self.store.get(&snapshot::key(id)).await.map_err(Error::into_integrity)?;
+        let bytes = self
+            .store
+            .get(&snapshot::key(id))
+            .await
+            .map_err(Error::into_integrity)?;
         check_named(&bytes, &id.0, &what)?;
         let plain = crypto::decrypt(identity, &bytes).map_err(|e| match e {
-            DecryptFailure::WrongKey => Error::Key(format!("{what} is not encrypted to this identity")),
+            DecryptFailure::WrongKey => {
+                Error::Key(format!("{what} is not encrypted to this identity"))
+            }
             DecryptFailure::Corrupt(why) => Error::Integrity(format!("{what} is corrupt: {why}")),
         })?;
-        let snap: Snapshot =
-            serde_json::from_slice(&plain).map_err(|e| Error::Integrity(format!("{what} is malformed: {e}")))?;
+        let snap: Snapshot = serde_json::from_slice(&plain)
+            .map_err(|e| Error::Integrity(format!("{what} is malformed: {e}")))?;
         if snap.version > snapshot::VERSION {
             return Err(Error::Usage(format!(
                 "{what} was written by a newer drydock (snapshot version {}); upgrade drydock",
@@ -305,12 +361,17 @@ impl Repository {
                 }
             }
             return newest.ok_or_else(|| {
-                Error::Usage(format!("the repository at {} has no snapshots yet", self.store.describe()))
+                Error::Usage(format!(
+                    "the repository at {} has no snapshots yet",
+                    self.store.describe()
+                ))
             });
         }
         let spec_lc = spec.to_ascii_lowercase();
         if spec_lc.is_empty() || !spec_lc.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(Error::Usage(format!("{spec:?} is not a snapshot id; give `latest` or a hex id prefix")));
+            return Err(Error::Usage(format!(
+                "{spec:?} is not a snapshot id; give `latest` or a hex id prefix"
+            )));
         }
         let matches: Vec<SnapshotId> = self
             .list_snapshot_ids()

@@ -68,7 +68,8 @@ impl PackBuilder {
             self.buf.extend_from_slice(&e.length.to_le_bytes());
             self.buf.extend_from_slice(&e.raw_length.to_le_bytes());
         }
-        self.buf.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(MAGIC);
         FinishedPack {
             id: PackId(sha256(&self.buf)),
@@ -81,7 +82,9 @@ impl PackBuilder {
 /// The number of header bytes at the end of a pack, read from its trailer.
 pub fn header_len(trailer: &[u8], pack_len: u64) -> Result<usize> {
     if trailer.len() != TRAILER_LEN || &trailer[4..] != MAGIC {
-        return Err(Error::Integrity("pack trailer is missing or damaged".into()));
+        return Err(Error::Integrity(
+            "pack trailer is missing or damaged".into(),
+        ));
     }
     let count = u32::from_le_bytes(trailer[..4].try_into().expect("4 bytes")) as usize;
     let len = count
@@ -99,14 +102,17 @@ pub fn parse_header(header: &[u8], pack_len: u64) -> Result<Vec<PackEntry>> {
     }
     let expected = header_len(&header[header.len() - TRAILER_LEN..], pack_len)?;
     if header.len() != expected {
-        return Err(Error::Integrity("pack header length is inconsistent".into()));
+        return Err(Error::Integrity(
+            "pack header length is inconsistent".into(),
+        ));
     }
     let data_len = pack_len - expected as u64;
     let mut offset: u64 = 0;
     let mut entries = Vec::new();
     for raw in header[..expected - TRAILER_LEN].chunks_exact(ENTRY_LEN) {
-        let blob_type = BlobType::from_byte(raw[0])
-            .ok_or_else(|| Error::Integrity(format!("pack header has unknown blob type {}", raw[0])))?;
+        let blob_type = BlobType::from_byte(raw[0]).ok_or_else(|| {
+            Error::Integrity(format!("pack header has unknown blob type {}", raw[0]))
+        })?;
         let length = u32::from_le_bytes(raw[33..37].try_into().expect("4 bytes"));
         let raw_length = u32::from_le_bytes(raw[37..41].try_into().expect("4 bytes"));
         entries.push(PackEntry {
@@ -131,7 +137,12 @@ mod tests {
     use super::*;
 
     fn blob(n: u8, len: usize) -> EncodedBlob {
-        EncodedBlob { blob_type: BlobType::Data, id: BlobId([n; 32]), raw_length: 7, bytes: vec![n; len] }
+        EncodedBlob {
+            blob_type: BlobType::Data,
+            id: BlobId([n; 32]),
+            raw_length: 7,
+            bytes: vec![n; len],
+        }
     }
 
     #[test]

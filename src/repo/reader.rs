@@ -25,10 +25,17 @@ impl BlobReader {
 
     pub async fn load(&self, id: &BlobId, expected: BlobType) -> Result<Vec<u8>> {
         let loc = self.index.get(id).ok_or_else(|| {
-            Error::Integrity(format!("blob {} is not in the index (its pack or index object is missing)", id.short()))
+            Error::Integrity(format!(
+                "blob {} is not in the index (its pack or index object is missing)",
+                id.short()
+            ))
         })?;
         if loc.blob_type != expected {
-            return Err(Error::Integrity(format!("blob {} has type {:?}, expected {expected:?}", id.short(), loc.blob_type)));
+            return Err(Error::Integrity(format!(
+                "blob {} has type {:?}, expected {expected:?}",
+                id.short(),
+                loc.blob_type
+            )));
         }
         let bytes = self
             .repo
@@ -36,7 +43,9 @@ impl BlobReader {
             .get_range(&pack::key(&loc.pack), loc.offset as u64, loc.length as u64)
             .await
             .map_err(|e| match e {
-                Error::NotFound(_) => Error::Integrity(format!("pack {} is missing", loc.pack.short())),
+                Error::NotFound(_) => {
+                    Error::Integrity(format!("pack {} is missing", loc.pack.short()))
+                }
                 other => other,
             })?;
         if bytes.len() != loc.length as usize {
@@ -50,11 +59,18 @@ impl BlobReader {
         let id = *id;
         tokio::task::spawn_blocking(move || {
             let identity = repo.keys.identity("reading data")?;
-            blob::decode(identity, &repo.keys.chunk_key, expected, &id, loc.raw_length, &bytes)
-                .map_err(|e| match e {
-                    Error::Integrity(m) => Error::Integrity(format!("{m} (pack {})", loc.pack.short())),
-                    other => other,
-                })
+            blob::decode(
+                identity,
+                &repo.keys.chunk_key,
+                expected,
+                &id,
+                loc.raw_length,
+                &bytes,
+            )
+            .map_err(|e| match e {
+                Error::Integrity(m) => Error::Integrity(format!("{m} (pack {})", loc.pack.short())),
+                other => other,
+            })
         })
         .await
         .map_err(|e| Error::Other(format!("decode task failed: {e}")))?

@@ -56,7 +56,10 @@ impl Tree {
     /// Every blob this tree names directly (content and subtrees).
     pub fn referenced_blobs(&self) -> impl Iterator<Item = (&BlobId, bool)> {
         self.nodes.iter().flat_map(|n| {
-            n.content.iter().map(|c| (c, false)).chain(n.subtree.iter().map(|t| (t, true)))
+            n.content
+                .iter()
+                .map(|c| (c, false))
+                .chain(n.subtree.iter().map(|t| (t, true)))
         })
     }
 }

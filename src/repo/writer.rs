@@ -58,7 +58,7 @@ pub struct BlobWriter {
     known: RwLock<HashSet<BlobId>>,
     packer: Mutex<PackBuilder>,
     tx: Mutex<Option<mpsc::Sender<FinishedPack>>>,
-    uploader: Mutex<Option<tokio::task::JoinHandle<Result<(u64, Vec<IndexId>)>>>>,
+    uploader: Mutex<Option<tokio::task::JoinHandle<Result<UploadTotals>>>>,
     pool: rayon::ThreadPool,
     pub stats: WriteStats,
 }
@@ -97,11 +97,21 @@ impl BlobWriter {
     pub fn save(&self, blob_type: BlobType, data: &[u8]) -> Result<BlobId> {
         let id = self.repo.keys.chunk_key.blob_id(blob_type as u8, data);
         if !self.claim(id) {
-            self.stats.reused_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+            self.stats
+                .reused_bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
             return Ok(id);
         }
-        let encoded = blob::encode_with_id(id, &self.repo.keys.recipient, blob_type, data, self.repo.config.zstd_level);
-        self.stats.new_bytes.fetch_add(data.len() as u64, Ordering::Relaxed);
+        let encoded = blob::encode_with_id(
+            id,
+            &self.repo.keys.recipient,
+            blob_type,
+            data,
+            self.repo.config.zstd_level,
+        );
+        self.stats
+            .new_bytes
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
         self.stats.new_blobs.fetch_add(1, Ordering::Relaxed);
         let full = {
             let mut packer = self.packer.lock().expect("lock");
@@ -120,16 +130,24 @@ impl BlobWriter {
 
     fn send(&self, packer: PackBuilder) -> Result<()> {
         let finished = packer.finish();
-        self.stats.stored_bytes.fetch_add(finished.bytes.len() as u64, Ordering::Relaxed);
+        self.stats
+            .stored_bytes
+            .fetch_add(finished.bytes.len() as u64, Ordering::Relaxed);
         let guard = self.tx.lock().expect("lock");
-        let tx = guard.as_ref().ok_or_else(|| Error::Other("the writer is closed".into()))?;
+        let tx = guard
+            .as_ref()
+            .ok_or_else(|| Error::Other("the writer is closed".into()))?;
         tx.blocking_send(finished)
             .map_err(|_| Error::Store("uploads stopped after an error".into()))
     }
 
     /// Chunk a stream and store its chunks in parallel; returns the chunk ids in order and
     /// the stream's length. Blocking.
-    pub fn save_stream<R: Read + Send>(&self, reader: R, progress: &dyn OnBytes) -> Result<(Vec<BlobId>, u64)> {
+    pub fn save_stream<R: Read + Send>(
+        &self,
+        reader: R,
+        progress: &dyn OnBytes,
+    ) -> Result<(Vec<BlobId>, u64)> {
         let params = self.repo.config.chunker;
         let seed = self.repo.keys.chunk_key.chunker_seed();
         let mut ids: Vec<(u64, BlobId, u64)> = self.pool.install(|| {
@@ -153,7 +171,9 @@ impl BlobWriter {
         let last = std::mem::take(&mut *self.packer.lock().expect("lock"));
         if !last.is_empty() {
             let finished = last.finish();
-            self.stats.stored_bytes.fetch_add(finished.bytes.len() as u64, Ordering::Relaxed);
+            self.stats
+                .stored_bytes
+                .fetch_add(finished.bytes.len() as u64, Ordering::Relaxed);
             let tx = self.tx.lock().expect("lock").clone();
             if let Some(tx) = tx {
                 // A send error means the uploader stopped; its own error is reported below.
@@ -163,7 +183,9 @@ impl BlobWriter {
         self.tx.lock().expect("lock").take();
         let handle = self.uploader.lock().expect("lock").take();
         let (packs, indexes) = match handle {
-            Some(h) => h.await.map_err(|e| Error::Other(format!("upload task failed: {e}")))??,
+            Some(h) => h
+                .await
+                .map_err(|e| Error::Other(format!("upload task failed: {e}")))??,
             None => return Err(Error::Other("the writer was already finished".into())),
         };
         Ok(WriteTotals {
@@ -193,9 +215,13 @@ impl BlobWriter {
 }
 
 type Uploaded = (PackId, Vec<PackEntry>);
+/// Packs uploaded and index objects written by the upload task.
+type UploadTotals = (u64, Vec<IndexId>);
 
 async fn upload_one(repo: Arc<Repository>, pack: FinishedPack) -> Result<Uploaded> {
-    repo.store.put(&pack::key(&pack.id), pack.bytes, PutMode::Overwrite).await?;
+    repo.store
+        .put(&pack::key(&pack.id), pack.bytes, PutMode::Overwrite)
+        .await?;
     Ok((pack.id, pack.entries))
 }
 
@@ -203,7 +229,7 @@ async fn upload_loop(
     repo: Arc<Repository>,
     mut rx: mpsc::Receiver<FinishedPack>,
     parallel: usize,
-) -> Result<(u64, Vec<IndexId>)> {
+) -> Result<UploadTotals> {
     let slots = Arc::new(Semaphore::new(parallel));
     let mut running: JoinSet<Result<Uploaded>> = JoinSet::new();
     let mut pending: Vec<Uploaded> = Vec::new();

@@ -46,7 +46,8 @@ fn not_found_or(key: &str, what: &str, e: io::Error) -> Error {
 
 fn write_atomic(path: &Path, data: &[u8], mode: PutMode) -> Result<PutOutcome> {
     let dir = path.parent().expect("object paths have a parent");
-    fs::create_dir_all(dir).map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+    fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(TMP_PREFIX)
         .tempfile_in(dir)
@@ -56,14 +57,20 @@ fn write_atomic(path: &Path, data: &[u8], mode: PutMode) -> Result<PutOutcome> {
         .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
     let outcome = match mode {
         PutMode::Overwrite => {
-            tmp.persist(path)
-                .map_err(|e| Error::io(format!("cannot rename into {}", path.display()), e.error))?;
+            tmp.persist(path).map_err(|e| {
+                Error::io(format!("cannot rename into {}", path.display()), e.error)
+            })?;
             PutOutcome::Written
         }
         PutMode::CreateNew => match tmp.persist_noclobber(path) {
             Ok(_) => PutOutcome::Written,
             Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => PutOutcome::AlreadyExists,
-            Err(e) => return Err(Error::io(format!("cannot create {}", path.display()), e.error)),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("cannot create {}", path.display()),
+                    e.error,
+                ))
+            }
         },
     };
     fs::File::open(dir)
@@ -88,7 +95,11 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> io::Result<()> {
         if meta.is_dir() {
             walk(root, &entry.path(), out)?;
         } else if meta.is_file() {
-            let rel = entry.path().strip_prefix(root).expect("under root").to_owned();
+            let rel = entry
+                .path()
+                .strip_prefix(root)
+                .expect("under root")
+                .to_owned();
             out.push(ObjectInfo {
                 key: rel.to_string_lossy().into_owned(),
                 size: meta.len(),
@@ -111,7 +122,12 @@ impl Store for LocalStore {
 
     async fn get(&self, key: &str) -> Result<Bytes> {
         let (path, key) = (self.path(key), key.to_string());
-        blocking(move || fs::read(&path).map(Bytes::from).map_err(|e| not_found_or(&key, "read", e))).await
+        blocking(move || {
+            fs::read(&path)
+                .map(Bytes::from)
+                .map_err(|e| not_found_or(&key, "read", e))
+        })
+        .await
     }
 
     async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
@@ -149,7 +165,9 @@ impl Store for LocalStore {
     async fn delete(&self, key: &str) -> Result<()> {
         let (path, key) = (self.path(key), key.to_string());
         blocking(move || match fs::remove_file(&path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io(format!("cannot delete {key}"), e)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(Error::io(format!("cannot delete {key}"), e))
+            }
             _ => Ok(()),
         })
         .await
@@ -164,13 +182,31 @@ mod tests {
     async fn put_get_list_delete() {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalStore::new(dir.path().to_owned());
-        assert_eq!(s.put("a/b/c", Bytes::from_static(b"hello"), PutMode::Overwrite).await.unwrap(), PutOutcome::Written);
-        assert_eq!(s.put("a/b/c", Bytes::from_static(b"x"), PutMode::CreateNew).await.unwrap(), PutOutcome::AlreadyExists);
+        assert_eq!(
+            s.put("a/b/c", Bytes::from_static(b"hello"), PutMode::Overwrite)
+                .await
+                .unwrap(),
+            PutOutcome::Written
+        );
+        assert_eq!(
+            s.put("a/b/c", Bytes::from_static(b"x"), PutMode::CreateNew)
+                .await
+                .unwrap(),
+            PutOutcome::AlreadyExists
+        );
         assert_eq!(&s.get("a/b/c").await.unwrap()[..], b"hello");
         assert_eq!(&s.get_range("a/b/c", 1, 3).await.unwrap()[..], b"ell");
         assert_eq!(&s.get_range("a/b/c", 3, 10).await.unwrap()[..], b"lo");
-        s.put("a/d", Bytes::from_static(b"1"), PutMode::Overwrite).await.unwrap();
-        let keys: Vec<String> = s.list("a/").await.unwrap().into_iter().map(|o| o.key).collect();
+        s.put("a/d", Bytes::from_static(b"1"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        let keys: Vec<String> = s
+            .list("a/")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
         assert_eq!(keys, vec!["a/b/c", "a/d"]);
         assert!(s.list("zzz/").await.unwrap().is_empty());
         s.delete("a/d").await.unwrap();

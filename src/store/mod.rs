@@ -68,7 +68,9 @@ pub enum Location {
 impl Location {
     pub fn parse(url: &str) -> Result<Self> {
         if url.is_empty() {
-            return Err(Error::Usage("the repository location is empty; give --repo".into()));
+            return Err(Error::Usage(
+                "the repository location is empty; give --repo".into(),
+            ));
         }
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -84,7 +86,9 @@ impl Location {
         }
         if let Some(path) = url.strip_prefix("file://") {
             if !path.starts_with('/') {
-                return Err(Error::Usage(format!("{url:?}: a file:// URL needs an absolute path")));
+                return Err(Error::Usage(format!(
+                    "{url:?}: a file:// URL needs an absolute path"
+                )));
             }
             return Ok(Location::Local(path.into()));
         }
@@ -119,15 +123,30 @@ mod tests {
 
     #[test]
     fn parses_locations() {
-        assert_eq!(Location::parse("/tmp/r").unwrap(), Location::Local("/tmp/r".into()));
-        assert_eq!(Location::parse("file:///tmp/r").unwrap(), Location::Local("/tmp/r".into()));
+        assert_eq!(
+            Location::parse("/tmp/r").unwrap(),
+            Location::Local("/tmp/r".into())
+        );
+        assert_eq!(
+            Location::parse("file:///tmp/r").unwrap(),
+            Location::Local("/tmp/r".into())
+        );
         assert_eq!(
             Location::parse("s3://bkt/a/b/").unwrap(),
-            Location::S3 { bucket: "bkt".into(), prefix: "a/b".into() }
+            Location::S3 {
+                bucket: "bkt".into(),
+                prefix: "a/b".into()
+            }
         );
         assert!(matches!(Location::parse("s3://"), Err(Error::Usage(_))));
-        assert!(matches!(Location::parse("s3://Bad_Bucket/x"), Err(Error::Usage(_))));
+        assert!(matches!(
+            Location::parse("s3://Bad_Bucket/x"),
+            Err(Error::Usage(_))
+        ));
         assert!(matches!(Location::parse("ftp://x/y"), Err(Error::Usage(_))));
-        assert!(matches!(Location::parse("file://rel"), Err(Error::Usage(_))));
+        assert!(matches!(
+            Location::parse("file://rel"),
+            Err(Error::Usage(_))
+        ));
     }
 }

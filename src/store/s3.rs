@@ -72,7 +72,11 @@ impl S3Store {
                 .map_err(|e| Error::Usage(format!("invalid --s3-endpoint {endpoint:?}: {e}")))?;
             conf = conf.endpoint_url(endpoint);
         }
-        let prefix = if prefix.is_empty() { String::new() } else { format!("{prefix}/") };
+        let prefix = if prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{prefix}/")
+        };
         Ok(S3Store {
             client: Client::from_conf(conf.build()),
             bucket: bucket.into(),
@@ -172,7 +176,11 @@ impl S3Store {
             .bucket(&self.bucket)
             .key(&full)
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await;
         match done {
@@ -190,7 +198,14 @@ impl S3Store {
     }
 
     async fn size_of(&self, key: &str) -> Result<Option<u64>> {
-        match self.client.head_object().bucket(&self.bucket).key(self.full_key(key)).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+        {
             Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
             Err(e) => match self.error("check", key, e) {
                 Error::NotFound(_) => Ok(None),
@@ -264,7 +279,10 @@ impl Store for S3Store {
     }
 
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<PutOutcome> {
-        if mode == PutMode::CreateNew && (data.len() > MULTIPART_THRESHOLD) && self.exists(key).await? {
+        if mode == PutMode::CreateNew
+            && (data.len() > MULTIPART_THRESHOLD)
+            && self.exists(key).await?
+        {
             return Ok(PutOutcome::AlreadyExists);
         }
         if data.len() > MULTIPART_THRESHOLD {

@@ -21,17 +21,25 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
     }
 
     /// The error lines drydock printed (it promises exactly one per failure).
     pub fn error_lines(&self) -> Vec<&str> {
-        self.stderr.lines().filter(|l| l.starts_with("drydock: error:")).collect()
+        self.stderr
+            .lines()
+            .filter(|l| l.starts_with("drydock: error:"))
+            .collect()
     }
 
     #[track_caller]
     pub fn expect(&self, code: i32) -> &Self {
-        assert_eq!(self.code, code, "exit code\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
 
@@ -40,8 +48,17 @@ impl Run {
     pub fn expect_error(&self, code: i32, needle: &str) -> &Self {
         self.expect(code);
         let lines = self.error_lines();
-        assert_eq!(lines.len(), 1, "want one error line, stderr: {}", self.stderr);
-        assert!(lines[0].contains(needle), "error {:?} should mention {needle:?}", lines[0]);
+        assert_eq!(
+            lines.len(),
+            1,
+            "want one error line, stderr: {}",
+            self.stderr
+        );
+        assert!(
+            lines[0].contains(needle),
+            "error {:?} should mention {needle:?}",
+            lines[0]
+        );
         self
     }
 }
@@ -106,7 +123,11 @@ impl Repo {
         let mut all: Vec<&str> = self.args.iter().map(String::as_str).collect();
         all.extend_from_slice(&["--key", self.backup_key.to_str().unwrap()]);
         all.extend_from_slice(args);
-        command(&all).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn drydock")
+        command(&all)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn drydock")
     }
 
     /// `backup --json` with the backup-only key; returns the summary.
@@ -142,7 +163,13 @@ pub fn local_repo(dir: &Path) -> Repo {
     let root = dir.join("repo");
     let args = vec!["--repo".to_string(), root.to_str().unwrap().to_string()];
     let (identity, backup_key) = init(args.clone(), dir);
-    Repo { args, identity, backup_key, local_root: Some(root), s3: None }
+    Repo {
+        args,
+        identity,
+        backup_key,
+        local_root: Some(root),
+        s3: None,
+    }
 }
 
 pub fn s3_repo(dir: &Path, prefix: &str) -> Repo {
@@ -156,7 +183,13 @@ pub fn s3_repo(dir: &Path, prefix: &str) -> Repo {
         "--s3-path-style".to_string(),
     ];
     let (identity, backup_key) = init(args.clone(), dir);
-    Repo { args, identity, backup_key, local_root: None, s3: Some((endpoint, bucket)) }
+    Repo {
+        args,
+        identity,
+        backup_key,
+        local_root: None,
+        s3: Some((endpoint, bucket)),
+    }
 }
 
 // ---------------------------------------------------------------- S3 (moto_server)
@@ -167,7 +200,11 @@ struct Moto {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The S3 endpoint: DRYDOCK_TEST_S3_ENDPOINT (scripts/test starts one), or a moto_server
@@ -176,7 +213,10 @@ pub fn s3_endpoint() -> String {
     static MOTO: OnceLock<Moto> = OnceLock::new();
     MOTO.get_or_init(|| {
         if let Ok(e) = std::env::var("DRYDOCK_TEST_S3_ENDPOINT") {
-            return Moto { endpoint: e, _child: None };
+            return Moto {
+                endpoint: e,
+                _child: None,
+            };
         }
         let port = free_port();
         let child = Command::new("moto_server")
@@ -191,7 +231,10 @@ pub fn s3_endpoint() -> String {
             assert!(Instant::now() < deadline, "moto_server did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Moto { endpoint, _child: Some(child) }
+        Moto {
+            endpoint,
+            _child: Some(child),
+        }
     })
     .endpoint
     .clone()
@@ -203,13 +246,19 @@ fn s3_client() -> aws_sdk_s3::Client {
         .region(aws_sdk_s3::config::Region::new("us-east-1"))
         .endpoint_url(s3_endpoint())
         .force_path_style(true)
-        .credentials_provider(aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "test"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "testing", "testing", None, None, "test",
+        ))
         .build();
     aws_sdk_s3::Client::from_conf(conf)
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
 }
 
 pub fn new_bucket() -> String {
@@ -231,8 +280,17 @@ pub fn bucket_objects(bucket: &str) -> Vec<(String, Vec<u8>)> {
         let mut out = Vec::new();
         for o in list.contents() {
             let key = o.key().unwrap().to_string();
-            let body = c.get_object().bucket(bucket).key(&key).send().await.unwrap();
-            out.push((key, body.body.collect().await.unwrap().into_bytes().to_vec()));
+            let body = c
+                .get_object()
+                .bucket(bucket)
+                .key(&key)
+                .send()
+                .await
+                .unwrap();
+            out.push((
+                key,
+                body.body.collect().await.unwrap().into_bytes().to_vec(),
+            ));
         }
         out
     })
@@ -265,12 +323,24 @@ pub fn harbor_config_tree(root: &Path, big: usize) -> (PathBuf, PathBuf) {
     let etc = root.join("etc/harbor");
     fs::create_dir_all(etc.join("cert dir/ünïcode ✓")).unwrap();
     fs::create_dir_all(etc.join("empty")).unwrap();
-    fs::write(etc.join("harbor.yml"), "hostname: harbor.example.com\nharbor_admin_password: x\n".repeat(20)).unwrap();
-    fs::write(etc.join("cert dir/ünïcode ✓/tls.key"), b"-----BEGIN KEY-----\nabc\n").unwrap();
+    fs::write(
+        etc.join("harbor.yml"),
+        "hostname: harbor.example.com\nharbor_admin_password: x\n".repeat(20),
+    )
+    .unwrap();
+    fs::write(
+        etc.join("cert dir/ünïcode ✓/tls.key"),
+        b"-----BEGIN KEY-----\nabc\n",
+    )
+    .unwrap();
     fs::write(etc.join("empty file"), b"").unwrap();
     fs::write(etc.join("big.bin"), noise(big, 7)).unwrap();
     fs::set_permissions(etc.join("harbor.yml"), fs::Permissions::from_mode(0o640)).unwrap();
-    fs::set_permissions(etc.join("cert dir/ünïcode ✓/tls.key"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::set_permissions(
+        etc.join("cert dir/ünïcode ✓/tls.key"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     fs::set_permissions(etc.join("empty"), fs::Permissions::from_mode(0o750)).unwrap();
 
     let secret = root.join("secret");
@@ -312,23 +382,47 @@ pub fn walk(root: &Path) -> Vec<PathBuf> {
 #[track_caller]
 pub fn assert_same_tree(a: &Path, b: &Path) {
     let rel = |root: &Path, v: Vec<PathBuf>| -> Vec<PathBuf> {
-        v.into_iter().map(|p| p.strip_prefix(root).unwrap().to_path_buf()).collect()
+        v.into_iter()
+            .map(|p| p.strip_prefix(root).unwrap().to_path_buf())
+            .collect()
     };
     let (la, lb) = (rel(a, walk(a)), rel(b, walk(b)));
     assert_eq!(la, lb, "different entries");
     for r in std::iter::once(PathBuf::new()).chain(la) {
         let (pa, pb) = (a.join(&r), b.join(&r));
-        let (ma, mb) = (fs::symlink_metadata(&pa).unwrap(), fs::symlink_metadata(&pb).unwrap());
+        let (ma, mb) = (
+            fs::symlink_metadata(&pa).unwrap(),
+            fs::symlink_metadata(&pb).unwrap(),
+        );
         assert_eq!(ma.file_type(), mb.file_type(), "{}", r.display());
         if ma.file_type().is_symlink() {
-            assert_eq!(fs::read_link(&pa).unwrap(), fs::read_link(&pb).unwrap(), "{}", r.display());
+            assert_eq!(
+                fs::read_link(&pa).unwrap(),
+                fs::read_link(&pb).unwrap(),
+                "{}",
+                r.display()
+            );
         } else {
-            assert_eq!(ma.mode() & 0o7777, mb.mode() & 0o7777, "mode of {}", r.display());
+            assert_eq!(
+                ma.mode() & 0o7777,
+                mb.mode() & 0o7777,
+                "mode of {}",
+                r.display()
+            );
         }
         if ma.is_file() {
-            assert!(fs::read(&pa).unwrap() == fs::read(&pb).unwrap(), "content of {}", r.display());
+            assert!(
+                fs::read(&pa).unwrap() == fs::read(&pb).unwrap(),
+                "content of {}",
+                r.display()
+            );
         }
-        assert_eq!((ma.mtime(), ma.mtime_nsec()), (mb.mtime(), mb.mtime_nsec()), "mtime of {}", r.display());
+        assert_eq!(
+            (ma.mtime(), ma.mtime_nsec()),
+            (mb.mtime(), mb.mtime_nsec()),
+            "mtime of {}",
+            r.display()
+        );
     }
 }
 
