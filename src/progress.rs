@@ -36,16 +36,7 @@ impl Progress {
                     Some(t) => ProgressBar::new(t),
                     None => ProgressBar::new_spinner(),
                 };
-                let template = if total.is_some() {
-                    "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
-                } else {
-                    "{prefix} {spinner} {bytes} {bytes_per_sec} {elapsed}"
-                };
-                bar.set_style(
-                    ProgressStyle::with_template(template)
-                        .expect("valid template")
-                        .progress_chars("=> "),
-                );
+                bar.set_style(style(total.is_some()));
                 bar.set_prefix(label);
                 bar.enable_steady_tick(Duration::from_millis(200));
                 Some(bar)
@@ -93,11 +84,29 @@ impl Progress {
     }
 }
 
+fn style(known_total: bool) -> ProgressStyle {
+    let template = if known_total {
+        "{prefix} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+    } else {
+        "{prefix} {spinner} {bytes} {bytes_per_sec} {elapsed}"
+    };
+    ProgressStyle::with_template(template)
+        .expect("valid template")
+        .progress_chars("=> ")
+}
+
 impl OnBytes for Progress {
     fn bytes(&self, n: u64) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
         if let Some(bar) = &self.bar {
             bar.inc(n);
+        }
+    }
+
+    fn total(&self, n: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(n);
+            bar.set_style(style(true));
         }
     }
 }

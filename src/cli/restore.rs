@@ -73,11 +73,7 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
             dry_run: args.dry_run,
             parallel: args.parallel,
         };
-        let progress = Progress::new(
-            ctx.global.progress,
-            "restore",
-            Some(part.roots.iter().map(|r| r.node.size).sum()),
-        );
+        let progress = Progress::new(ctx.global.progress, "restore", None);
         let (counts, items) = config::restore(&reader, part, &opts, progress.clone()).await?;
         progress.finish();
         if args.dry_run {

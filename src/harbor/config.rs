@@ -325,6 +325,7 @@ pub async fn restore(
     if opts.dry_run {
         return Ok((counts, items));
     }
+    progress.total(counts.bytes);
     let mut created_parents = std::collections::HashSet::new();
     for (path, node) in &items {
         no_symlink_between(&opts.target, path)?;

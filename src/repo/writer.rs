@@ -47,6 +47,8 @@ pub struct WriteTotals {
 /// Observes bytes as they pass, for progress reporting.
 pub trait OnBytes: Sync {
     fn bytes(&self, n: u64);
+    /// The total, once known (a restore knows it after planning).
+    fn total(&self, _n: u64) {}
 }
 
 impl OnBytes for () {

@@ -231,8 +231,15 @@ impl S3Store {
                 .key(self.full_key(key))
                 .set_range(range.clone())
                 .send()
-                .await
-                .map_err(|e| self.error("read", key, e))?;
+                .await;
+            let out = match out {
+                Ok(out) => out,
+                // A range past the end of a (truncated) object: no bytes there.
+                Err(e) if range.is_some() && e.code() == Some("InvalidRange") => {
+                    return Ok(Bytes::new())
+                }
+                Err(e) => return Err(self.error("read", key, e)),
+            };
             match out.body.collect().await {
                 Ok(body) => return Ok(body.into_bytes()),
                 Err(e) => {
@@ -327,11 +334,7 @@ impl Store for S3Store {
             return Ok(Bytes::new());
         }
         let range = format!("bytes={}-{}", offset, offset + len - 1);
-        match self.get_with_range(key, Some(range)).await {
-            // A range past the end of a (truncated) object.
-            Err(Error::Store(msg)) if msg.contains("InvalidRange") => Ok(Bytes::new()),
-            other => other,
-        }
+        self.get_with_range(key, Some(range)).await
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
