@@ -361,14 +361,21 @@ pub fn harbor_config_tree(root: &Path, big: usize) -> (PathBuf, PathBuf) {
     (etc, secret)
 }
 
-/// Every path under `root` (not following symlinks), root excluded.
+/// Every path under `root` (not following symlinks), root excluded. Entries that vanish
+/// while walking (a writer's temporary files) are skipped.
 pub fn walk(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if fs::symlink_metadata(&p).unwrap().is_dir() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(meta) = fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if meta.is_dir() {
                 stack.push(p.clone());
             }
             out.push(p);
