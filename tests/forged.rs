@@ -1,0 +1,174 @@
+//! A holder of the backup-only key can forge snapshots. Restore must treat them as untrusted:
+//! nothing may be written outside the target.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use common::*;
+use drydock::crypto::KeyFile;
+use drydock::harbor::config::{ConfigPart, ConfigRoot};
+use drydock::repo::blob::BlobType;
+use drydock::repo::snapshot::{Parts, Snapshot, Summary};
+use drydock::repo::tree::{Node, NodeKind, Tree};
+use drydock::repo::writer::BlobWriter;
+use drydock::repo::Repository;
+use drydock::store::{open, Location, S3Options};
+
+fn node(name: &str, kind: NodeKind) -> Node {
+    Node {
+        name: name.into(),
+        kind,
+        mode: 0o755,
+        mtime: 0,
+        mtime_nsec: 0,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        content: vec![],
+        subtree: None,
+        target: None,
+    }
+}
+
+/// Write a snapshot whose roots are built by `build` from a writer, with the backup-only key.
+fn forge(repo: &Repo, build: impl FnOnce(&BlobWriter) -> Vec<ConfigRoot> + Send + 'static) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let root = repo.local_root.clone().unwrap();
+    let key = KeyFile::load(&repo.backup_key).unwrap();
+    rt.block_on(async move {
+        let store = open(&Location::Local(root), &S3Options::default())
+            .await
+            .unwrap();
+        let r = Arc::new(Repository::open(store, key).await.unwrap());
+        let index = r.load_index().await.unwrap();
+        let writer = Arc::new(BlobWriter::new(r.clone(), &index, 2).unwrap());
+        let w = writer.clone();
+        let roots = tokio::task::spawn_blocking(move || build(&w))
+            .await
+            .unwrap();
+        writer.finish().await.unwrap();
+        let snap = Snapshot {
+            version: 1,
+            time: chrono::Utc::now(),
+            host: "attacker".into(),
+            tags: Default::default(),
+            expires: None,
+            program: "forged".into(),
+            parts: Parts {
+                config: Some(ConfigPart { roots }),
+                ..Default::default()
+            },
+            summary: Summary::default(),
+        };
+        r.save_snapshot(&snap).await.unwrap();
+    });
+}
+
+fn file_node(w: &BlobWriter, name: &str, data: &[u8]) -> Node {
+    let mut n = node(name, NodeKind::File);
+    n.content = vec![w.save(BlobType::Data, data).unwrap()];
+    n.size = data.len() as u64;
+    n
+}
+
+/// Restore fails with one error line mentioning `why`, and `outside` stays empty.
+fn restore_must_fail(repo: &Repo, dir: &Path, outside: &Path, why: &str) {
+    let out = dir.join("out");
+    let r = repo.id(&["restore", "latest", "--config-dir", out.to_str().unwrap()]);
+    assert_ne!(
+        r.code, 0,
+        "a forged snapshot restored cleanly: {}",
+        r.stdout
+    );
+    assert_eq!(r.error_lines().len(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains(why), "want {why:?}: {}", r.stderr);
+    assert!(
+        walk(outside).is_empty(),
+        "restore wrote outside its target: {:?}",
+        walk(outside)
+    );
+}
+
+#[test]
+fn a_root_reaching_through_a_restored_symlink_writes_nothing_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let target = outside.to_str().unwrap().to_string();
+    forge(&repo, move |w| {
+        let mut link = node("link", NodeKind::Symlink);
+        link.target = Some(target);
+        let tree = Tree { nodes: vec![link] };
+        let mut x = node("x", NodeKind::Dir);
+        x.subtree = Some(w.save(BlobType::Tree, &tree.to_bytes()).unwrap());
+        vec![
+            ConfigRoot {
+                path: "/x".into(),
+                node: x,
+            },
+            ConfigRoot {
+                path: "/x/link/evil".into(),
+                node: file_node(w, "evil", b"pwned"),
+            },
+        ]
+    });
+    restore_must_fail(&repo, dir.path(), &outside, "cannot create symlink");
+}
+
+#[test]
+fn a_tree_naming_a_symlink_and_a_directory_alike_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let target = outside.to_str().unwrap().to_string();
+    forge(&repo, move |w| {
+        let mut link = node("a", NodeKind::Symlink);
+        link.target = Some(target);
+        let inner = Tree {
+            nodes: vec![file_node(w, "f", b"pwned")],
+        };
+        let mut a = node("a", NodeKind::Dir);
+        a.subtree = Some(w.save(BlobType::Tree, &inner.to_bytes()).unwrap());
+        let tree = Tree {
+            nodes: vec![link, a],
+        };
+        let mut x = node("x", NodeKind::Dir);
+        x.subtree = Some(w.save(BlobType::Tree, &tree.to_bytes()).unwrap());
+        vec![ConfigRoot {
+            path: "/x".into(),
+            node: x,
+        }]
+    });
+    restore_must_fail(&repo, dir.path(), &outside, "names \"a\" twice");
+}
+
+#[test]
+fn dot_dot_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    let outside = dir.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    forge(&repo, move |w| {
+        let tree = Tree {
+            nodes: vec![file_node(w, "..", b"pwned")],
+        };
+        let mut x = node("x", NodeKind::Dir);
+        x.subtree = Some(w.save(BlobType::Tree, &tree.to_bytes()).unwrap());
+        vec![
+            ConfigRoot {
+                path: "/x".into(),
+                node: x,
+            },
+            ConfigRoot {
+                path: "/../../outside/evil".into(),
+                node: file_node(w, "evil", b"pwned"),
+            },
+        ]
+    });
+    restore_must_fail(&repo, dir.path(), &outside, "unsafe name");
+}
