@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{default_parallel, Context, Output};
 use crate::error::{exit, Error, Result};
-use crate::harbor::config;
+use crate::harbor::{config, db};
 use crate::ids::ByteSize;
 use crate::progress::Progress;
 use crate::repo::snapshot::{Parts, Snapshot, Summary, VERSION};
@@ -29,6 +29,13 @@ pub struct BackupArgs {
     /// How long the snapshot is kept by `forget --expired`, like Velero's --ttl (720h, 30d, 90m).
     #[arg(long, default_value = "720h", value_parser = parse_duration)]
     pub ttl: chrono::Duration,
+    /// The Harbor database: postgresql://user@host:port/db (libpq PG* variables and
+    /// ~/.pgpass fill the gaps; the password never goes in this argument).
+    #[arg(long, env = "DRYDOCK_POSTGRES", value_name = "URL")]
+    pub postgres: Option<String>,
+    /// Back up even when Harbor's schema_migrations is marked dirty.
+    #[arg(long)]
+    pub force: bool,
     /// Host name recorded in the snapshot (default: this machine's).
     #[arg(long)]
     pub host: Option<String>,
@@ -75,12 +82,13 @@ pub fn parse_duration(s: &str) -> std::result::Result<chrono::Duration, String> 
 }
 
 pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
-    if args.config.is_empty() {
+    if args.config.is_empty() && args.postgres.is_none() {
         return Err(Error::Usage(
-            "nothing to back up: give at least one --config PATH".into(),
+            "nothing to back up: give --postgres URL and/or --config PATH".into(),
         ));
     }
     config::validate_paths(&args.config)?;
+    let pg = args.postgres.as_deref().map(super::postgres_target).transpose()?;
     let started = Instant::now();
     let time = Utc::now();
     let repo = ctx.open_repo().await?;
@@ -90,30 +98,53 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
     drop(index);
     let progress = Progress::new(ctx.global.progress, "backup", None);
 
-    let work = {
-        let (writer, progress, paths) = (writer.clone(), progress.clone(), args.config.clone());
-        tokio::task::spawn_blocking(move || config::backup(&writer, &paths, &*progress))
-    };
-    let part = match work
-        .await
-        .map_err(|e| Error::Other(format!("backup task failed: {e}")))?
-    {
-        Ok(p) => p,
-        Err(e) => return Err(writer.abort(e).await),
-    };
+    // The database first: every registry blob it names must be in the same snapshot.
+    let mut parts = Parts::default();
+    let mut warnings = Vec::new();
+    if let Some(pg) = &pg {
+        let opts = db::backup::DbBackupOptions { parallel: args.parallel, force: args.force };
+        match db::backup::backup(pg, writer.clone(), &opts, progress.clone()).await {
+            Ok(part) => parts.database = Some(part),
+            Err(e) => return Err(writer.abort(e).await),
+        }
+    }
+    let mut counts = config::Counts::default();
+    if !args.config.is_empty() {
+        let work = {
+            let (writer, progress, paths) = (writer.clone(), progress.clone(), args.config.clone());
+            tokio::task::spawn_blocking(move || config::backup(&writer, &paths, &*progress))
+        };
+        match work.await.map_err(|e| Error::Other(format!("backup task failed: {e}")))? {
+            Ok(c) => {
+                parts.config = Some(c.part);
+                counts = c.counts;
+                warnings.extend(c.warnings);
+            }
+            Err(e) => return Err(writer.abort(e).await),
+        }
+    }
     let totals = writer.finish().await?;
     progress.finish();
 
+    let db_bytes = parts.database.as_ref().map(|d| d.total_bytes()).unwrap_or(0);
     let summary = Summary {
-        files: part.counts.files,
-        dirs: part.counts.dirs,
-        logical_bytes: part.counts.bytes,
+        files: counts.files,
+        dirs: counts.dirs,
+        logical_bytes: counts.bytes + db_bytes,
         new_bytes: totals.new_bytes,
         reused_bytes: totals.reused_bytes,
         stored_bytes: totals.stored_bytes,
         new_blobs: totals.new_blobs,
         duration_secs: started.elapsed().as_secs_f64(),
     };
+    let part_json = json!({
+        "db": parts.database.as_ref().map(|d| json!({
+            "tables": d.tables.len(), "rows": d.total_rows(), "bytes": d.total_bytes(),
+            "sequences": d.sequences.len(), "server_version": d.server_version,
+            "harbor_schema_version": d.harbor_schema_version,
+        })),
+        "config": parts.config.as_ref().map(|_| &counts),
+    });
     let snapshot = Snapshot {
         version: VERSION,
         time,
@@ -123,51 +154,41 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
         tags: args.tags.into_iter().collect::<BTreeMap<_, _>>(),
         expires: Some(time + args.ttl),
         program: format!("drydock {}", env!("CARGO_PKG_VERSION")),
-        parts: Parts {
-            config: Some(part.part),
-            ..Default::default()
-        },
+        parts,
         summary: summary.clone(),
     };
     let id = repo.save_snapshot(&snapshot).await?;
-    for w in &part.warnings {
+    for w in &warnings {
         tracing::warn!("{w}");
     }
-    let exit_code = if part.warnings.is_empty() {
-        exit::SUCCESS
-    } else {
-        exit::PARTIAL
-    };
-    let text = format!(
-        "snapshot {} saved: {} files, {} read, {} new, {} reused, {} uploaded in {:.1}s{}\n",
-        id.short(),
-        summary.files,
+    let exit_code = if warnings.is_empty() { exit::SUCCESS } else { exit::PARTIAL };
+    let mut text = format!("snapshot {} saved:", id.short());
+    if let Some(d) = &snapshot.parts.database {
+        text += &format!(" database {} tables, {} rows;", d.tables.len(), d.total_rows());
+    }
+    if snapshot.parts.config.is_some() {
+        text += &format!(" {} config files;", summary.files);
+    }
+    text += &format!(
+        " {} read, {} new, {} reused, {} uploaded in {:.1}s{}\n",
         ByteSize(summary.logical_bytes),
         ByteSize(summary.new_bytes),
         ByteSize(summary.reused_bytes),
         ByteSize(summary.stored_bytes),
         summary.duration_secs,
-        if part.warnings.is_empty() {
-            String::new()
-        } else {
-            format!(" ({} warnings)", part.warnings.len())
-        },
+        if warnings.is_empty() { String::new() } else { format!(" ({} warnings)", warnings.len()) },
     );
     let json = json!({
         "snapshot": id.to_hex(),
         "short_id": id.short(),
         "time": time,
         "expires": snapshot.expires,
-        "parts": {"config": part.counts},
+        "parts": part_json,
         "summary": summary,
         "packs_written": totals.packs,
-        "warnings": part.warnings,
+        "warnings": warnings,
     });
-    Ok(Output {
-        text,
-        json,
-        exit: exit_code,
-    })
+    Ok(Output { text, json, exit: exit_code })
 }
 
 #[cfg(test)]

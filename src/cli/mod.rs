@@ -7,6 +7,7 @@ mod key;
 mod restore;
 mod show;
 mod snapshots;
+mod verify;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -105,6 +106,8 @@ pub enum Command {
     Show(show::ShowArgs),
     /// Restore a snapshot.
     Restore(restore::RestoreArgs),
+    /// Compare a running instance with a snapshot; exit 0 only when they match.
+    Verify(verify::VerifyArgs),
     /// Check repository integrity.
     Check(check::CheckArgs),
 }
@@ -129,6 +132,12 @@ impl Output {
 /// The global options, with helpers every command uses.
 pub struct Context {
     pub global: GlobalOpts,
+}
+
+/// A `--postgres` URL; a password in it is refused unless it came from DRYDOCK_POSTGRES.
+pub fn postgres_target(url: &str) -> Result<crate::harbor::db::PgTarget> {
+    let from_env = std::env::var("DRYDOCK_POSTGRES").ok().as_deref() == Some(url);
+    crate::harbor::db::PgTarget::parse(url, !from_env)
 }
 
 pub fn default_parallel() -> usize {
@@ -192,6 +201,7 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<Output> {
         Command::Snapshots(a) => snapshots::run(ctx, a).await,
         Command::Show(a) => show::run(ctx, a).await,
         Command::Restore(a) => restore::run(ctx, a).await,
+        Command::Verify(a) => verify::run(ctx, a).await,
         Command::Check(a) => check::run(ctx, a).await,
     }
 }

@@ -34,6 +34,31 @@ pub async fn run(ctx: &Context, args: ShowArgs) -> Result<Output> {
     for (k, v) in &snap.tags {
         text += &format!("tag: {k}={v}\n");
     }
+    let mut db_json = serde_json::Value::Null;
+    if let Some(d) = &snap.parts.database {
+        text += &format!(
+            "\ndatabase {:?}: PostgreSQL {}, Harbor schema version {}{}, {} tables, {} rows, {}\n",
+            d.database,
+            d.server_version,
+            d.harbor_schema_version.map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
+            if d.harbor_schema_dirty == Some(true) { " (dirty)" } else { "" },
+            d.tables.len(),
+            d.total_rows(),
+            ByteSize(d.total_bytes())
+        );
+        let mut tables: Vec<_> = d.tables.iter().collect();
+        tables.sort_by_key(|t| std::cmp::Reverse(t.bytes));
+        for t in &tables {
+            text += &format!("  {:>12} rows  {:>10}  {}\n", t.rows, ByteSize(t.bytes).to_string(), t.display());
+        }
+        db_json = json!({
+            "database": d.database, "server_version": d.server_version,
+            "harbor_schema_version": d.harbor_schema_version, "harbor_schema_dirty": d.harbor_schema_dirty,
+            "pg_dump_version": d.pg_dump_version,
+            "tables": d.tables.iter().map(|t| json!({"schema": t.schema, "name": t.name, "rows": t.rows, "bytes": t.bytes})).collect::<Vec<_>>(),
+            "sequences": d.sequences.len(),
+        });
+    }
     let mut config_json = serde_json::Value::Null;
     if let Some(part) = &snap.parts.config {
         let items = config::plan(&reader, part, Path::new("/")).await?;
@@ -67,7 +92,7 @@ pub async fn run(ctx: &Context, args: ShowArgs) -> Result<Output> {
         text,
         json!({
             "id": id.to_hex(), "time": snap.time, "host": snap.host, "tags": snap.tags,
-            "expires": snap.expires, "program": snap.program, "parts": {"config": config_json},
+            "expires": snap.expires, "program": snap.program, "parts": {"db": db_json, "config": config_json},
             "summary": snap.summary,
         }),
     ))

@@ -2,3 +2,4 @@
 //! The database and registry parts plug in beside it.
 
 pub mod config;
+pub mod db;

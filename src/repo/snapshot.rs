@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::harbor::config::ConfigPart;
+use crate::harbor::db::DatabasePart;
 use crate::ids::{BlobId, SnapshotId};
 
 pub const VERSION: u32 = 1;
@@ -32,6 +33,8 @@ pub struct Snapshot {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Parts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabasePart>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ConfigPart>,
     /// Parts written by a newer drydock; kept so they are reported, not silently dropped.
     #[serde(flatten)]
@@ -41,6 +44,9 @@ pub struct Parts {
 impl Parts {
     pub fn names(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
+        if self.database.is_some() {
+            v.push("db");
+        }
         if self.config.is_some() {
             v.push("config");
         }
@@ -49,7 +55,8 @@ impl Parts {
 
     /// The tree blobs at the roots of every part.
     pub fn root_trees(&self) -> Vec<BlobId> {
-        self.config.iter().flat_map(|c| c.root_trees()).collect()
+        let db = self.database.iter().map(|d| d.tree);
+        db.chain(self.config.iter().flat_map(|c| c.root_trees())).collect()
     }
 
     /// Data blobs named directly by the manifest (root files of the config part).

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod pg;
+
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -97,16 +99,30 @@ pub fn command(args: &[&str]) -> Command {
 }
 
 pub fn run(args: &[&str]) -> Run {
-    finish(command(args).output().expect("run drydock"))
+    run_env(args, &[])
+}
+
+/// Run with extra environment variables (PGPASSWORD, …).
+pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut c = command(args);
+    c.env_remove("DRYDOCK_POSTGRES").env_remove("PGPASSWORD").env_remove("PGHOST");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    finish(c.output().expect("run drydock"))
 }
 
 impl Repo {
     pub fn with_key(&self, key: &Path, args: &[&str]) -> Run {
+        self.with_key_env(key, args, &[])
+    }
+
+    pub fn with_key_env(&self, key: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut all: Vec<&str> = self.args.iter().map(String::as_str).collect();
         all.push("--key");
         all.push(key.to_str().unwrap());
         all.extend_from_slice(args);
-        run(&all)
+        run_env(&all, env)
     }
 
     /// With the identity (can do everything).

@@ -1,0 +1,68 @@
+//! `drydock verify`: compare a running instance with a snapshot and list every difference.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use serde_json::json;
+
+use super::{default_parallel, postgres_target, Context, Output};
+use crate::error::{exit, Error, Result};
+use crate::harbor::{config, db};
+use crate::repo::reader::BlobReader;
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// Snapshot id, unique prefix, or `latest`.
+    pub snapshot: String,
+    /// Compare this database (row counts and content checksums of every table).
+    #[arg(long, env = "DRYDOCK_POSTGRES", value_name = "URL")]
+    pub postgres: Option<String>,
+    /// Compare configuration under this directory, laid out as `restore --config-dir` writes
+    /// it (`/` compares the live files in place).
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Concurrent database connections.
+    #[arg(long, default_value_t = default_parallel())]
+    pub parallel: usize,
+}
+
+pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
+    if args.postgres.is_none() && args.config_dir.is_none() {
+        return Err(Error::Usage("nothing to verify: give --postgres URL and/or --config-dir DIR".into()));
+    }
+    let pg = args.postgres.as_deref().map(postgres_target).transpose()?;
+    let repo = ctx.open_repo().await?;
+    let (id, snap) = repo.find_snapshot(&args.snapshot).await?;
+    let mut differences: Vec<String> = Vec::new();
+    let mut parts = serde_json::Map::new();
+    if let Some(pg) = &pg {
+        let part = snap.parts.database.as_ref().ok_or_else(|| {
+            Error::Usage(format!("snapshot {} holds no database part to compare", id.short()))
+        })?;
+        let report = db::verify::verify(pg, part, args.parallel).await?;
+        differences.extend(report.differences.iter().map(|d| format!("db: {d}")));
+        parts.insert("db".into(), json!(report));
+    }
+    if let Some(dir) = &args.config_dir {
+        let part = snap.parts.config.as_ref().ok_or_else(|| {
+            Error::Usage(format!("snapshot {} holds no configuration part to compare", id.short()))
+        })?;
+        let index = Arc::new(repo.load_index().await?);
+        let reader = BlobReader::new(repo.clone(), index, "verify")?;
+        let diffs = config::verify(&reader, &repo, part, dir).await?;
+        differences.extend(diffs.iter().map(|d| format!("config: {d}")));
+        parts.insert("config".into(), json!({"differences": diffs}));
+    }
+    let mut text = String::new();
+    for d in &differences {
+        text += &format!("{d}\n");
+    }
+    text += &if differences.is_empty() {
+        format!("matches snapshot {}\n", id.short())
+    } else {
+        format!("{} difference(s) from snapshot {}\n", differences.len(), id.short())
+    };
+    let exit = if differences.is_empty() { exit::SUCCESS } else { exit::FAILURE };
+    Ok(Output { text, json: json!({"snapshot": id.to_hex(), "equal": differences.is_empty(), "parts": parts}), exit })
+}

@@ -1,0 +1,335 @@
+//! Database backup: one exported snapshot, parallel COPY, schema by pg_dump.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::{pin_mut, StreamExt};
+use tokio_postgres::Client;
+
+use super::conn::{pg_error, PgTarget};
+use super::tools::{self, Tool};
+use super::{table_node_name, ChannelReader, DatabasePart, SequenceEntry, TableEntry, POST_DATA, PRE_DATA};
+use crate::error::{Error, Result};
+use crate::ids::BlobId;
+use crate::repo::blob::BlobType;
+use crate::repo::tree::{Node, NodeKind, Tree};
+use crate::repo::writer::{BlobWriter, OnBytes};
+
+pub type Progress = Arc<dyn OnBytes + Send + Sync>;
+
+pub struct DbBackupOptions {
+    pub parallel: usize,
+    /// Back up even if Harbor's schema_migrations is marked dirty.
+    pub force: bool,
+}
+
+/// A table as listed inside the snapshot.
+struct TableInfo {
+    oid: u32,
+    entry: TableEntry,
+    size: i64,
+}
+
+/// What a table's COPY produced.
+struct TableData {
+    content: Vec<BlobId>,
+    rows: u64,
+    bytes: u64,
+    checksum: String,
+}
+
+const SNAPSHOT_TX: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
+pub async fn server_version(client: &Client) -> Result<(String, i32)> {
+    let v: String = client
+        .query_one("SHOW server_version", &[])
+        .await
+        .map_err(|e| pg_error("reading the server version", e))?
+        .get(0);
+    let n: String = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .map_err(|e| pg_error("reading the server version", e))?
+        .get(0);
+    let num = n.parse().map_err(|_| Error::Other(format!("unexpected server_version_num {n:?}")))?;
+    Ok((v, num))
+}
+
+/// Harbor's migration version and dirty flag, if `schema_migrations` exists.
+pub async fn harbor_schema(client: &Client) -> Result<(Option<i64>, Option<bool>)> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('public.schema_migrations') IS NOT NULL", &[])
+        .await
+        .map_err(|e| pg_error("looking for schema_migrations", e))?
+        .get(0);
+    if !exists {
+        return Ok((None, None));
+    }
+    let row = client
+        .query_opt("SELECT version::bigint, dirty FROM public.schema_migrations LIMIT 1", &[])
+        .await
+        .map_err(|e| pg_error("reading schema_migrations", e))?;
+    Ok(match row {
+        Some(r) => (Some(r.get(0)), Some(r.get(1))),
+        None => (None, None),
+    })
+}
+
+/// User tables (not partitioned parents: their partitions are copied), largest first.
+async fn list_tables(client: &Client) -> Result<Vec<TableInfo>> {
+    let rows = client
+        .query(
+            "SELECT c.oid, n.nspname::text, c.relname::text, pg_total_relation_size(c.oid)::bigint,
+                    coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
+                              WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                                AND a.attgenerated = ''), '{}')
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind = 'r'
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+               AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                               AND d.objid = c.oid AND d.deptype = 'e')
+             ORDER BY n.nspname, c.relname",
+            &[],
+        )
+        .await
+        .map_err(|e| pg_error("listing tables", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| TableInfo {
+            oid: r.get(0),
+            size: r.get(3),
+            entry: TableEntry {
+                schema: r.get(1),
+                name: r.get(2),
+                columns: r.get(4),
+                rows: 0,
+                bytes: 0,
+                checksum: String::new(),
+            },
+        })
+        .collect())
+}
+
+async fn list_foreign_keys(client: &Client, tables: &[TableInfo]) -> Result<Vec<(usize, usize)>> {
+    let pos: HashMap<u32, usize> = tables.iter().enumerate().map(|(i, t)| (t.oid, i)).collect();
+    let rows = client
+        .query("SELECT conrelid, confrelid FROM pg_constraint WHERE contype = 'f'", &[])
+        .await
+        .map_err(|e| pg_error("listing foreign keys", e))?;
+    let mut fks: Vec<(usize, usize)> = rows
+        .iter()
+        .filter_map(|r| Some((*pos.get(&r.get::<_, u32>(0))?, *pos.get(&r.get::<_, u32>(1))?)))
+        .collect();
+    fks.sort();
+    fks.dedup();
+    Ok(fks)
+}
+
+/// Sequence values as the snapshot sees them.
+async fn list_sequences(client: &Client) -> Result<Vec<SequenceEntry>> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+             ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .map_err(|e| pg_error("listing sequences", e))?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        let mut s = SequenceEntry { schema: r.get(0), name: r.get(1), last_value: 0, is_called: false };
+        let v = client
+            .query_one(&format!("SELECT last_value, is_called FROM {}", s.qualified()), &[])
+            .await
+            .map_err(|e| pg_error(&format!("reading sequence {}.{}", s.schema, s.name), e))?;
+        s.last_value = v.get(0);
+        s.is_called = v.get(1);
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// Run pg_dump for one schema section inside the snapshot and store its output.
+async fn dump_section(
+    tool: &Tool,
+    target: &PgTarget,
+    snapshot: &str,
+    section: &str,
+    writer: &Arc<BlobWriter>,
+    progress: &Progress,
+) -> Result<(Vec<BlobId>, u64)> {
+    let mut cmd = Command::new(&tool.path);
+    cmd.args(["--schema-only", "--no-password", &format!("--section={section}"), &format!("--snapshot={snapshot}")])
+        .env_clear()
+        .envs(target.libpq_env())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (writer, progress, section) = (writer.clone(), progress.clone(), section.to_string());
+    let path = tool.path.display().to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().map_err(|e| Error::Usage(format!("cannot run {path}: {e}")))?;
+        let stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        let err_reader = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let saved = writer.save_stream(stdout, &*progress);
+        let status = child.wait().map_err(|e| Error::Other(format!("waiting for pg_dump: {e}")))?;
+        let err = err_reader.join().unwrap_or_default();
+        if !status.success() {
+            let last = err.lines().filter(|l| !l.trim().is_empty()).next_back().unwrap_or("no message");
+            return Err(Error::Other(format!("pg_dump --section={section} failed ({status}): {last}")));
+        }
+        saved
+    })
+    .await
+    .map_err(|e| Error::Other(format!("pg_dump task failed: {e}")))?
+}
+
+/// COPY one table out through the chunker, digesting rows on the way.
+async fn copy_table(client: &Client, table: &TableEntry, writer: &Arc<BlobWriter>, progress: &Progress) -> Result<TableData> {
+    let what = format!("copying table {}", table.display());
+    let stream = client.copy_out(&table.copy_sql("TO STDOUT")).await.map_err(|e| pg_error(&what, e))?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
+    let (writer, progress) = (writer.clone(), progress.clone());
+    let saver = tokio::task::spawn_blocking(move || {
+        let mut reader = ChannelReader::new(rx);
+        let (content, bytes) = writer.save_stream(&mut reader, &*progress)?;
+        Ok::<_, Error>(TableData { content, rows: reader.digest.rows, bytes, checksum: reader.digest.checksum() })
+    });
+    pin_mut!(stream);
+    let mut failure = None;
+    while let Some(piece) = stream.next().await {
+        match piece {
+            Ok(b) => {
+                if tx.send(b).await.is_err() {
+                    break; // the saver stopped; its error is reported below
+                }
+            }
+            Err(e) => {
+                failure = Some(pg_error(&what, e));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let saved = saver.await.map_err(|e| Error::Other(format!("{what}: task failed: {e}")))?;
+    match failure {
+        Some(e) => Err(e),
+        None => saved,
+    }
+}
+
+/// Copy every table over `parallel` connections that share the exported snapshot.
+async fn copy_tables(
+    target: &PgTarget,
+    snapshot: &str,
+    tables: &[TableInfo],
+    writer: &Arc<BlobWriter>,
+    parallel: usize,
+    progress: &Progress,
+) -> Result<Vec<TableData>> {
+    let mut order: Vec<usize> = (0..tables.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(tables[i].size));
+    let queue = Mutex::new(VecDeque::from(order));
+    let results: Mutex<Vec<Option<TableData>>> = Mutex::new((0..tables.len()).map(|_| None).collect());
+    let workers = (0..parallel.clamp(1, tables.len().max(1))).map(|_| async {
+        let client = target.connect().await?;
+        client.batch_execute(SNAPSHOT_TX).await.map_err(|e| pg_error("starting a snapshot transaction", e))?;
+        client
+            .batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", super::quote_literal(snapshot)))
+            .await
+            .map_err(|e| pg_error("importing the exported snapshot", e))?;
+        loop {
+            let next = queue.lock().expect("lock").pop_front();
+            let Some(i) = next else { break };
+            let data = copy_table(&client, &tables[i].entry, writer, progress).await?;
+            tracing::debug!(table = %tables[i].entry.display(), rows = data.rows, "copied");
+            results.lock().expect("lock")[i] = Some(data);
+        }
+        client.batch_execute("COMMIT").await.map_err(|e| pg_error("ending the snapshot transaction", e))?;
+        Ok::<_, Error>(())
+    });
+    futures::future::try_join_all(workers).await?;
+    Ok(results.into_inner().expect("lock").into_iter().map(|d| d.expect("every table copied")).collect())
+}
+
+fn file_node(name: &str, content: Vec<BlobId>, size: u64) -> Node {
+    Node {
+        name: name.into(),
+        kind: NodeKind::File,
+        mode: 0o600,
+        mtime: 0,
+        mtime_nsec: 0,
+        uid: 0,
+        gid: 0,
+        size,
+        content,
+        subtree: None,
+        target: None,
+    }
+}
+
+/// Back up the database at `target` as one consistent snapshot.
+pub async fn backup(target: &PgTarget, writer: Arc<BlobWriter>, opts: &DbBackupOptions, progress: Progress) -> Result<DatabasePart> {
+    let main = target.connect().await?;
+    let (server_version, server_version_num) = server_version(&main).await?;
+    let pg_dump = tools::find("pg_dump", server_version_num / 10000)?;
+    main.batch_execute(SNAPSHOT_TX).await.map_err(|e| pg_error("starting the backup transaction", e))?;
+    let snapshot: String = main
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await
+        .map_err(|e| pg_error("exporting the snapshot", e))?
+        .get(0);
+    let (schema_version, dirty) = harbor_schema(&main).await?;
+    if dirty == Some(true) && !opts.force {
+        return Err(Error::Usage(format!(
+            "Harbor's schema_migrations is dirty (version {}): a migration failed half-way; fix it, or back up anyway with --force",
+            schema_version.unwrap_or_default()
+        )));
+    }
+    let mut tables = list_tables(&main).await?;
+    let foreign_keys = list_foreign_keys(&main, &tables).await?;
+    let sequences = list_sequences(&main).await?;
+    tracing::info!(tables = tables.len(), sequences = sequences.len(), server = %server_version, "database snapshot taken");
+
+    let (pre, pre_len) = dump_section(&pg_dump, target, &snapshot, "pre-data", &writer, &progress).await?;
+    let (post, post_len) = dump_section(&pg_dump, target, &snapshot, "post-data", &writer, &progress).await?;
+    let data = copy_tables(target, &snapshot, &tables, &writer, opts.parallel, &progress).await?;
+    main.batch_execute("COMMIT").await.map_err(|e| pg_error("ending the backup transaction", e))?;
+
+    let mut tree = Tree { nodes: vec![file_node(POST_DATA, post, post_len), file_node(PRE_DATA, pre, pre_len)] };
+    for (i, (t, d)) in tables.iter_mut().zip(data).enumerate() {
+        t.entry.rows = d.rows;
+        t.entry.bytes = d.bytes;
+        t.entry.checksum = d.checksum;
+        tree.nodes.push(file_node(&table_node_name(i), d.content, d.bytes));
+    }
+    tree.nodes.sort_by(|a, b| a.name.cmp(&b.name));
+    let w = writer.clone();
+    let bytes = tree.to_bytes();
+    let tree_id = tokio::task::spawn_blocking(move || w.save(BlobType::Tree, &bytes))
+        .await
+        .map_err(|e| Error::Other(format!("saving the table list: {e}")))??;
+    Ok(DatabasePart {
+        server_version,
+        server_version_num,
+        database: target.dbname.clone(),
+        pg_dump_version: pg_dump.version,
+        harbor_schema_version: schema_version,
+        harbor_schema_dirty: dirty,
+        tree: tree_id,
+        tables: tables.into_iter().map(|t| t.entry).collect(),
+        sequences,
+        foreign_keys,
+    })
+}

@@ -1,0 +1,354 @@
+//! Database restore: `empty` (schema, parallel COPY, constraints, sequences) or `running`
+//! (all data replaced in one transaction, so a failure changes nothing).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::{pin_mut, SinkExt, StreamExt};
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio_postgres::{Client, CopyInSink, GenericClient};
+
+use super::backup::{harbor_schema, server_version};
+use super::conn::{pg_error, PgTarget};
+use super::tools;
+use super::{table_node_name, DatabasePart, TableEntry, POST_DATA, PRE_DATA};
+use crate::error::{Error, Result};
+use crate::ids::BlobId;
+use crate::repo::blob::BlobType;
+use crate::repo::reader::BlobReader;
+use crate::repo::tree::Node;
+use crate::repo::writer::OnBytes;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Into an empty database: schema, data, constraints, sequences.
+    Empty,
+    /// Into a live Harbor database of the same schema version: data replaced in one transaction.
+    Running,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct DbRestoreReport {
+    pub tables: usize,
+    pub rows: u64,
+    pub bytes: u64,
+    pub sequences: usize,
+    pub read_only_cleared: bool,
+}
+
+pub type Progress = Arc<dyn OnBytes + Send + Sync>;
+
+/// The part's tree nodes by name.
+async fn nodes(reader: &BlobReader, part: &DatabasePart) -> Result<HashMap<String, Node>> {
+    let tree = reader.load_tree(&part.tree).await?;
+    Ok(tree.nodes.into_iter().map(|n| (n.name.clone(), n)).collect())
+}
+
+fn node<'a>(nodes: &'a HashMap<String, Node>, name: &str) -> Result<&'a Node> {
+    nodes
+        .get(name)
+        .ok_or_else(|| Error::Integrity(format!("the database part has no {name} entry")))
+}
+
+async fn check_versions(client: &Client, part: &DatabasePart, target: &PgTarget) -> Result<()> {
+    let (version, num) = server_version(client).await?;
+    if num / 10000 < part.major() {
+        return Err(Error::Usage(format!(
+            "{} runs PostgreSQL {version}, older than the snapshot's source ({}); restore into PostgreSQL {} or newer",
+            target.describe(),
+            part.server_version,
+            part.major()
+        )));
+    }
+    Ok(())
+}
+
+/// A connection or a transaction: where `COPY … FROM STDIN` can run.
+trait CopyTarget {
+    fn start_copy_in<'a>(
+        &'a self,
+        sql: &'a str,
+    ) -> impl std::future::Future<Output = std::result::Result<CopyInSink<Bytes>, tokio_postgres::Error>> + 'a;
+}
+
+impl CopyTarget for Client {
+    fn start_copy_in<'a>(
+        &'a self,
+        sql: &'a str,
+    ) -> impl std::future::Future<Output = std::result::Result<CopyInSink<Bytes>, tokio_postgres::Error>> + 'a {
+        self.copy_in(sql)
+    }
+}
+
+impl CopyTarget for tokio_postgres::Transaction<'_> {
+    fn start_copy_in<'a>(
+        &'a self,
+        sql: &'a str,
+    ) -> impl std::future::Future<Output = std::result::Result<CopyInSink<Bytes>, tokio_postgres::Error>> + 'a {
+        self.copy_in(sql)
+    }
+}
+
+/// Stream a table's COPY text from the repository into `COPY … FROM STDIN`.
+async fn copy_in<C: CopyTarget>(
+    client: &C,
+    reader: &BlobReader,
+    table: &TableEntry,
+    content: &[BlobId],
+    parallel: usize,
+    progress: &Progress,
+) -> Result<u64> {
+    let what = format!("loading table {}", table.display());
+    let sql = table.copy_sql("FROM STDIN");
+    let sink = client.start_copy_in(&sql).await.map_err(|e| pg_error(&what, e))?;
+    pin_mut!(sink);
+    let mut chunks = futures::stream::iter(content).map(|id| reader.load(id, BlobType::Data)).buffered(parallel.max(1));
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        progress.bytes(chunk.len() as u64);
+        sink.send(Bytes::from(chunk)).await.map_err(|e| pg_error(&what, e))?;
+    }
+    let rows = sink.finish().await.map_err(|e| pg_error(&what, e))?;
+    if rows != table.rows {
+        return Err(Error::Integrity(format!(
+            "{what}: loaded {rows} rows, the snapshot records {}",
+            table.rows
+        )));
+    }
+    Ok(rows)
+}
+
+/// Feed a schema section to psql, stopping at the first error.
+async fn apply_sql(target: &PgTarget, major: i32, reader: &BlobReader, node: &Node, section: &str) -> Result<()> {
+    let psql = tools::find("psql", major)?;
+    let mut child = tokio::process::Command::new(&psql.path)
+        .args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+        .env_clear()
+        .envs(target.libpq_env())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Usage(format!("cannot run {}: {e}", psql.path.display())))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let mut feed_error = None;
+    for id in &node.content {
+        let data = reader.load(id, BlobType::Data).await?;
+        if let Err(e) = stdin.write_all(&data).await {
+            feed_error = Some(e); // psql stopped early; its stderr says why
+            break;
+        }
+    }
+    drop(stdin);
+    let out = child.wait_with_output().await.map_err(|e| Error::Other(format!("waiting for psql: {e}")))?;
+    if !out.status.success() || feed_error.is_some() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err.lines().find(|l| l.contains("ERROR")).or_else(|| err.lines().next()).unwrap_or("no message");
+        return Err(Error::Other(format!("applying the {section} schema to {} failed: {}", target.describe(), first.trim())));
+    }
+    Ok(())
+}
+
+async fn set_sequences<C: GenericClient>(client: &C, part: &DatabasePart) -> Result<()> {
+    for s in &part.sequences {
+        client
+            .execute(
+                &format!("SELECT setval({}, $1, $2)", super::quote_literal(&s.qualified())),
+                &[&s.last_value, &s.is_called],
+            )
+            .await
+            .map_err(|e| pg_error(&format!("setting sequence {}.{}", s.schema, s.name), e))?;
+    }
+    Ok(())
+}
+
+async fn user_relations(client: &Client) -> Result<i64> {
+    Ok(client
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.relkind IN ('r','p','v','m','S','f')
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+               AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'",
+            &[],
+        )
+        .await
+        .map_err(|e| pg_error("inspecting the target database", e))?
+        .get(0))
+}
+
+pub async fn restore(
+    target: &PgTarget,
+    reader: &BlobReader,
+    part: &DatabasePart,
+    mode: Mode,
+    parallel: usize,
+    progress: Progress,
+) -> Result<DbRestoreReport> {
+    let nodes = nodes(reader, part).await?;
+    let client = target.connect().await?;
+    check_versions(&client, part, target).await?;
+    progress.total(part.total_bytes());
+    match mode {
+        Mode::Empty => restore_empty(target, &client, reader, part, &nodes, parallel, &progress).await,
+        Mode::Running => restore_running(client, reader, part, &nodes, parallel, &progress).await,
+    }
+}
+
+async fn restore_empty(
+    target: &PgTarget,
+    client: &Client,
+    reader: &BlobReader,
+    part: &DatabasePart,
+    nodes: &HashMap<String, Node>,
+    parallel: usize,
+    progress: &Progress,
+) -> Result<DbRestoreReport> {
+    let existing = user_relations(client).await?;
+    if existing > 0 {
+        return Err(Error::Usage(format!(
+            "{} is not empty ({existing} tables, views or sequences); restore into an empty database, or use --mode running into a Harbor database",
+            target.describe()
+        )));
+    }
+    apply_sql(target, part.major(), reader, node(nodes, PRE_DATA)?, "pre-data").await?;
+    let queue = Mutex::new((0..part.tables.len()).collect::<std::collections::VecDeque<usize>>());
+    let rows = std::sync::atomic::AtomicU64::new(0);
+    let workers = (0..parallel.clamp(1, part.tables.len().max(1))).map(|_| async {
+        let c = target.connect().await?;
+        loop {
+            let next = queue.lock().expect("lock").pop_front();
+            let Some(i) = next else { break };
+            let n = node(nodes, &table_node_name(i))?;
+            let loaded = copy_in(&c, reader, &part.tables[i], &n.content, parallel, progress).await?;
+            rows.fetch_add(loaded, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok::<_, Error>(())
+    });
+    futures::future::try_join_all(workers).await?;
+    apply_sql(target, part.major(), reader, node(nodes, POST_DATA)?, "post-data").await?;
+    set_sequences(client, part).await?;
+    Ok(DbRestoreReport {
+        tables: part.tables.len(),
+        rows: rows.into_inner(),
+        bytes: part.total_bytes(),
+        sequences: part.sequences.len(),
+        read_only_cleared: false,
+    })
+}
+
+/// Check that the live database has the snapshot's tables and columns.
+async fn check_same_shape(client: &Client, part: &DatabasePart) -> Result<()> {
+    let (version, _) = harbor_schema(client).await?;
+    if version != part.harbor_schema_version {
+        let show = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_else(|| "none".into());
+        return Err(Error::Usage(format!(
+            "the target's Harbor schema version is {}, the snapshot's is {}; run the Harbor release that matches the snapshot (or restore with --mode empty into a new database)",
+            show(version),
+            show(part.harbor_schema_version)
+        )));
+    }
+    for t in &part.tables {
+        let cols: Option<Vec<String>> = client
+            .query_opt(
+                "SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
+                 JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+                 GROUP BY c.oid",
+                &[&t.schema, &t.name],
+            )
+            .await
+            .map_err(|e| pg_error("comparing the target's tables", e))?
+            .map(|r| r.get(0));
+        match cols {
+            None => return Err(Error::Usage(format!("the target has no table {}; it is not the same schema", t.display()))),
+            Some(c) if c != t.columns => {
+                return Err(Error::Usage(format!(
+                    "table {} has columns {c:?} in the target but {:?} in the snapshot",
+                    t.display(),
+                    t.columns
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+async fn restore_running(
+    mut client: Client,
+    reader: &BlobReader,
+    part: &DatabasePart,
+    nodes: &HashMap<String, Node>,
+    parallel: usize,
+    progress: &Progress,
+) -> Result<DbRestoreReport> {
+    check_same_shape(&client, part).await?;
+    let order = part.load_order()?;
+    // setval is not transactional: remember the live values to put back if COMMIT fails.
+    let mut before = Vec::new();
+    for s in &part.sequences {
+        let r = client
+            .query_one(&format!("SELECT last_value, is_called FROM {}", s.qualified()), &[])
+            .await
+            .map_err(|e| pg_error(&format!("reading sequence {}.{}", s.schema, s.name), e))?;
+        before.push(super::SequenceEntry { last_value: r.get(0), is_called: r.get(1), ..s.clone() });
+    }
+    let has_properties: bool = client
+        .query_one("SELECT to_regclass('public.properties') IS NOT NULL", &[])
+        .await
+        .map_err(|e| pg_error("looking for Harbor's properties table", e))?
+        .get(0);
+    let tx = client.transaction().await.map_err(|e| pg_error("starting the restore transaction", e))?;
+    let mut sequences_touched = false;
+    let outcome = async {
+        if !part.tables.is_empty() {
+            let all: Vec<String> = part.tables.iter().map(TableEntry::qualified).collect();
+            tx.batch_execute(&format!("TRUNCATE TABLE {}", all.join(", ")))
+                .await
+                .map_err(|e| pg_error("emptying the tables", e))?;
+        }
+        let mut rows = 0;
+        for &i in &order {
+            let n = node(nodes, &table_node_name(i))?;
+            rows += copy_in(&tx, reader, &part.tables[i], &n.content, parallel, progress).await?;
+        }
+        // A backup taken in read-only mode carries read_only=true: the restored Harbor
+        // must accept writes again.
+        let mut cleared = false;
+        if has_properties {
+            cleared = tx
+                .execute("UPDATE public.properties SET v = 'false' WHERE k = 'read_only' AND v <> 'false'", &[])
+                .await
+                .map_err(|e| pg_error("clearing Harbor's read_only flag", e))?
+                > 0;
+        }
+        sequences_touched = true;
+        set_sequences(&tx, part).await?;
+        tx.commit().await.map_err(|e| pg_error("committing the restore", e))?;
+        Ok::<_, Error>((rows, cleared))
+    }
+    .await;
+    let (rows, read_only_cleared) = match outcome {
+        Ok(x) => x,
+        Err(e) => {
+            // The transaction rolled back; setval did not. Put the live values back.
+            if sequences_touched {
+                let back = DatabasePart { sequences: before, ..part.clone() };
+                if let Err(again) = set_sequences(&client, &back).await {
+                    tracing::error!(error = %again, "could not put sequence values back after a failed restore");
+                }
+            }
+            return Err(e);
+        }
+    };
+    Ok(DbRestoreReport {
+        tables: part.tables.len(),
+        rows,
+        bytes: part.total_bytes(),
+        sequences: part.sequences.len(),
+        read_only_cleared,
+    })
+}

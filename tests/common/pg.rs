@@ -1,0 +1,236 @@
+//! A real PostgreSQL server for tests: started from its binaries as the `postgres` OS user
+//! (PostgreSQL refuses root), on a free loopback port, in a temporary directory.
+//!
+//! Host connections need a password (scram-sha-256), so the password path is exercised;
+//! the password is `drydock-test` and reaches drydock through PGPASSWORD.
+
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PASSWORD: &str = "drydock-test";
+const BIN: &str = "/usr/lib/postgresql/15/bin";
+
+pub struct Postgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn postgres_ids() -> (u32, u32) {
+    let out = Command::new("id").args(["-u", "postgres"]).output().expect("id");
+    let uid = String::from_utf8_lossy(&out.stdout).trim().parse().expect("postgres user");
+    let out = Command::new("id").args(["-g", "postgres"]).output().expect("id");
+    let gid = String::from_utf8_lossy(&out.stdout).trim().parse().expect("postgres group");
+    (uid, gid)
+}
+
+/// Run a server binary, as `postgres` when we are root.
+fn as_postgres(program: &str) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", program]);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn give_to_postgres(path: &Path) {
+    if is_root() {
+        let (uid, gid) = postgres_ids();
+        chown(path, Some(uid), Some(gid)).unwrap();
+    }
+}
+
+impl Postgres {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("drydock-pg").tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        give_to_postgres(dir.path());
+        let data = dir.path().join("data");
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, PASSWORD).unwrap();
+        give_to_postgres(&pwfile);
+        let out = as_postgres(&format!("{BIN}/initdb"))
+            .args(["-D", data.to_str().unwrap(), "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256"])
+            .args(["--pwfile", pwfile.to_str().unwrap(), "-E", "UTF8", "--locale=C", "--no-sync"])
+            .output()
+            .expect("initdb");
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let mut pg = Postgres { port: 0, dir, child: None };
+        pg.launch();
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn launch(&mut self) {
+        let port = if self.port == 0 {
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        } else {
+            self.port
+        };
+        let log = std::fs::File::create(self.dir.path().join("log")).unwrap();
+        let child = as_postgres(&format!("{BIN}/postgres"))
+            .args(["-D", self.data().to_str().unwrap(), "-p", &port.to_string(), "-k", self.dir.path().to_str().unwrap()])
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args(["-c", "full_page_writes=off", "-c", "max_connections=50"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("postgres");
+        self.child = Some(child);
+        self.port = port;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = Command::new(format!("{BIN}/pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                break;
+            }
+            assert!(Instant::now() < deadline, "postgres did not start: {}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+    }
+
+    /// Stop (fast shutdown) and start again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new(format!("{BIN}/pg_ctl")).arg("--version").status();
+            let _ = as_postgres(&format!("{BIN}/pg_ctl"))
+                .args(["stop", "-D", self.data().to_str().unwrap(), "-m", "immediate", "-w"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    /// A URL without the password (drydock gets it from PGPASSWORD).
+    pub fn url(&self, db: &str) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/{db}?sslmode=disable", self.port)
+    }
+
+    fn psql_cmd(&self, db: &str) -> Command {
+        let mut c = Command::new("psql");
+        c.args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .args(["-p", &self.port.to_string(), "-d", db])
+            .env("PGPASSWORD", PASSWORD)
+            .env_remove("PGSERVICE");
+        c
+    }
+
+    /// Run SQL, panic on error, return stdout.
+    pub fn sql(&self, db: &str, sql: &str) -> String {
+        let out = self.psql_cmd(db).args(["-c", sql]).output().expect("psql");
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Run an SQL file.
+    pub fn sql_file(&self, db: &str, file: &Path) {
+        let out = self.psql_cmd(db).args(["-f", file.to_str().unwrap()]).output().expect("psql");
+        assert!(out.status.success(), "psql -f {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn createdb(&self, name: &str) {
+        self.sql("postgres", &format!("CREATE DATABASE \"{name}\""));
+    }
+
+    /// A database with the Harbor-shaped schema and data of tests/fixtures.
+    pub fn harbor_db(&self, name: &str) {
+        self.createdb(name);
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        self.sql_file(name, &fixtures.join("harbor_schema.sql"));
+        self.sql_file(name, &fixtures.join("harbor_data.sql"));
+    }
+
+    /// `pg_dump --schema-only`, without the lines that differ between any two dumps.
+    pub fn schema_dump(&self, db: &str) -> String {
+        let out = Command::new("pg_dump")
+            .args(["--schema-only", "-h", "127.0.0.1", "-U", "postgres", "-p", &self.port.to_string(), db])
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .expect("pg_dump");
+        assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Every table's rows, sorted, hashed: equal databases give equal maps.
+    pub fn content(&self, db: &str) -> Vec<(String, String, String)> {
+        let tables = self.sql(
+            db,
+            "SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog','information_schema') ORDER BY 1",
+        );
+        let mut out = Vec::new();
+        for t in tables.lines() {
+            let count = self.sql(db, &format!("SELECT count(*) FROM {t}"));
+            let hash = self.sql(db, &format!("SELECT md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {t} x"));
+            out.push((t.to_string(), count, hash));
+        }
+        out
+    }
+
+    /// Every sequence's state.
+    pub fn sequences(&self, db: &str) -> String {
+        self.sql(db, "SELECT string_agg(schemaname || '.' || sequencename || '=' || coalesce(last_value::text, 'null'), ',' ORDER BY schemaname, sequencename) FROM pg_sequences")
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One server shared by a test binary, with a Harbor-shaped template database; stopped at
+/// process exit. Tests make their own databases from the template.
+pub fn shared() -> &'static Postgres {
+    static SHARED: std::sync::OnceLock<Postgres> = std::sync::OnceLock::new();
+    extern "C" fn stop_shared() {
+        if let Some(pg) = SHARED.get() {
+            let _ = as_postgres(&format!("{BIN}/pg_ctl"))
+                .args(["stop", "-D", pg.data().to_str().unwrap(), "-m", "immediate", "-w"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+    SHARED.get_or_init(|| {
+        let pg = Postgres::start();
+        pg.harbor_db("harbor_template");
+        unsafe { libc::atexit(stop_shared) };
+        pg
+    })
+}
+
+impl Postgres {
+    /// A new Harbor-shaped database copied from the template.
+    pub fn harbor_copy(&self, name: &str) {
+        self.sql("postgres", &format!("CREATE DATABASE \"{name}\" TEMPLATE harbor_template"));
+    }
+}
