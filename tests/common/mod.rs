@@ -241,6 +241,16 @@ pub fn s3_endpoint() -> String {
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server must be installed (scripts/test installs it)");
+        // Stop it when this test binary exits (statics are never dropped).
+        static PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+        extern "C" fn stop_moto() {
+            let pid = PID.load(std::sync::atomic::Ordering::Relaxed);
+            if pid > 0 {
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
+        PID.store(child.id() as i32, std::sync::atomic::Ordering::Relaxed);
+        unsafe { libc::atexit(stop_moto) };
         let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
