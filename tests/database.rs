@@ -11,15 +11,27 @@ use common::*;
 const ENV: &[(&str, &str)] = &[("PGPASSWORD", PASSWORD)];
 
 fn backup(repo: &Repo, url: &str, extra: &[&str]) -> Run {
-    repo.with_key_env(&repo.backup_key, &[&["--json", "backup", "--postgres", url], extra].concat(), ENV)
+    repo.with_key_env(
+        &repo.backup_key,
+        &[&["--json", "backup", "--postgres", url], extra].concat(),
+        ENV,
+    )
 }
 
 fn restore(repo: &Repo, url: &str, mode: &str) -> Run {
-    repo.with_key_env(&repo.identity, &["restore", "latest", "--postgres", url, "--mode", mode], ENV)
+    repo.with_key_env(
+        &repo.identity,
+        &["restore", "latest", "--postgres", url, "--mode", mode],
+        ENV,
+    )
 }
 
 fn verify(repo: &Repo, url: &str) -> Run {
-    repo.with_key_env(&repo.identity, &["--json", "verify", "latest", "--postgres", url], ENV)
+    repo.with_key_env(
+        &repo.identity,
+        &["--json", "verify", "latest", "--postgres", url],
+        ENV,
+    )
 }
 
 #[test]
@@ -45,7 +57,10 @@ fn empty_mode_round_trip_gives_an_identical_database() {
 
     let show = repo.id(&["--json", "show", "latest"]);
     show.expect(0);
-    let tables = show.json()["parts"]["db"]["tables"].as_array().unwrap().clone();
+    let tables = show.json()["parts"]["db"]["tables"]
+        .as_array()
+        .unwrap()
+        .clone();
     let audit = tables.iter().find(|t| t["name"] == "audit_log").unwrap();
     assert_eq!(audit["rows"], 200_000);
     assert_eq!(show.json()["parts"]["db"]["harbor_schema_version"], 150);
@@ -54,7 +69,10 @@ fn empty_mode_round_trip_gives_an_identical_database() {
     let again = backup(&repo, &pg.url("rt_src"), &[]);
     again.expect(0);
     let s = &again.json()["summary"];
-    assert!(s["new_bytes"].as_f64().unwrap() < s["logical_bytes"].as_f64().unwrap() * 0.02, "{s}");
+    assert!(
+        s["new_bytes"].as_f64().unwrap() < s["logical_bytes"].as_f64().unwrap() * 0.02,
+        "{s}"
+    );
 }
 
 #[test]
@@ -73,7 +91,10 @@ fn empty_mode_refuses_a_non_empty_database() {
 fn running_mode_replaces_everything_and_clears_read_only() {
     let pg = pg::shared();
     pg.harbor_copy("run_src");
-    pg.sql("run_src", "UPDATE properties SET v = 'true' WHERE k = 'read_only'");
+    pg.sql(
+        "run_src",
+        "UPDATE properties SET v = 'true' WHERE k = 'read_only'",
+    );
     let dir = tempfile::tempdir().unwrap();
     let repo = local_repo(dir.path());
     backup(&repo, &pg.url("run_src"), &[]).expect(0);
@@ -81,15 +102,36 @@ fn running_mode_replaces_everything_and_clears_read_only() {
     let seq_at_backup = pg.sequences("run_src");
     // Harbor goes on: rows change, sequences advance.
     pg.sql("run_src", "DELETE FROM tag WHERE id % 2 = 0; INSERT INTO audit_log (project_id, operation, resource_type, resource, username) VALUES (1, 'push', 'artifact', 'x', 'y'); UPDATE repository SET pull_count = pull_count + 1");
-    pg.sql("run_src", "UPDATE properties SET v = 'false' WHERE k = 'read_only'");
+    pg.sql(
+        "run_src",
+        "UPDATE properties SET v = 'false' WHERE k = 'read_only'",
+    );
     assert_ne!(pg.content("run_src"), at_backup);
 
-    let r = repo.with_key_env(&repo.identity, &["--json", "restore", "latest", "--postgres", &pg.url("run_src"), "--mode", "running"], ENV);
+    let r = repo.with_key_env(
+        &repo.identity,
+        &[
+            "--json",
+            "restore",
+            "latest",
+            "--postgres",
+            &pg.url("run_src"),
+            "--mode",
+            "running",
+        ],
+        ENV,
+    );
     r.expect(0);
-    assert_eq!(pg.sql("run_src", "SELECT v FROM properties WHERE k = 'read_only'"), "false");
+    assert_eq!(
+        pg.sql("run_src", "SELECT v FROM properties WHERE k = 'read_only'"),
+        "false"
+    );
     assert_eq!(pg.sequences("run_src"), seq_at_backup);
     // Apart from the cleared flag, the database is the snapshot.
-    pg.sql("run_src", "UPDATE properties SET v = 'true' WHERE k = 'read_only'");
+    pg.sql(
+        "run_src",
+        "UPDATE properties SET v = 'true' WHERE k = 'read_only'",
+    );
     assert_eq!(pg.content("run_src"), at_backup);
 }
 
@@ -110,8 +152,16 @@ fn running_mode_failure_leaves_the_database_exactly_as_before() {
     let before = pg.content("rb_src");
     let seq_before = pg.sequences("rb_src");
     restore(&repo, &pg.url("rb_src"), "running").expect_error(1, "tag");
-    assert_eq!(pg.content("rb_src"), before, "a failed running-mode restore changed data");
-    assert_eq!(pg.sequences("rb_src"), seq_before, "a failed running-mode restore changed sequences");
+    assert_eq!(
+        pg.content("rb_src"),
+        before,
+        "a failed running-mode restore changed data"
+    );
+    assert_eq!(
+        pg.sequences("rb_src"),
+        seq_before,
+        "a failed running-mode restore changed sequences"
+    );
 }
 
 #[test]
@@ -123,7 +173,8 @@ fn running_mode_refuses_another_schema_version() {
     backup(&repo, &pg.url("sv_src"), &[]).expect(0);
     pg.sql("sv_src", "UPDATE schema_migrations SET version = 160");
     let before = pg.content("sv_src");
-    restore(&repo, &pg.url("sv_src"), "running").expect_error(2, "schema version is 160, the snapshot's is 150");
+    restore(&repo, &pg.url("sv_src"), "running")
+        .expect_error(2, "schema version is 160, the snapshot's is 150");
     assert_eq!(pg.content("sv_src"), before);
 }
 
@@ -147,17 +198,27 @@ fn verify_lists_every_difference() {
     let repo = local_repo(dir.path());
     backup(&repo, &pg.url("vf_src"), &[]).expect(0);
     verify(&repo, &pg.url("vf_src")).expect(0);
-    pg.sql("vf_src", "UPDATE repository SET description = 'changed' WHERE repository_id = 7");
+    pg.sql(
+        "vf_src",
+        "UPDATE repository SET description = 'changed' WHERE repository_id = 7",
+    );
     pg.sql("vf_src", "DELETE FROM task WHERE id = 2");
     pg.sql("vf_src", "DROP TABLE quota; CREATE TABLE extra (x int)");
     let v = verify(&repo, &pg.url("vf_src"));
     v.expect(1);
-    let diffs: Vec<String> = serde_json::from_value(v.json()["parts"]["db"]["differences"].clone()).unwrap();
+    let diffs: Vec<String> =
+        serde_json::from_value(v.json()["parts"]["db"]["differences"].clone()).unwrap();
     let has = |needle: &str| diffs.iter().any(|d| d.contains(needle));
     assert!(has("public.repository: same row count"), "{diffs:?}");
-    assert!(has("public.task: 27691 rows in the database") || has("public.task:"), "{diffs:?}");
+    assert!(
+        has("public.task: 27691 rows in the database") || has("public.task:"),
+        "{diffs:?}"
+    );
     assert!(has("public.quota: in the snapshot, missing"), "{diffs:?}");
-    assert!(has("public.extra: in the database, not in the snapshot"), "{diffs:?}");
+    assert!(
+        has("public.extra: in the database, not in the snapshot"),
+        "{diffs:?}"
+    );
     assert_eq!(diffs.len(), 4, "{diffs:?}");
 }
 
@@ -166,14 +227,20 @@ fn backup_is_one_point_in_time_while_harbor_writes() {
     let pg = pg::shared();
     pg.harbor_copy("pit_src");
     pg.createdb("pit_dst");
-    pg.sql("pit_src", "CREATE TABLE counter (n bigint NOT NULL); INSERT INTO counter VALUES (0)");
+    pg.sql(
+        "pit_src",
+        "CREATE TABLE counter (n bigint NOT NULL); INSERT INTO counter VALUES (0)",
+    );
     // Each transaction adds an audit row and bumps the counter: in any consistent state the
     // two agree. The two tables are copied by different connections.
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let (stop, port) = (stop.clone(), pg.port);
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let conf = format!("host=127.0.0.1 port={port} user=postgres password={PASSWORD} dbname=pit_src");
                 let (client, conn) = tokio_postgres::connect(&conf, tokio_postgres::NoTls).await.unwrap();
@@ -201,10 +268,16 @@ fn backup_is_one_point_in_time_while_harbor_writes() {
     let writes = writer.join().unwrap();
     assert!(writes > 10, "the writer made only {writes} transactions");
     restore(&repo, &pg.url("pit_dst"), "empty").expect(0);
-    let ticks = pg.sql("pit_dst", "SELECT count(*) FROM audit_log WHERE operation = 'tick'");
+    let ticks = pg.sql(
+        "pit_dst",
+        "SELECT count(*) FROM audit_log WHERE operation = 'tick'",
+    );
     let counter = pg.sql("pit_dst", "SELECT n FROM counter");
     assert_eq!(ticks, counter, "the snapshot is not one point in time");
-    assert!(ticks.parse::<u64>().unwrap() > 0, "the backup should have seen some writes");
+    assert!(
+        ticks.parse::<u64>().unwrap() > 0,
+        "the backup should have seen some writes"
+    );
 }
 
 #[test]
@@ -215,23 +288,44 @@ fn connection_and_permission_errors_are_clear() {
     let repo = local_repo(dir.path());
     let before = repo_files(repo.local_root.as_ref().unwrap()).len();
 
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let unreachable = format!("postgresql://postgres@127.0.0.1:{closed}/x?sslmode=disable");
     backup(&repo, &unreachable, &[]).expect_error(1, "cannot reach PostgreSQL");
 
-    repo.with_key_env(&repo.backup_key, &["backup", "--postgres", &pg.url("err_src")], &[("PGPASSWORD", "wrong")])
-        .expect_error(5, "refused the login");
+    repo.with_key_env(
+        &repo.backup_key,
+        &["backup", "--postgres", &pg.url("err_src")],
+        &[("PGPASSWORD", "wrong")],
+    )
+    .expect_error(5, "refused the login");
     backup(&repo, &pg.url("no_such_db"), &[]).expect_error(2, "does not exist");
-    let with_password = format!("postgresql://postgres:{PASSWORD}@127.0.0.1:{}/err_src", pg.port);
+    let with_password = format!(
+        "postgresql://postgres:{PASSWORD}@127.0.0.1:{}/err_src",
+        pg.port
+    );
     backup(&repo, &with_password, &[]).expect_error(2, "PGPASSWORD");
 
     pg.sql("err_src", "CREATE ROLE limited LOGIN PASSWORD 'limited'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO limited; REVOKE SELECT ON audit_log FROM limited");
-    let limited = format!("postgresql://limited@127.0.0.1:{}/err_src?sslmode=disable", pg.port);
-    repo.with_key_env(&repo.backup_key, &["backup", "--postgres", &limited], &[("PGPASSWORD", "limited")])
-        .expect_error(5, "permission denied");
+    let limited = format!(
+        "postgresql://limited@127.0.0.1:{}/err_src?sslmode=disable",
+        pg.port
+    );
+    repo.with_key_env(
+        &repo.backup_key,
+        &["backup", "--postgres", &limited],
+        &[("PGPASSWORD", "limited")],
+    )
+    .expect_error(5, "permission denied");
     // No snapshot was recorded by any of these.
     repo.id(&["snapshots"]).expect(0);
-    let snaps = repo.id(&["--json", "snapshots"]).json()["snapshots"].as_array().unwrap().len();
+    let snaps = repo.id(&["--json", "snapshots"]).json()["snapshots"]
+        .as_array()
+        .unwrap()
+        .len();
     assert_eq!(snaps, 0);
     let _ = before;
 }
@@ -244,18 +338,55 @@ fn database_and_configuration_in_one_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let repo = local_repo(dir.path());
     let (etc, _) = harbor_config_tree(&dir.path().join("src"), 1000);
-    let r = repo.with_key_env(&repo.backup_key, &["--json", "backup", "--postgres", &pg.url("both_src"), "--config", etc.to_str().unwrap()], ENV);
+    let r = repo.with_key_env(
+        &repo.backup_key,
+        &[
+            "--json",
+            "backup",
+            "--postgres",
+            &pg.url("both_src"),
+            "--config",
+            etc.to_str().unwrap(),
+        ],
+        ENV,
+    );
     r.expect(0);
     assert_eq!(r.json()["parts"]["config"]["files"], 4);
     let out = dir.path().join("out");
     // Only the config part: the database is left alone.
-    repo.id(&["restore", "latest", "--only", "config", "--config-dir", out.to_str().unwrap()]).expect(0);
+    repo.id(&[
+        "restore",
+        "latest",
+        "--only",
+        "config",
+        "--config-dir",
+        out.to_str().unwrap(),
+    ])
+    .expect(0);
     assert_same_tree(&etc, &restored(&out, &etc));
     // Without a target for a held part, restore says which option to give.
-    repo.id(&["restore", "latest", "--only", "db"]).expect_error(2, "--postgres");
-    repo.id(&["restore", "latest"]).expect_error(2, "nothing to restore");
-    repo.with_key_env(&repo.identity, &["restore", "latest", "--postgres", &pg.url("both_dst")], ENV).expect(0);
-    let v = repo.with_key_env(&repo.identity, &["verify", "latest", "--postgres", &pg.url("both_dst"), "--config-dir", out.to_str().unwrap()], ENV);
+    repo.id(&["restore", "latest", "--only", "db"])
+        .expect_error(2, "--postgres");
+    repo.id(&["restore", "latest"])
+        .expect_error(2, "nothing to restore");
+    repo.with_key_env(
+        &repo.identity,
+        &["restore", "latest", "--postgres", &pg.url("both_dst")],
+        ENV,
+    )
+    .expect(0);
+    let v = repo.with_key_env(
+        &repo.identity,
+        &[
+            "verify",
+            "latest",
+            "--postgres",
+            &pg.url("both_dst"),
+            "--config-dir",
+            out.to_str().unwrap(),
+        ],
+        ENV,
+    );
     v.expect(0);
     repo.id(&["check", "--read-data"]).expect(0);
 }
@@ -267,26 +398,101 @@ fn a_server_restart_during_backup_fails_clearly_and_records_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let repo = local_repo(dir.path());
     let mut args: Vec<String> = repo.args.clone();
-    args.extend(["--key", repo.backup_key.to_str().unwrap(), "backup", "--parallel", "1", "--postgres"].map(String::from));
+    args.extend(
+        [
+            "--key",
+            repo.backup_key.to_str().unwrap(),
+            "backup",
+            "--parallel",
+            "1",
+            "--postgres",
+        ]
+        .map(String::from),
+    );
     args.push(own.url("restart_src"));
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut cmd = command(&argv);
-    cmd.env("PGPASSWORD", PASSWORD).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    cmd.env("PGPASSWORD", PASSWORD)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().unwrap();
     // Restart the server while a table is being copied.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while own.sql("postgres", "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%TO STDOUT'") == "0" {
-        assert!(std::time::Instant::now() < deadline, "the backup never started copying");
+    while own.sql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%TO STDOUT'",
+    ) == "0"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never started copying"
+        );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     own.restart();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("drydock: error:")).collect();
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("drydock: error:"))
+        .collect();
     assert_eq!(errors.len(), 1, "{stderr}");
-    assert!(errors[0].contains("table") || errors[0].contains("connection"), "{stderr}");
-    let snaps = repo.id(&["--json", "snapshots"]).json()["snapshots"].as_array().unwrap().len();
+    assert!(
+        errors[0].contains("table") || errors[0].contains("connection"),
+        "{stderr}"
+    );
+    let snaps = repo.id(&["--json", "snapshots"]).json()["snapshots"]
+        .as_array()
+        .unwrap()
+        .len();
     assert_eq!(snaps, 0, "a failed backup recorded a snapshot");
     repo.id(&["check"]).expect(0);
+}
+
+#[test]
+fn tls_is_verified_by_default() {
+    let (tls, ca) = Postgres::start_tls();
+    tls.harbor_copy_from_scratch("tls_src");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    let base = format!("postgresql://postgres@127.0.0.1:{}/tls_src", tls.port);
+    // The server's certificate is signed by a CA the system does not trust: refused, even
+    // with the default sslmode (prefer) and with require.
+    for url in [base.clone(), format!("{base}?sslmode=require")] {
+        backup(&repo, &url, &[]).expect_error(5, "TLS");
+    }
+    // With the CA, the chain and host name verify ("localhost" is the certificate's name).
+    let ca = ca.to_str().unwrap();
+    let by_name = format!("postgresql://postgres@localhost:{}/tls_src", tls.port);
+    backup(
+        &repo,
+        &format!("{by_name}?sslmode=verify-full&sslrootcert={ca}"),
+        &[],
+    )
+    .expect(0);
+    // The same through the libpq environment.
+    repo.with_key_env(
+        &repo.backup_key,
+        &["backup", "--postgres", &by_name],
+        &[
+            ("PGPASSWORD", PASSWORD),
+            ("PGSSLMODE", "verify-full"),
+            ("PGSSLROOTCERT", ca),
+        ],
+    )
+    .expect(0);
+    // By address, the name does not match: verify-full refuses, verify-ca accepts.
+    backup(
+        &repo,
+        &format!("{base}?sslmode=verify-full&sslrootcert={ca}"),
+        &[],
+    )
+    .expect_error(5, "TLS");
+    backup(
+        &repo,
+        &format!("{base}?sslmode=verify-ca&sslrootcert={ca}"),
+        &[],
+    )
+    .expect(0);
 }

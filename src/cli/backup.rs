@@ -88,7 +88,11 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
         ));
     }
     config::validate_paths(&args.config)?;
-    let pg = args.postgres.as_deref().map(super::postgres_target).transpose()?;
+    let pg = args
+        .postgres
+        .as_deref()
+        .map(super::postgres_target)
+        .transpose()?;
     let started = Instant::now();
     let time = Utc::now();
     let repo = ctx.open_repo().await?;
@@ -102,7 +106,10 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
     let mut parts = Parts::default();
     let mut warnings = Vec::new();
     if let Some(pg) = &pg {
-        let opts = db::backup::DbBackupOptions { parallel: args.parallel, force: args.force };
+        let opts = db::backup::DbBackupOptions {
+            parallel: args.parallel,
+            force: args.force,
+        };
         match db::backup::backup(pg, writer.clone(), &opts, progress.clone()).await {
             Ok(part) => parts.database = Some(part),
             Err(e) => return Err(writer.abort(e).await),
@@ -114,7 +121,10 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
             let (writer, progress, paths) = (writer.clone(), progress.clone(), args.config.clone());
             tokio::task::spawn_blocking(move || config::backup(&writer, &paths, &*progress))
         };
-        match work.await.map_err(|e| Error::Other(format!("backup task failed: {e}")))? {
+        match work
+            .await
+            .map_err(|e| Error::Other(format!("backup task failed: {e}")))?
+        {
             Ok(c) => {
                 parts.config = Some(c.part);
                 counts = c.counts;
@@ -126,7 +136,11 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
     let totals = writer.finish().await?;
     progress.finish();
 
-    let db_bytes = parts.database.as_ref().map(|d| d.total_bytes()).unwrap_or(0);
+    let db_bytes = parts
+        .database
+        .as_ref()
+        .map(|d| d.total_bytes())
+        .unwrap_or(0);
     let summary = Summary {
         files: counts.files,
         dirs: counts.dirs,
@@ -161,10 +175,18 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    let exit_code = if warnings.is_empty() { exit::SUCCESS } else { exit::PARTIAL };
+    let exit_code = if warnings.is_empty() {
+        exit::SUCCESS
+    } else {
+        exit::PARTIAL
+    };
     let mut text = format!("snapshot {} saved:", id.short());
     if let Some(d) = &snapshot.parts.database {
-        text += &format!(" database {} tables, {} rows;", d.tables.len(), d.total_rows());
+        text += &format!(
+            " database {} tables, {} rows;",
+            d.tables.len(),
+            d.total_rows()
+        );
     }
     if snapshot.parts.config.is_some() {
         text += &format!(" {} config files;", summary.files);
@@ -176,7 +198,11 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
         ByteSize(summary.reused_bytes),
         ByteSize(summary.stored_bytes),
         summary.duration_secs,
-        if warnings.is_empty() { String::new() } else { format!(" ({} warnings)", warnings.len()) },
+        if warnings.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} warnings)", warnings.len())
+        },
     );
     let json = json!({
         "snapshot": id.to_hex(),
@@ -188,7 +214,11 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
         "packs_written": totals.packs,
         "warnings": warnings,
     });
-    Ok(Output { text, json, exit: exit_code })
+    Ok(Output {
+        text,
+        json,
+        exit: exit_code,
+    })
 }
 
 #[cfg(test)]

@@ -49,7 +49,9 @@ const PARTS: [&str; 3] = ["db", "registry", "config"];
 pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
     for p in &args.only {
         if !PARTS.contains(&p.as_str()) {
-            return Err(Error::Usage(format!("--only {p:?}: the parts are db, registry and config")));
+            return Err(Error::Usage(format!(
+                "--only {p:?}: the parts are db, registry and config"
+            )));
         }
     }
     let pg = args.postgres.as_deref().map(postgres_target).transpose()?;
@@ -58,7 +60,11 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
     let held = snap.parts.names();
     for p in &args.only {
         if !held.contains(&p.as_str()) {
-            return Err(Error::Usage(format!("snapshot {} holds no {p} part (it holds: {})", id.short(), held.join(", "))));
+            return Err(Error::Usage(format!(
+                "snapshot {} holds no {p} part (it holds: {})",
+                id.short(),
+                held.join(", ")
+            )));
         }
     }
     // A part is restored when it was asked for (--only) or a target for it is given.
@@ -79,11 +85,17 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
     };
     for p in &chosen {
         if !has_target(p) {
-            return Err(Error::Usage(format!("restoring the {p} part needs {}", option_for(p))));
+            return Err(Error::Usage(format!(
+                "restoring the {p} part needs {}",
+                option_for(p)
+            )));
         }
     }
     if chosen.is_empty() {
-        let wanted: Vec<String> = held.iter().map(|p| format!("{} for {p}", option_for(p))).collect();
+        let wanted: Vec<String> = held
+            .iter()
+            .map(|p| format!("{} for {p}", option_for(p)))
+            .collect();
         return Err(Error::Usage(format!(
             "nothing to restore: snapshot {} holds {}; give {}",
             id.short(),
@@ -106,12 +118,24 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
                 pg.describe(),
                 args.mode
             );
-            parts.insert("db".into(), json!({"target": pg.describe(), "mode": args.mode, "dry_run": true}));
+            parts.insert(
+                "db".into(),
+                json!({"target": pg.describe(), "mode": args.mode, "dry_run": true}),
+            );
         } else {
             let progress = Progress::new(ctx.global.progress, "restore db", None);
-            let report = db::restore::restore(pg, &reader, part, args.mode, args.parallel, progress.clone()).await?;
+            let report = db::restore::restore(
+                pg,
+                &reader,
+                part,
+                args.mode,
+                args.parallel,
+                progress.clone(),
+            )
+            .await?;
             progress.finish();
-            text += &format!(
+            text +=
+                &format!(
                 "restored the database into {} ({:?} mode): {} tables, {} rows, {} sequences{}\n",
                 pg.describe(),
                 args.mode,
@@ -120,11 +144,23 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
                 report.sequences,
                 if report.read_only_cleared { "; Harbor's read_only flag cleared" } else { "" }
             );
-            parts.insert("db".into(), json!({"target": pg.describe(), "mode": args.mode, "report": report}));
+            parts.insert(
+                "db".into(),
+                json!({"target": pg.describe(), "mode": args.mode, "report": report}),
+            );
         }
     }
-    if let (Some(part), Some(target), true) = (&snap.parts.config, &args.config_dir, chosen.contains(&"config")) {
-        let opts = RestoreOptions { target: target.clone(), force: args.force, dry_run: args.dry_run, parallel: args.parallel };
+    if let (Some(part), Some(target), true) = (
+        &snap.parts.config,
+        &args.config_dir,
+        chosen.contains(&"config"),
+    ) {
+        let opts = RestoreOptions {
+            target: target.clone(),
+            force: args.force,
+            dry_run: args.dry_run,
+            parallel: args.parallel,
+        };
         let progress = Progress::new(ctx.global.progress, "restore config", None);
         let (counts, items) = config::restore(&reader, part, &opts, progress.clone()).await?;
         progress.finish();
@@ -135,18 +171,29 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
         }
         text += &format!(
             "{} configuration: {} files, {} dirs, {} symlinks, {} into {}\n",
-            if args.dry_run { "would restore" } else { "restored" },
+            if args.dry_run {
+                "would restore"
+            } else {
+                "restored"
+            },
             counts.files,
             counts.dirs,
             counts.symlinks,
             ByteSize(counts.bytes),
             target.display()
         );
-        let paths: Vec<PathBuf> = if args.dry_run { items.into_iter().map(|(p, _)| p).collect() } else { Vec::new() };
+        let paths: Vec<PathBuf> = if args.dry_run {
+            items.into_iter().map(|(p, _)| p).collect()
+        } else {
+            Vec::new()
+        };
         parts.insert(
             "config".into(),
             json!({"target": target, "counts": counts, "dry_run": args.dry_run, "paths": paths}),
         );
     }
-    Ok(Output::ok(text, json!({"snapshot": id.to_hex(), "parts": parts})))
+    Ok(Output::ok(
+        text,
+        json!({"snapshot": id.to_hex(), "parts": parts}),
+    ))
 }

@@ -36,7 +36,8 @@ pub async fn run(ctx: &Context, args: ShowArgs) -> Result<Output> {
     }
     let mut db_json = serde_json::Value::Null;
     if let Some(d) = &snap.parts.database {
-        text += &format!(
+        text +=
+            &format!(
             "\ndatabase {:?}: PostgreSQL {}, Harbor schema version {}{}, {} tables, {} rows, {}\n",
             d.database,
             d.server_version,
@@ -49,7 +50,12 @@ pub async fn run(ctx: &Context, args: ShowArgs) -> Result<Output> {
         let mut tables: Vec<_> = d.tables.iter().collect();
         tables.sort_by_key(|t| std::cmp::Reverse(t.bytes));
         for t in &tables {
-            text += &format!("  {:>12} rows  {:>10}  {}\n", t.rows, ByteSize(t.bytes).to_string(), t.display());
+            text += &format!(
+                "  {:>12} rows  {:>10}  {}\n",
+                t.rows,
+                ByteSize(t.bytes).to_string(),
+                t.display()
+            );
         }
         db_json = json!({
             "database": d.database, "server_version": d.server_version,

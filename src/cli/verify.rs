@@ -29,7 +29,9 @@ pub struct VerifyArgs {
 
 pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
     if args.postgres.is_none() && args.config_dir.is_none() {
-        return Err(Error::Usage("nothing to verify: give --postgres URL and/or --config-dir DIR".into()));
+        return Err(Error::Usage(
+            "nothing to verify: give --postgres URL and/or --config-dir DIR".into(),
+        ));
     }
     let pg = args.postgres.as_deref().map(postgres_target).transpose()?;
     let repo = ctx.open_repo().await?;
@@ -38,7 +40,10 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
     let mut parts = serde_json::Map::new();
     if let Some(pg) = &pg {
         let part = snap.parts.database.as_ref().ok_or_else(|| {
-            Error::Usage(format!("snapshot {} holds no database part to compare", id.short()))
+            Error::Usage(format!(
+                "snapshot {} holds no database part to compare",
+                id.short()
+            ))
         })?;
         let report = db::verify::verify(pg, part, args.parallel).await?;
         differences.extend(report.differences.iter().map(|d| format!("db: {d}")));
@@ -46,7 +51,10 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
     }
     if let Some(dir) = &args.config_dir {
         let part = snap.parts.config.as_ref().ok_or_else(|| {
-            Error::Usage(format!("snapshot {} holds no configuration part to compare", id.short()))
+            Error::Usage(format!(
+                "snapshot {} holds no configuration part to compare",
+                id.short()
+            ))
         })?;
         let index = Arc::new(repo.load_index().await?);
         let reader = BlobReader::new(repo.clone(), index, "verify")?;
@@ -61,8 +69,20 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
     text += &if differences.is_empty() {
         format!("matches snapshot {}\n", id.short())
     } else {
-        format!("{} difference(s) from snapshot {}\n", differences.len(), id.short())
+        format!(
+            "{} difference(s) from snapshot {}\n",
+            differences.len(),
+            id.short()
+        )
     };
-    let exit = if differences.is_empty() { exit::SUCCESS } else { exit::FAILURE };
-    Ok(Output { text, json: json!({"snapshot": id.to_hex(), "equal": differences.is_empty(), "parts": parts}), exit })
+    let exit = if differences.is_empty() {
+        exit::SUCCESS
+    } else {
+        exit::FAILURE
+    };
+    Ok(Output {
+        text,
+        json: json!({"snapshot": id.to_hex(), "equal": differences.is_empty(), "parts": parts}),
+        exit,
+    })
 }

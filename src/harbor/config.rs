@@ -506,23 +506,36 @@ fn apply_metadata(path: &Path, node: &Node) -> Result<()> {
 /// Compare files under `target` (laid out as a restore would) with the snapshot: missing,
 /// extra, different kind, size, content, link target, mode or mtime. Content is compared by
 /// chunking the local file with the repository's keyed chunker, so nothing is downloaded.
-pub async fn verify(reader: &BlobReader, repo: &Repository, part: &ConfigPart, target: &Path) -> Result<Vec<String>> {
+pub async fn verify(
+    reader: &BlobReader,
+    repo: &Repository,
+    part: &ConfigPart,
+    target: &Path,
+) -> Result<Vec<String>> {
     let items = plan(reader, part, target).await?;
     let params = repo.config.chunker;
     let key = repo.keys.chunk_key.clone();
     let items = Arc::new(items);
     let shared = items.clone();
     tokio::task::spawn_blocking(move || {
-        let planned: std::collections::HashSet<&Path> = shared.iter().map(|(p, _)| p.as_path()).collect();
+        let planned: std::collections::HashSet<&Path> =
+            shared.iter().map(|(p, _)| p.as_path()).collect();
         let mut diffs = Vec::new();
         for (path, node) in shared.iter() {
             compare_one(path, node, &params, &key, &mut diffs);
             if node.kind == NodeKind::Dir {
                 if let Ok(entries) = fs::read_dir(path) {
-                    let mut extra: Vec<PathBuf> =
-                        entries.flatten().map(|e| e.path()).filter(|p| !planned.contains(p.as_path())).collect();
+                    let mut extra: Vec<PathBuf> = entries
+                        .flatten()
+                        .map(|e| e.path())
+                        .filter(|p| !planned.contains(p.as_path()))
+                        .collect();
                     extra.sort();
-                    diffs.extend(extra.into_iter().map(|p| format!("{}: not in the snapshot", p.display())));
+                    diffs.extend(
+                        extra
+                            .into_iter()
+                            .map(|p| format!("{}: not in the snapshot", p.display())),
+                    );
                 }
             }
         }
@@ -532,7 +545,13 @@ pub async fn verify(reader: &BlobReader, repo: &Repository, part: &ConfigPart, t
     .map_err(|e| Error::Other(format!("verify task failed: {e}")))?
 }
 
-fn compare_one(path: &Path, node: &Node, params: &crate::chunker::ChunkerParams, key: &crate::crypto::ChunkKey, diffs: &mut Vec<String>) {
+fn compare_one(
+    path: &Path,
+    node: &Node,
+    params: &crate::chunker::ChunkerParams,
+    key: &crate::crypto::ChunkKey,
+    diffs: &mut Vec<String>,
+) {
     let shown = path.display();
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -547,24 +566,37 @@ fn compare_one(path: &Path, node: &Node, params: &crate::chunker::ChunkerParams,
         NodeKind::File
     };
     if kind != node.kind {
-        return diffs.push(format!("{shown}: is a {kind:?}, the snapshot has a {:?}", node.kind));
+        return diffs.push(format!(
+            "{shown}: is a {kind:?}, the snapshot has a {:?}",
+            node.kind
+        ));
     }
     match kind {
         NodeKind::Symlink => {
-            let t = fs::read_link(path).ok().and_then(|t| t.to_str().map(str::to_string));
+            let t = fs::read_link(path)
+                .ok()
+                .and_then(|t| t.to_str().map(str::to_string));
             if t != node.target {
-                diffs.push(format!("{shown}: links to {t:?}, the snapshot to {:?}", node.target));
+                diffs.push(format!(
+                    "{shown}: links to {t:?}, the snapshot to {:?}",
+                    node.target
+                ));
             }
             return;
         }
         NodeKind::File if meta.len() != node.size => {
-            return diffs.push(format!("{shown}: {} bytes, the snapshot has {}", meta.len(), node.size));
+            return diffs.push(format!(
+                "{shown}: {} bytes, the snapshot has {}",
+                meta.len(),
+                node.size
+            ));
         }
         NodeKind::File => {
             let same = fs::File::open(path).ok().and_then(|f| {
-                let ids: Result<Vec<BlobId>> = crate::chunker::chunks(f, params, key.chunker_seed())
-                    .map(|c| c.map(|c| key.blob_id(BlobType::Data as u8, &c.data)))
-                    .collect();
+                let ids: Result<Vec<BlobId>> =
+                    crate::chunker::chunks(f, params, key.chunker_seed())
+                        .map(|c| c.map(|c| key.blob_id(BlobType::Data as u8, &c.data)))
+                        .collect();
                 ids.ok().map(|ids| ids == node.content)
             });
             if same != Some(true) {
@@ -574,10 +606,18 @@ fn compare_one(path: &Path, node: &Node, params: &crate::chunker::ChunkerParams,
         NodeKind::Dir => {}
     }
     if meta.mode() & 0o7777 != node.mode {
-        diffs.push(format!("{shown}: mode {:04o}, the snapshot has {:04o}", meta.mode() & 0o7777, node.mode));
+        diffs.push(format!(
+            "{shown}: mode {:04o}, the snapshot has {:04o}",
+            meta.mode() & 0o7777,
+            node.mode
+        ));
     }
-    if kind == NodeKind::File && (meta.mtime(), meta.mtime_nsec() as u32) != (node.mtime, node.mtime_nsec) {
-        diffs.push(format!("{shown}: modified at a different time than in the snapshot"));
+    if kind == NodeKind::File
+        && (meta.mtime(), meta.mtime_nsec() as u32) != (node.mtime, node.mtime_nsec)
+    {
+        diffs.push(format!(
+            "{shown}: modified at a different time than in the snapshot"
+        ));
     }
 }
 

@@ -56,7 +56,8 @@ impl Parts {
     /// The tree blobs at the roots of every part.
     pub fn root_trees(&self) -> Vec<BlobId> {
         let db = self.database.iter().map(|d| d.tree);
-        db.chain(self.config.iter().flat_map(|c| c.root_trees())).collect()
+        db.chain(self.config.iter().flat_map(|c| c.root_trees()))
+            .collect()
     }
 
     /// Data blobs named directly by the manifest (root files of the config part).

@@ -105,7 +105,9 @@ pub fn run(args: &[&str]) -> Run {
 /// Run with extra environment variables (PGPASSWORD, …).
 pub fn run_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut c = command(args);
-    c.env_remove("DRYDOCK_POSTGRES").env_remove("PGPASSWORD").env_remove("PGHOST");
+    c.env_remove("DRYDOCK_POSTGRES")
+        .env_remove("PGPASSWORD")
+        .env_remove("PGHOST");
     for (k, v) in env {
         c.env(k, v);
     }

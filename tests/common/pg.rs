@@ -16,6 +16,8 @@ pub struct Postgres {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Extra `-c name=value` server settings.
+    settings: Vec<String>,
 }
 
 fn is_root() -> bool {
@@ -23,10 +25,22 @@ fn is_root() -> bool {
 }
 
 fn postgres_ids() -> (u32, u32) {
-    let out = Command::new("id").args(["-u", "postgres"]).output().expect("id");
-    let uid = String::from_utf8_lossy(&out.stdout).trim().parse().expect("postgres user");
-    let out = Command::new("id").args(["-g", "postgres"]).output().expect("id");
-    let gid = String::from_utf8_lossy(&out.stdout).trim().parse().expect("postgres group");
+    let out = Command::new("id")
+        .args(["-u", "postgres"])
+        .output()
+        .expect("id");
+    let uid = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("postgres user");
+    let out = Command::new("id")
+        .args(["-g", "postgres"])
+        .output()
+        .expect("id");
+    let gid = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("postgres group");
     (uid, gid)
 }
 
@@ -50,7 +64,10 @@ fn give_to_postgres(path: &Path) {
 
 impl Postgres {
     pub fn start() -> Self {
-        let dir = tempfile::Builder::new().prefix("drydock-pg").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("drydock-pg")
+            .tempdir()
+            .unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         give_to_postgres(dir.path());
         let data = dir.path().join("data");
@@ -58,14 +75,122 @@ impl Postgres {
         std::fs::write(&pwfile, PASSWORD).unwrap();
         give_to_postgres(&pwfile);
         let out = as_postgres(&format!("{BIN}/initdb"))
-            .args(["-D", data.to_str().unwrap(), "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256"])
-            .args(["--pwfile", pwfile.to_str().unwrap(), "-E", "UTF8", "--locale=C", "--no-sync"])
+            .args([
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ])
+            .args([
+                "--pwfile",
+                pwfile.to_str().unwrap(),
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+            ])
             .output()
             .expect("initdb");
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        let mut pg = Postgres { port: 0, dir, child: None };
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut pg = Postgres {
+            port: 0,
+            dir,
+            child: None,
+            settings: Vec::new(),
+        };
         pg.launch();
         pg
+    }
+
+    /// A server with TLS on, its certificate (for the name localhost only) signed by a
+    /// fresh test CA. Returns the server and the CA certificate's path.
+    pub fn start_tls() -> (Self, PathBuf) {
+        let mut pg = Postgres::start();
+        pg.stop();
+        let d = pg.dir.path().to_path_buf();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&d)
+                .output()
+                .expect("openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=drydock test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "server.crt",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        for f in ["server.key", "server.crt"] {
+            give_to_postgres(&d.join(f));
+        }
+        std::fs::set_permissions(d.join("server.key"), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+        pg.settings = vec![
+            "ssl=on".into(),
+            format!("ssl_cert_file={}", d.join("server.crt").display()),
+            format!("ssl_key_file={}", d.join("server.key").display()),
+        ];
+        pg.launch();
+        (pg, d.join("ca.crt"))
     }
 
     fn data(&self) -> PathBuf {
@@ -74,15 +199,34 @@ impl Postgres {
 
     fn launch(&mut self) {
         let port = if self.port == 0 {
-            std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
         } else {
             self.port
         };
         let log = std::fs::File::create(self.dir.path().join("log")).unwrap();
         let child = as_postgres(&format!("{BIN}/postgres"))
-            .args(["-D", self.data().to_str().unwrap(), "-p", &port.to_string(), "-k", self.dir.path().to_str().unwrap()])
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off"])
+            .args([
+                "-D",
+                self.data().to_str().unwrap(),
+                "-p",
+                &port.to_string(),
+                "-k",
+                self.dir.path().to_str().unwrap(),
+            ])
+            .args([
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+            ])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=50"])
+            .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -99,7 +243,11 @@ impl Postgres {
             if ok {
                 break;
             }
-            assert!(Instant::now() < deadline, "postgres did not start: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not start: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -116,9 +264,15 @@ impl Postgres {
 
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new(format!("{BIN}/pg_ctl")).arg("--version").status();
             let _ = as_postgres(&format!("{BIN}/pg_ctl"))
-                .args(["stop", "-D", self.data().to_str().unwrap(), "-m", "immediate", "-w"])
+                .args([
+                    "stop",
+                    "-D",
+                    self.data().to_str().unwrap(),
+                    "-m",
+                    "immediate",
+                    "-w",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
@@ -128,29 +282,55 @@ impl Postgres {
 
     /// A URL without the password (drydock gets it from PGPASSWORD).
     pub fn url(&self, db: &str) -> String {
-        format!("postgresql://postgres@127.0.0.1:{}/{db}?sslmode=disable", self.port)
+        format!(
+            "postgresql://postgres@127.0.0.1:{}/{db}?sslmode=disable",
+            self.port
+        )
     }
 
     fn psql_cmd(&self, db: &str) -> Command {
         let mut c = Command::new("psql");
-        c.args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
-            .args(["-p", &self.port.to_string(), "-d", db])
-            .env("PGPASSWORD", PASSWORD)
-            .env_remove("PGSERVICE");
+        c.args([
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+        ])
+        .args(["-p", &self.port.to_string(), "-d", db])
+        .env("PGPASSWORD", PASSWORD)
+        .env_remove("PGSERVICE");
         c
     }
 
     /// Run SQL, panic on error, return stdout.
     pub fn sql(&self, db: &str, sql: &str) -> String {
         let out = self.psql_cmd(db).args(["-c", sql]).output().expect("psql");
-        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
     /// Run an SQL file.
     pub fn sql_file(&self, db: &str, file: &Path) {
-        let out = self.psql_cmd(db).args(["-f", file.to_str().unwrap()]).output().expect("psql");
-        assert!(out.status.success(), "psql -f {}: {}", file.display(), String::from_utf8_lossy(&out.stderr));
+        let out = self
+            .psql_cmd(db)
+            .args(["-f", file.to_str().unwrap()])
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "psql -f {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn createdb(&self, name: &str) {
@@ -168,11 +348,24 @@ impl Postgres {
     /// `pg_dump --schema-only`, without the lines that differ between any two dumps.
     pub fn schema_dump(&self, db: &str) -> String {
         let out = Command::new("pg_dump")
-            .args(["--schema-only", "-h", "127.0.0.1", "-U", "postgres", "-p", &self.port.to_string(), db])
+            .args([
+                "--schema-only",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-p",
+                &self.port.to_string(),
+                db,
+            ])
             .env("PGPASSWORD", PASSWORD)
             .output()
             .expect("pg_dump");
-        assert!(out.status.success(), "pg_dump: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "pg_dump: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict"))
@@ -214,7 +407,14 @@ pub fn shared() -> &'static Postgres {
     extern "C" fn stop_shared() {
         if let Some(pg) = SHARED.get() {
             let _ = as_postgres(&format!("{BIN}/pg_ctl"))
-                .args(["stop", "-D", pg.data().to_str().unwrap(), "-m", "immediate", "-w"])
+                .args([
+                    "stop",
+                    "-D",
+                    pg.data().to_str().unwrap(),
+                    "-m",
+                    "immediate",
+                    "-w",
+                ])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
@@ -229,8 +429,18 @@ pub fn shared() -> &'static Postgres {
 }
 
 impl Postgres {
+    /// A small Harbor-shaped database on a server without the shared template.
+    pub fn harbor_copy_from_scratch(&self, name: &str) {
+        self.createdb(name);
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        self.sql_file(name, &fixtures.join("harbor_schema.sql"));
+    }
+
     /// A new Harbor-shaped database copied from the template.
     pub fn harbor_copy(&self, name: &str) {
-        self.sql("postgres", &format!("CREATE DATABASE \"{name}\" TEMPLATE harbor_template"));
+        self.sql(
+            "postgres",
+            &format!("CREATE DATABASE \"{name}\" TEMPLATE harbor_template"),
+        );
     }
 }

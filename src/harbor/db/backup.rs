@@ -11,7 +11,9 @@ use tokio_postgres::Client;
 
 use super::conn::{pg_error, PgTarget};
 use super::tools::{self, Tool};
-use super::{table_node_name, ChannelReader, DatabasePart, SequenceEntry, TableEntry, POST_DATA, PRE_DATA};
+use super::{
+    table_node_name, ChannelReader, DatabasePart, SequenceEntry, TableEntry, POST_DATA, PRE_DATA,
+};
 use crate::error::{Error, Result};
 use crate::ids::BlobId;
 use crate::repo::blob::BlobType;
@@ -54,14 +56,19 @@ pub async fn server_version(client: &Client) -> Result<(String, i32)> {
         .await
         .map_err(|e| pg_error("reading the server version", e))?
         .get(0);
-    let num = n.parse().map_err(|_| Error::Other(format!("unexpected server_version_num {n:?}")))?;
+    let num = n
+        .parse()
+        .map_err(|_| Error::Other(format!("unexpected server_version_num {n:?}")))?;
     Ok((v, num))
 }
 
 /// Harbor's migration version and dirty flag, if `schema_migrations` exists.
 pub async fn harbor_schema(client: &Client) -> Result<(Option<i64>, Option<bool>)> {
     let exists: bool = client
-        .query_one("SELECT to_regclass('public.schema_migrations') IS NOT NULL", &[])
+        .query_one(
+            "SELECT to_regclass('public.schema_migrations') IS NOT NULL",
+            &[],
+        )
         .await
         .map_err(|e| pg_error("looking for schema_migrations", e))?
         .get(0);
@@ -69,7 +76,10 @@ pub async fn harbor_schema(client: &Client) -> Result<(Option<i64>, Option<bool>
         return Ok((None, None));
     }
     let row = client
-        .query_opt("SELECT version::bigint, dirty FROM public.schema_migrations LIMIT 1", &[])
+        .query_opt(
+            "SELECT version::bigint, dirty FROM public.schema_migrations LIMIT 1",
+            &[],
+        )
         .await
         .map_err(|e| pg_error("reading schema_migrations", e))?;
     Ok(match row {
@@ -117,12 +127,20 @@ async fn list_tables(client: &Client) -> Result<Vec<TableInfo>> {
 async fn list_foreign_keys(client: &Client, tables: &[TableInfo]) -> Result<Vec<(usize, usize)>> {
     let pos: HashMap<u32, usize> = tables.iter().enumerate().map(|(i, t)| (t.oid, i)).collect();
     let rows = client
-        .query("SELECT conrelid, confrelid FROM pg_constraint WHERE contype = 'f'", &[])
+        .query(
+            "SELECT conrelid, confrelid FROM pg_constraint WHERE contype = 'f'",
+            &[],
+        )
         .await
         .map_err(|e| pg_error("listing foreign keys", e))?;
     let mut fks: Vec<(usize, usize)> = rows
         .iter()
-        .filter_map(|r| Some((*pos.get(&r.get::<_, u32>(0))?, *pos.get(&r.get::<_, u32>(1))?)))
+        .filter_map(|r| {
+            Some((
+                *pos.get(&r.get::<_, u32>(0))?,
+                *pos.get(&r.get::<_, u32>(1))?,
+            ))
+        })
         .collect();
     fks.sort();
     fks.dedup();
@@ -143,9 +161,17 @@ async fn list_sequences(client: &Client) -> Result<Vec<SequenceEntry>> {
         .map_err(|e| pg_error("listing sequences", e))?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        let mut s = SequenceEntry { schema: r.get(0), name: r.get(1), last_value: 0, is_called: false };
+        let mut s = SequenceEntry {
+            schema: r.get(0),
+            name: r.get(1),
+            last_value: 0,
+            is_called: false,
+        };
         let v = client
-            .query_one(&format!("SELECT last_value, is_called FROM {}", s.qualified()), &[])
+            .query_one(
+                &format!("SELECT last_value, is_called FROM {}", s.qualified()),
+                &[],
+            )
             .await
             .map_err(|e| pg_error(&format!("reading sequence {}.{}", s.schema, s.name), e))?;
         s.last_value = v.get(0);
@@ -165,16 +191,23 @@ async fn dump_section(
     progress: &Progress,
 ) -> Result<(Vec<BlobId>, u64)> {
     let mut cmd = Command::new(&tool.path);
-    cmd.args(["--schema-only", "--no-password", &format!("--section={section}"), &format!("--snapshot={snapshot}")])
-        .env_clear()
-        .envs(target.libpq_env())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "--schema-only",
+        "--no-password",
+        &format!("--section={section}"),
+        &format!("--snapshot={snapshot}"),
+    ])
+    .env_clear()
+    .envs(target.libpq_env())
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let (writer, progress, section) = (writer.clone(), progress.clone(), section.to_string());
     let path = tool.path.display().to_string();
     tokio::task::spawn_blocking(move || {
-        let mut child = cmd.spawn().map_err(|e| Error::Usage(format!("cannot run {path}: {e}")))?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| Error::Usage(format!("cannot run {path}: {e}")))?;
         let stdout = child.stdout.take().expect("piped");
         let mut stderr = child.stderr.take().expect("piped");
         let err_reader = std::thread::spawn(move || {
@@ -183,11 +216,18 @@ async fn dump_section(
             s
         });
         let saved = writer.save_stream(stdout, &*progress);
-        let status = child.wait().map_err(|e| Error::Other(format!("waiting for pg_dump: {e}")))?;
+        let status = child
+            .wait()
+            .map_err(|e| Error::Other(format!("waiting for pg_dump: {e}")))?;
         let err = err_reader.join().unwrap_or_default();
         if !status.success() {
-            let last = err.lines().filter(|l| !l.trim().is_empty()).next_back().unwrap_or("no message");
-            return Err(Error::Other(format!("pg_dump --section={section} failed ({status}): {last}")));
+            let last = err
+                .lines()
+                .rfind(|l| !l.trim().is_empty())
+                .unwrap_or("no message");
+            return Err(Error::Other(format!(
+                "pg_dump --section={section} failed ({status}): {last}"
+            )));
         }
         saved
     })
@@ -196,15 +236,28 @@ async fn dump_section(
 }
 
 /// COPY one table out through the chunker, digesting rows on the way.
-async fn copy_table(client: &Client, table: &TableEntry, writer: &Arc<BlobWriter>, progress: &Progress) -> Result<TableData> {
+async fn copy_table(
+    client: &Client,
+    table: &TableEntry,
+    writer: &Arc<BlobWriter>,
+    progress: &Progress,
+) -> Result<TableData> {
     let what = format!("copying table {}", table.display());
-    let stream = client.copy_out(&table.copy_sql("TO STDOUT")).await.map_err(|e| pg_error(&what, e))?;
+    let stream = client
+        .copy_out(&table.copy_sql("TO STDOUT"))
+        .await
+        .map_err(|e| pg_error(&what, e))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
     let (writer, progress) = (writer.clone(), progress.clone());
     let saver = tokio::task::spawn_blocking(move || {
         let mut reader = ChannelReader::new(rx);
         let (content, bytes) = writer.save_stream(&mut reader, &*progress)?;
-        Ok::<_, Error>(TableData { content, rows: reader.digest.rows, bytes, checksum: reader.digest.checksum() })
+        Ok::<_, Error>(TableData {
+            content,
+            rows: reader.digest.rows,
+            bytes,
+            checksum: reader.digest.checksum(),
+        })
     });
     pin_mut!(stream);
     let mut failure = None;
@@ -222,7 +275,9 @@ async fn copy_table(client: &Client, table: &TableEntry, writer: &Arc<BlobWriter
         }
     }
     drop(tx);
-    let saved = saver.await.map_err(|e| Error::Other(format!("{what}: task failed: {e}")))?;
+    let saved = saver
+        .await
+        .map_err(|e| Error::Other(format!("{what}: task failed: {e}")))?;
     match failure {
         Some(e) => Err(e),
         None => saved,
@@ -241,12 +296,19 @@ async fn copy_tables(
     let mut order: Vec<usize> = (0..tables.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(tables[i].size));
     let queue = Mutex::new(VecDeque::from(order));
-    let results: Mutex<Vec<Option<TableData>>> = Mutex::new((0..tables.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<TableData>>> =
+        Mutex::new((0..tables.len()).map(|_| None).collect());
     let workers = (0..parallel.clamp(1, tables.len().max(1))).map(|_| async {
         let client = target.connect().await?;
-        client.batch_execute(SNAPSHOT_TX).await.map_err(|e| pg_error("starting a snapshot transaction", e))?;
         client
-            .batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", super::quote_literal(snapshot)))
+            .batch_execute(SNAPSHOT_TX)
+            .await
+            .map_err(|e| pg_error("starting a snapshot transaction", e))?;
+        client
+            .batch_execute(&format!(
+                "SET TRANSACTION SNAPSHOT {}",
+                super::quote_literal(snapshot)
+            ))
             .await
             .map_err(|e| pg_error("importing the exported snapshot", e))?;
         loop {
@@ -256,11 +318,19 @@ async fn copy_tables(
             tracing::debug!(table = %tables[i].entry.display(), rows = data.rows, "copied");
             results.lock().expect("lock")[i] = Some(data);
         }
-        client.batch_execute("COMMIT").await.map_err(|e| pg_error("ending the snapshot transaction", e))?;
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| pg_error("ending the snapshot transaction", e))?;
         Ok::<_, Error>(())
     });
     futures::future::try_join_all(workers).await?;
-    Ok(results.into_inner().expect("lock").into_iter().map(|d| d.expect("every table copied")).collect())
+    Ok(results
+        .into_inner()
+        .expect("lock")
+        .into_iter()
+        .map(|d| d.expect("every table copied"))
+        .collect())
 }
 
 fn file_node(name: &str, content: Vec<BlobId>, size: u64) -> Node {
@@ -280,11 +350,18 @@ fn file_node(name: &str, content: Vec<BlobId>, size: u64) -> Node {
 }
 
 /// Back up the database at `target` as one consistent snapshot.
-pub async fn backup(target: &PgTarget, writer: Arc<BlobWriter>, opts: &DbBackupOptions, progress: Progress) -> Result<DatabasePart> {
+pub async fn backup(
+    target: &PgTarget,
+    writer: Arc<BlobWriter>,
+    opts: &DbBackupOptions,
+    progress: Progress,
+) -> Result<DatabasePart> {
     let main = target.connect().await?;
     let (server_version, server_version_num) = server_version(&main).await?;
     let pg_dump = tools::find("pg_dump", server_version_num / 10000)?;
-    main.batch_execute(SNAPSHOT_TX).await.map_err(|e| pg_error("starting the backup transaction", e))?;
+    main.batch_execute(SNAPSHOT_TX)
+        .await
+        .map_err(|e| pg_error("starting the backup transaction", e))?;
     let snapshot: String = main
         .query_one("SELECT pg_export_snapshot()", &[])
         .await
@@ -302,17 +379,35 @@ pub async fn backup(target: &PgTarget, writer: Arc<BlobWriter>, opts: &DbBackupO
     let sequences = list_sequences(&main).await?;
     tracing::info!(tables = tables.len(), sequences = sequences.len(), server = %server_version, "database snapshot taken");
 
-    let (pre, pre_len) = dump_section(&pg_dump, target, &snapshot, "pre-data", &writer, &progress).await?;
-    let (post, post_len) = dump_section(&pg_dump, target, &snapshot, "post-data", &writer, &progress).await?;
-    let data = copy_tables(target, &snapshot, &tables, &writer, opts.parallel, &progress).await?;
-    main.batch_execute("COMMIT").await.map_err(|e| pg_error("ending the backup transaction", e))?;
+    let (pre, pre_len) =
+        dump_section(&pg_dump, target, &snapshot, "pre-data", &writer, &progress).await?;
+    let (post, post_len) =
+        dump_section(&pg_dump, target, &snapshot, "post-data", &writer, &progress).await?;
+    let data = copy_tables(
+        target,
+        &snapshot,
+        &tables,
+        &writer,
+        opts.parallel,
+        &progress,
+    )
+    .await?;
+    main.batch_execute("COMMIT")
+        .await
+        .map_err(|e| pg_error("ending the backup transaction", e))?;
 
-    let mut tree = Tree { nodes: vec![file_node(POST_DATA, post, post_len), file_node(PRE_DATA, pre, pre_len)] };
+    let mut tree = Tree {
+        nodes: vec![
+            file_node(POST_DATA, post, post_len),
+            file_node(PRE_DATA, pre, pre_len),
+        ],
+    };
     for (i, (t, d)) in tables.iter_mut().zip(data).enumerate() {
         t.entry.rows = d.rows;
         t.entry.bytes = d.bytes;
         t.entry.checksum = d.checksum;
-        tree.nodes.push(file_node(&table_node_name(i), d.content, d.bytes));
+        tree.nodes
+            .push(file_node(&table_node_name(i), d.content, d.bytes));
     }
     tree.nodes.sort_by(|a, b| a.name.cmp(&b.name));
     let w = writer.clone();

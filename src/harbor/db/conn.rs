@@ -87,10 +87,17 @@ impl PgTarget {
     /// Parse a `postgresql://` URL, filling the gaps from the `PG*` environment and pgpass.
     /// `from_command_line` refuses a password inside the URL.
     pub fn parse(url: &str, from_command_line: bool) -> Result<Self> {
-        let parsed = url::Url::parse(url)
-            .map_err(|e| Error::Usage(format!("--postgres {}: {e}; want postgresql://user@host:port/db", redact(url))))?;
+        let parsed = url::Url::parse(url).map_err(|e| {
+            Error::Usage(format!(
+                "--postgres {}: {e}; want postgresql://user@host:port/db",
+                redact(url)
+            ))
+        })?;
         if !matches!(parsed.scheme(), "postgresql" | "postgres") {
-            return Err(Error::Usage(format!("--postgres {}: the URL must start with postgresql://", redact(url))));
+            return Err(Error::Usage(format!(
+                "--postgres {}: the URL must start with postgresql://",
+                redact(url)
+            )));
         }
         let mut password = parsed.password().map(decode);
         if password.is_some() && from_command_line {
@@ -100,10 +107,14 @@ impl PgTarget {
                     .into(),
             ));
         }
-        let mut host = parsed.host_str().filter(|h| !h.is_empty()).map(|h| decode(h.trim_matches(['[', ']'])));
+        let mut host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .map(|h| decode(h.trim_matches(['[', ']'])));
         let mut port = parsed.port();
         let mut user = Some(decode(parsed.username())).filter(|u| !u.is_empty());
-        let mut dbname = Some(decode(parsed.path().trim_start_matches('/'))).filter(|d| !d.is_empty());
+        let mut dbname =
+            Some(decode(parsed.path().trim_start_matches('/'))).filter(|d| !d.is_empty());
         let mut sslmode = None;
         let mut sslrootcert = None;
         let mut timeout = None;
@@ -133,7 +144,9 @@ impl PgTarget {
         let port = match port {
             Some(p) => p,
             None => match env("PGPORT") {
-                Some(p) => p.parse().map_err(|_| Error::Usage(format!("PGPORT {p:?} is not a port")))?,
+                Some(p) => p
+                    .parse()
+                    .map_err(|_| Error::Usage(format!("PGPORT {p:?} is not a port")))?,
                 None => 5432,
             },
         };
@@ -141,13 +154,20 @@ impl PgTarget {
             .or_else(|| env("PGUSER"))
             .or_else(|| env("USER"))
             .unwrap_or_else(|| "postgres".into());
-        let dbname = dbname.or_else(|| env("PGDATABASE")).unwrap_or_else(|| user.clone());
+        let dbname = dbname
+            .or_else(|| env("PGDATABASE"))
+            .unwrap_or_else(|| user.clone());
         let sslmode = match sslmode {
             Some(m) => m,
-            None => env("PGSSLMODE").map(|m| SslMode::parse(&m)).transpose()?.unwrap_or(SslMode::Prefer),
+            None => env("PGSSLMODE")
+                .map(|m| SslMode::parse(&m))
+                .transpose()?
+                .unwrap_or(SslMode::Prefer),
         };
         let sslrootcert = sslrootcert.or_else(|| env("PGSSLROOTCERT").map(PathBuf::from));
-        let timeout = timeout.or_else(|| env("PGCONNECT_TIMEOUT").and_then(|t| t.parse().ok())).unwrap_or(10);
+        let timeout = timeout
+            .or_else(|| env("PGCONNECT_TIMEOUT").and_then(|t| t.parse().ok()))
+            .unwrap_or(10);
         let mut target = PgTarget {
             host,
             port,
@@ -171,7 +191,10 @@ impl PgTarget {
 
     /// The same database under another name (for scratch targets and tests).
     pub fn with_dbname(&self, dbname: &str) -> Self {
-        PgTarget { dbname: dbname.into(), ..self.clone() }
+        PgTarget {
+            dbname: dbname.into(),
+            ..self.clone()
+        }
     }
 
     fn pgpass_lookup(&self) -> Option<String> {
@@ -180,13 +203,22 @@ impl PgTarget {
             .or_else(|| env("HOME").map(|h| Path::new(&h).join(".pgpass")))?;
         let text = std::fs::read_to_string(path).ok()?;
         let port = self.port.to_string();
-        let host = if self.host.starts_with('/') { "localhost" } else { self.host.as_str() };
-        text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
-            let fields = split_pgpass(line);
-            let [h, p, d, u, pw] = fields.as_slice() else { return None };
-            let hit = |pat: &String, val: &str| pat == "*" || pat == val;
-            (hit(h, host) && hit(p, &port) && hit(d, &self.dbname) && hit(u, &self.user)).then(|| pw.clone())
-        })
+        let host = if self.host.starts_with('/') {
+            "localhost"
+        } else {
+            self.host.as_str()
+        };
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|line| {
+                let fields = split_pgpass(line);
+                let [h, p, d, u, pw] = fields.as_slice() else {
+                    return None;
+                };
+                let hit = |pat: &String, val: &str| pat == "*" || pat == val;
+                (hit(h, host) && hit(p, &port) && hit(d, &self.dbname) && hit(u, &self.user))
+                    .then(|| pw.clone())
+            })
     }
 
     /// Environment for pg_dump and psql: the connection, with the password, never in argv.
@@ -197,7 +229,10 @@ impl PgTarget {
             ("PGUSER", self.user.clone()),
             ("PGDATABASE", self.dbname.clone()),
             ("PGSSLMODE", self.sslmode.as_str().to_string()),
-            ("PGCONNECT_TIMEOUT", self.connect_timeout.as_secs().to_string()),
+            (
+                "PGCONNECT_TIMEOUT",
+                self.connect_timeout.as_secs().to_string(),
+            ),
         ];
         if let Some(p) = &self.password {
             v.push(("PGPASSWORD", p.clone()));
@@ -210,7 +245,10 @@ impl PgTarget {
 
     fn config(&self) -> Config {
         let mut c = Config::new();
-        c.user(&self.user).dbname(&self.dbname).port(self.port).connect_timeout(self.connect_timeout);
+        c.user(&self.user)
+            .dbname(&self.dbname)
+            .port(self.port)
+            .connect_timeout(self.connect_timeout);
         c.application_name("drydock");
         if self.host.starts_with('/') {
             c.host_path(&self.host);
@@ -250,7 +288,9 @@ impl PgTarget {
         let result = if self.sslmode == SslMode::Disable || self.host.starts_with('/') {
             match config.connect(NoTls).await {
                 Ok((client, conn)) => {
-                    tokio::spawn(async move { let _ = conn.await; });
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
                     Ok(client)
                 }
                 Err(e) => Err(e),
@@ -259,14 +299,18 @@ impl PgTarget {
             let tls = self.tls().map_err(|e| (e, false))?;
             match config.connect(tls).await {
                 Ok((client, conn)) => {
-                    tokio::spawn(async move { let _ = conn.await; });
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
                     Ok(client)
                 }
                 Err(e) => Err(e),
             }
         };
         let client = result.map_err(|e| {
-            let transient = e.as_db_error().is_none_or(|d| *d.code() == SqlState::CANNOT_CONNECT_NOW);
+            let transient = e
+                .as_db_error()
+                .is_none_or(|d| *d.code() == SqlState::CANNOT_CONNECT_NOW);
             (connect_error(self, e), transient)
         })?;
         prepare_session(&client).await.map_err(|e| (e, false))?;
@@ -281,9 +325,12 @@ impl PgTarget {
                 let pem = std::fs::read(path)
                     .map_err(|e| Error::Usage(format!("sslrootcert {}: {e}", path.display())))?;
                 for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
-                    let cert: CertificateDer<'static> =
-                        cert.map_err(|e| Error::Usage(format!("sslrootcert {}: {e}", path.display())))?;
-                    roots.add(cert).map_err(|e| Error::Usage(format!("sslrootcert {}: {e}", path.display())))?;
+                    let cert: CertificateDer<'static> = cert.map_err(|e| {
+                        Error::Usage(format!("sslrootcert {}: {e}", path.display()))
+                    })?;
+                    roots.add(cert).map_err(|e| {
+                        Error::Usage(format!("sslrootcert {}: {e}", path.display()))
+                    })?;
                 }
             }
             None => {
@@ -293,9 +340,10 @@ impl PgTarget {
             }
         }
         let roots = Arc::new(roots);
-        let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
-            .build()
-            .map_err(|e| Error::Usage(format!("TLS setup: {e}")))?;
+        let webpki =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .map_err(|e| Error::Usage(format!("TLS setup: {e}")))?;
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| Error::Other(format!("TLS setup: {e}")))?;
@@ -324,7 +372,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -407,14 +458,19 @@ fn connect_error(target: &PgTarget, e: tokio_postgres::Error) -> Error {
     let place = target.describe();
     if let Some(db) = e.as_db_error() {
         let code = db.code();
-        if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION {
+        if *code == SqlState::INVALID_PASSWORD
+            || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+        {
             return Error::Key(format!(
                 "PostgreSQL refused the login for {place}: {}; check the user and PGPASSWORD / PGPASSFILE",
                 db.message()
             ));
         }
         if *code == SqlState::INVALID_CATALOG_NAME {
-            return Error::Usage(format!("database {:?} does not exist on {place}; create it or fix --postgres", target.dbname));
+            return Error::Usage(format!(
+                "database {:?} does not exist on {place}; create it or fix --postgres",
+                target.dbname
+            ));
         }
         return pg_error(&format!("connecting to {place}"), e);
     }
@@ -459,10 +515,20 @@ mod tests {
 
     #[test]
     fn parses_urls_and_refuses_passwords_on_the_command_line() {
-        let t = PgTarget::parse("postgresql://harbor@db.example:6543/registry?sslmode=verify-full", true).unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.user.as_str(), t.dbname.as_str()), ("db.example", 6543, "harbor", "registry"));
+        let t = PgTarget::parse(
+            "postgresql://harbor@db.example:6543/registry?sslmode=verify-full",
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.user.as_str(), t.dbname.as_str()),
+            ("db.example", 6543, "harbor", "registry")
+        );
         assert_eq!(t.sslmode, SslMode::VerifyFull);
-        assert!(matches!(PgTarget::parse("postgresql://u:secret@h/db", true), Err(Error::Usage(_))));
+        assert!(matches!(
+            PgTarget::parse("postgresql://u:secret@h/db", true),
+            Err(Error::Usage(_))
+        ));
         let t = PgTarget::parse("postgresql://u:s%40cret@h/db", false).unwrap();
         assert_eq!(t.password.as_deref(), Some("s@cret"));
         assert!(!t.describe().contains("cret"));
@@ -475,6 +541,9 @@ mod tests {
 
     #[test]
     fn pgpass_fields_unescape() {
-        assert_eq!(split_pgpass(r"h:5432:*:u:p\:w\\d"), vec!["h", "5432", "*", "u", r"p:w\d"]);
+        assert_eq!(
+            split_pgpass(r"h:5432:*:u:p\:w\\d"),
+            vec!["h", "5432", "*", "u", r"p:w\d"]
+        );
     }
 }

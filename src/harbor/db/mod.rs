@@ -75,7 +75,12 @@ impl DatabasePart {
         }
         let mut state = vec![0u8; n]; // 0 new, 1 visiting, 2 done
         let mut order = Vec::with_capacity(n);
-        fn visit(i: usize, parents: &[Vec<usize>], state: &mut [u8], order: &mut Vec<usize>) -> bool {
+        fn visit(
+            i: usize,
+            parents: &[Vec<usize>],
+            state: &mut [u8],
+            order: &mut Vec<usize>,
+        ) -> bool {
             match state[i] {
                 2 => return true,
                 1 => return false,
@@ -130,7 +135,11 @@ impl TableEntry {
             format!("COPY {} {direction}", self.qualified())
         } else {
             let cols: Vec<String> = self.columns.iter().map(|c| quote_ident(c)).collect();
-            format!("COPY {} ({}) {direction}", self.qualified(), cols.join(", "))
+            format!(
+                "COPY {} ({}) {direction}",
+                self.qualified(),
+                cols.join(", ")
+            )
         }
     }
 }
@@ -176,7 +185,9 @@ impl RowDigest {
         while let Some(i) = data.iter().position(|&b| b == b'\n') {
             self.line.update(&data[..i]);
             let h = self.line.finalize();
-            self.sum = self.sum.wrapping_add(u128::from_le_bytes(h.as_bytes()[..16].try_into().expect("16 bytes")));
+            self.sum = self.sum.wrapping_add(u128::from_le_bytes(
+                h.as_bytes()[..16].try_into().expect("16 bytes"),
+            ));
             self.rows += 1;
             self.line.reset();
             data = &data[i + 1..];
@@ -198,7 +209,11 @@ pub struct ChannelReader {
 
 impl ChannelReader {
     pub fn new(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
-        ChannelReader { rx, current: Bytes::new(), digest: RowDigest::default() }
+        ChannelReader {
+            rx,
+            current: Bytes::new(),
+            digest: RowDigest::default(),
+        }
     }
 }
 
@@ -248,7 +263,14 @@ mod tests {
     }
 
     fn part(fks: Vec<(usize, usize)>) -> DatabasePart {
-        let t = |n: &str| TableEntry { schema: "public".into(), name: n.into(), columns: vec![], rows: 0, bytes: 0, checksum: String::new() };
+        let t = |n: &str| TableEntry {
+            schema: "public".into(),
+            name: n.into(),
+            columns: vec![],
+            rows: 0,
+            bytes: 0,
+            checksum: String::new(),
+        };
         DatabasePart {
             server_version: "15".into(),
             server_version_num: 150000,

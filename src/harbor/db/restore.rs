@@ -44,7 +44,11 @@ pub type Progress = Arc<dyn OnBytes + Send + Sync>;
 /// The part's tree nodes by name.
 async fn nodes(reader: &BlobReader, part: &DatabasePart) -> Result<HashMap<String, Node>> {
     let tree = reader.load_tree(&part.tree).await?;
-    Ok(tree.nodes.into_iter().map(|n| (n.name.clone(), n)).collect())
+    Ok(tree
+        .nodes
+        .into_iter()
+        .map(|n| (n.name.clone(), n))
+        .collect())
 }
 
 fn node<'a>(nodes: &'a HashMap<String, Node>, name: &str) -> Result<&'a Node> {
@@ -71,14 +75,18 @@ trait CopyTarget {
     fn start_copy_in<'a>(
         &'a self,
         sql: &'a str,
-    ) -> impl std::future::Future<Output = std::result::Result<CopyInSink<Bytes>, tokio_postgres::Error>> + 'a;
+    ) -> impl std::future::Future<
+        Output = std::result::Result<CopyInSink<Bytes>, tokio_postgres::Error>,
+    > + 'a;
 }
 
 impl CopyTarget for Client {
     fn start_copy_in<'a>(
         &'a self,
         sql: &'a str,
-    ) -> impl std::future::Future<Output = std::result::Result<CopyInSink<Bytes>, tokio_postgres::Error>> + 'a {
+    ) -> impl std::future::Future<
+        Output = std::result::Result<CopyInSink<Bytes>, tokio_postgres::Error>,
+    > + 'a {
         self.copy_in(sql)
     }
 }
@@ -87,7 +95,9 @@ impl CopyTarget for tokio_postgres::Transaction<'_> {
     fn start_copy_in<'a>(
         &'a self,
         sql: &'a str,
-    ) -> impl std::future::Future<Output = std::result::Result<CopyInSink<Bytes>, tokio_postgres::Error>> + 'a {
+    ) -> impl std::future::Future<
+        Output = std::result::Result<CopyInSink<Bytes>, tokio_postgres::Error>,
+    > + 'a {
         self.copy_in(sql)
     }
 }
@@ -103,13 +113,20 @@ async fn copy_in<C: CopyTarget>(
 ) -> Result<u64> {
     let what = format!("loading table {}", table.display());
     let sql = table.copy_sql("FROM STDIN");
-    let sink = client.start_copy_in(&sql).await.map_err(|e| pg_error(&what, e))?;
+    let sink = client
+        .start_copy_in(&sql)
+        .await
+        .map_err(|e| pg_error(&what, e))?;
     pin_mut!(sink);
-    let mut chunks = futures::stream::iter(content).map(|id| reader.load(id, BlobType::Data)).buffered(parallel.max(1));
+    let mut chunks = futures::stream::iter(content)
+        .map(|id| reader.load(id, BlobType::Data))
+        .buffered(parallel.max(1));
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk?;
         progress.bytes(chunk.len() as u64);
-        sink.send(Bytes::from(chunk)).await.map_err(|e| pg_error(&what, e))?;
+        sink.send(Bytes::from(chunk))
+            .await
+            .map_err(|e| pg_error(&what, e))?;
     }
     let rows = sink.finish().await.map_err(|e| pg_error(&what, e))?;
     if rows != table.rows {
@@ -122,10 +139,24 @@ async fn copy_in<C: CopyTarget>(
 }
 
 /// Feed a schema section to psql, stopping at the first error.
-async fn apply_sql(target: &PgTarget, major: i32, reader: &BlobReader, node: &Node, section: &str) -> Result<()> {
+async fn apply_sql(
+    target: &PgTarget,
+    major: i32,
+    reader: &BlobReader,
+    node: &Node,
+    section: &str,
+) -> Result<()> {
     let psql = tools::find("psql", major)?;
     let mut child = tokio::process::Command::new(&psql.path)
-        .args(["-X", "-q", "--no-password", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+        .args([
+            "-X",
+            "-q",
+            "--no-password",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            "-",
+        ])
         .env_clear()
         .envs(target.libpq_env())
         .stdin(std::process::Stdio::piped())
@@ -143,11 +174,22 @@ async fn apply_sql(target: &PgTarget, major: i32, reader: &BlobReader, node: &No
         }
     }
     drop(stdin);
-    let out = child.wait_with_output().await.map_err(|e| Error::Other(format!("waiting for psql: {e}")))?;
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| Error::Other(format!("waiting for psql: {e}")))?;
     if !out.status.success() || feed_error.is_some() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let first = err.lines().find(|l| l.contains("ERROR")).or_else(|| err.lines().next()).unwrap_or("no message");
-        return Err(Error::Other(format!("applying the {section} schema to {} failed: {}", target.describe(), first.trim())));
+        let first = err
+            .lines()
+            .find(|l| l.contains("ERROR"))
+            .or_else(|| err.lines().next())
+            .unwrap_or("no message");
+        return Err(Error::Other(format!(
+            "applying the {section} schema to {} failed: {}",
+            target.describe(),
+            first.trim()
+        )));
     }
     Ok(())
 }
@@ -156,7 +198,10 @@ async fn set_sequences<C: GenericClient>(client: &C, part: &DatabasePart) -> Res
     for s in &part.sequences {
         client
             .execute(
-                &format!("SELECT setval({}, $1, $2)", super::quote_literal(&s.qualified())),
+                &format!(
+                    "SELECT setval({}, $1, $2)",
+                    super::quote_literal(&s.qualified())
+                ),
                 &[&s.last_value, &s.is_called],
             )
             .await
@@ -192,7 +237,9 @@ pub async fn restore(
     check_versions(&client, part, target).await?;
     progress.total(part.total_bytes());
     match mode {
-        Mode::Empty => restore_empty(target, &client, reader, part, &nodes, parallel, &progress).await,
+        Mode::Empty => {
+            restore_empty(target, &client, reader, part, &nodes, parallel, &progress).await
+        }
         Mode::Running => restore_running(client, reader, part, &nodes, parallel, &progress).await,
     }
 }
@@ -213,7 +260,14 @@ async fn restore_empty(
             target.describe()
         )));
     }
-    apply_sql(target, part.major(), reader, node(nodes, PRE_DATA)?, "pre-data").await?;
+    apply_sql(
+        target,
+        part.major(),
+        reader,
+        node(nodes, PRE_DATA)?,
+        "pre-data",
+    )
+    .await?;
     let queue = Mutex::new((0..part.tables.len()).collect::<std::collections::VecDeque<usize>>());
     let rows = std::sync::atomic::AtomicU64::new(0);
     let workers = (0..parallel.clamp(1, part.tables.len().max(1))).map(|_| async {
@@ -222,13 +276,21 @@ async fn restore_empty(
             let next = queue.lock().expect("lock").pop_front();
             let Some(i) = next else { break };
             let n = node(nodes, &table_node_name(i))?;
-            let loaded = copy_in(&c, reader, &part.tables[i], &n.content, parallel, progress).await?;
+            let loaded =
+                copy_in(&c, reader, &part.tables[i], &n.content, parallel, progress).await?;
             rows.fetch_add(loaded, std::sync::atomic::Ordering::Relaxed);
         }
         Ok::<_, Error>(())
     });
     futures::future::try_join_all(workers).await?;
-    apply_sql(target, part.major(), reader, node(nodes, POST_DATA)?, "post-data").await?;
+    apply_sql(
+        target,
+        part.major(),
+        reader,
+        node(nodes, POST_DATA)?,
+        "post-data",
+    )
+    .await?;
     set_sequences(client, part).await?;
     Ok(DbRestoreReport {
         tables: part.tables.len(),
@@ -263,7 +325,12 @@ async fn check_same_shape(client: &Client, part: &DatabasePart) -> Result<()> {
             .map_err(|e| pg_error("comparing the target's tables", e))?
             .map(|r| r.get(0));
         match cols {
-            None => return Err(Error::Usage(format!("the target has no table {}; it is not the same schema", t.display()))),
+            None => {
+                return Err(Error::Usage(format!(
+                    "the target has no table {}; it is not the same schema",
+                    t.display()
+                )))
+            }
             Some(c) if c != t.columns => {
                 return Err(Error::Usage(format!(
                     "table {} has columns {c:?} in the target but {:?} in the snapshot",
@@ -291,17 +358,27 @@ async fn restore_running(
     let mut before = Vec::new();
     for s in &part.sequences {
         let r = client
-            .query_one(&format!("SELECT last_value, is_called FROM {}", s.qualified()), &[])
+            .query_one(
+                &format!("SELECT last_value, is_called FROM {}", s.qualified()),
+                &[],
+            )
             .await
             .map_err(|e| pg_error(&format!("reading sequence {}.{}", s.schema, s.name), e))?;
-        before.push(super::SequenceEntry { last_value: r.get(0), is_called: r.get(1), ..s.clone() });
+        before.push(super::SequenceEntry {
+            last_value: r.get(0),
+            is_called: r.get(1),
+            ..s.clone()
+        });
     }
     let has_properties: bool = client
         .query_one("SELECT to_regclass('public.properties') IS NOT NULL", &[])
         .await
         .map_err(|e| pg_error("looking for Harbor's properties table", e))?
         .get(0);
-    let tx = client.transaction().await.map_err(|e| pg_error("starting the restore transaction", e))?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| pg_error("starting the restore transaction", e))?;
     let mut sequences_touched = false;
     let outcome = async {
         if !part.tables.is_empty() {
@@ -336,7 +413,10 @@ async fn restore_running(
         Err(e) => {
             // The transaction rolled back; setval did not. Put the live values back.
             if sequences_touched {
-                let back = DatabasePart { sequences: before, ..part.clone() };
+                let back = DatabasePart {
+                    sequences: before,
+                    ..part.clone()
+                };
                 if let Err(again) = set_sequences(&client, &back).await {
                     tracing::error!(error = %again, "could not put sequence values back after a failed restore");
                 }

@@ -28,7 +28,9 @@ fn version_of(path: &Path) -> Option<(i32, String)> {
 /// newer server.
 pub fn find(name: &str, server_major: i32) -> Result<Tool> {
     let mut candidates: Vec<PathBuf> = Vec::new();
-    candidates.push(PathBuf::from(format!("/usr/lib/postgresql/{server_major}/bin/{name}")));
+    candidates.push(PathBuf::from(format!(
+        "/usr/lib/postgresql/{server_major}/bin/{name}"
+    )));
     if let Ok(dirs) = std::fs::read_dir("/usr/lib/postgresql") {
         let mut majors: Vec<i32> = dirs
             .flatten()
@@ -36,14 +38,22 @@ pub fn find(name: &str, server_major: i32) -> Result<Tool> {
             .filter(|m| *m > server_major)
             .collect();
         majors.sort();
-        candidates.extend(majors.into_iter().map(|m| PathBuf::from(format!("/usr/lib/postgresql/{m}/bin/{name}"))));
+        candidates.extend(
+            majors
+                .into_iter()
+                .map(|m| PathBuf::from(format!("/usr/lib/postgresql/{m}/bin/{name}"))),
+        );
     }
     candidates.push(PathBuf::from(name));
     let mut older = None;
     for c in candidates {
         if let Some((major, version)) = version_of(&c) {
             if major >= server_major {
-                return Ok(Tool { path: c, major, version });
+                return Ok(Tool {
+                    path: c,
+                    major,
+                    version,
+                });
             }
             older.get_or_insert(version);
         }

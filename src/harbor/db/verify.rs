@@ -22,7 +22,10 @@ pub struct DbVerifyReport {
 
 async fn digest(client: &tokio_postgres::Client, table: &TableEntry) -> Result<RowDigest> {
     let what = format!("reading table {}", table.display());
-    let stream = client.copy_out(&table.copy_sql("TO STDOUT")).await.map_err(|e| pg_error(&what, e))?;
+    let stream = client
+        .copy_out(&table.copy_sql("TO STDOUT"))
+        .await
+        .map_err(|e| pg_error(&what, e))?;
     pin_mut!(stream);
     let mut d = RowDigest::default();
     while let Some(piece) = stream.next().await {
@@ -31,7 +34,11 @@ async fn digest(client: &tokio_postgres::Client, table: &TableEntry) -> Result<R
     Ok(d)
 }
 
-pub async fn verify(target: &PgTarget, part: &DatabasePart, parallel: usize) -> Result<DbVerifyReport> {
+pub async fn verify(
+    target: &PgTarget,
+    part: &DatabasePart,
+    parallel: usize,
+) -> Result<DbVerifyReport> {
     let main = target.connect().await?;
     main.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await
@@ -61,16 +68,25 @@ pub async fn verify(target: &PgTarget, part: &DatabasePart, parallel: usize) -> 
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let in_snapshot: BTreeSet<(String, String)> = part.tables.iter().map(|t| (t.schema.clone(), t.name.clone())).collect();
+    let in_snapshot: BTreeSet<(String, String)> = part
+        .tables
+        .iter()
+        .map(|t| (t.schema.clone(), t.name.clone()))
+        .collect();
     for (s, n) in live.difference(&in_snapshot) {
-        report.differences.push(format!("table {s}.{n}: in the database, not in the snapshot"));
+        report.differences.push(format!(
+            "table {s}.{n}: in the database, not in the snapshot"
+        ));
     }
     let present: Vec<usize> = (0..part.tables.len())
         .filter(|&i| {
             let t = &part.tables[i];
             let here = live.contains(&(t.schema.clone(), t.name.clone()));
             if !here {
-                report.differences.push(format!("table {}: in the snapshot, missing from the database", t.display()));
+                report.differences.push(format!(
+                    "table {}: in the snapshot, missing from the database",
+                    t.display()
+                ));
             }
             here
         })
@@ -82,9 +98,12 @@ pub async fn verify(target: &PgTarget, part: &DatabasePart, parallel: usize) -> 
         c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             .await
             .map_err(|e| pg_error("starting a verify transaction", e))?;
-        c.batch_execute(&format!("SET TRANSACTION SNAPSHOT {}", super::quote_literal(&snapshot)))
-            .await
-            .map_err(|e| pg_error("importing the snapshot", e))?;
+        c.batch_execute(&format!(
+            "SET TRANSACTION SNAPSHOT {}",
+            super::quote_literal(&snapshot)
+        ))
+        .await
+        .map_err(|e| pg_error("importing the snapshot", e))?;
         loop {
             let next = queue.lock().expect("lock").pop_front();
             let Some(i) = next else { break };
@@ -101,9 +120,16 @@ pub async fn verify(target: &PgTarget, part: &DatabasePart, parallel: usize) -> 
         report.tables_checked += 1;
         report.rows_checked += rows;
         if rows != t.rows {
-            report.differences.push(format!("table {}: {rows} rows in the database, {} in the snapshot", t.display(), t.rows));
+            report.differences.push(format!(
+                "table {}: {rows} rows in the database, {} in the snapshot",
+                t.display(),
+                t.rows
+            ));
         } else if checksum != t.checksum {
-            report.differences.push(format!("table {}: same row count ({rows}) but different content", t.display()));
+            report.differences.push(format!(
+                "table {}: same row count ({rows}) but different content",
+                t.display()
+            ));
         }
     }
     Ok(report)
