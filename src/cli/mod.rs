@@ -24,11 +24,13 @@ use crate::store::{self, Location, S3Options, Store};
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  failure (I/O, network, server error after retries)
-  2  usage or configuration error (bad option, unknown snapshot, no repository, non-empty target)
+  1  failure (I/O, network, server error after retries; verify found differences)
+  2  usage or configuration error (bad option, unknown snapshot, no repository, non-empty
+     target, other Harbor schema version, pg_dump missing or too old)
   3  partial: finished with warnings that matter (skipped files)
   4  integrity error: missing or corrupt repository data
-  5  key or permission error (wrong key, backup-only key where the identity is needed, access denied)
+  5  key or permission error (wrong key, backup-only key where the identity is needed,
+     access denied, database login refused, untrusted TLS certificate)
 
 Secrets are read from files or the environment only, never from arguments.";
 
