@@ -10,8 +10,11 @@ use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
 
-use super::{ObjectInfo, PutMode, PutOutcome, Store};
+use super::{ByteReader, ObjectInfo, PutMode, PutOutcome, Store};
 use crate::error::{Error, Result};
 
 const TMP_PREFIX: &str = ".tmp-";
@@ -160,6 +163,33 @@ impl Store for LocalStore {
             Ok(out)
         })
         .await
+    }
+
+    async fn open_read(&self, key: &str) -> Result<ByteReader> {
+        let f = tokio::fs::File::open(self.path(key))
+            .await
+            .map_err(|e| not_found_or(key, "open", e))?;
+        Ok(Box::new(tokio::io::BufReader::with_capacity(256 * 1024, f)))
+    }
+
+    async fn put_stream(&self, key: &str, mut data: BoxStream<'_, Result<Bytes>>) -> Result<()> {
+        let path = self.path(key);
+        let dir = path.parent().expect("object paths have a parent").to_path_buf();
+        let io = |what: &str, e| Error::io(format!("cannot {what} {}", path.display()), e);
+        tokio::fs::create_dir_all(&dir).await.map_err(|e| io("create the directory of", e))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(TMP_PREFIX)
+            .tempfile_in(&dir)
+            .map_err(|e| io("create a temporary file for", e))?;
+        let (std_file, tmp_path) = tmp.into_parts();
+        let mut file = tokio::fs::File::from_std(std_file);
+        while let Some(piece) = data.next().await {
+            file.write_all(&piece?).await.map_err(|e| io("write", e))?;
+        }
+        file.sync_all().await.map_err(|e| io("sync", e))?;
+        drop(file);
+        tmp_path.persist(&path).map_err(|e| io("rename into", e.error))?;
+        Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<()> {

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::stream::BoxStream;
 
 use crate::error::{Error, Result};
 
@@ -48,7 +49,15 @@ pub trait Store: Send + Sync {
     /// Every object whose key starts with `prefix`.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
     async fn delete(&self, key: &str) -> Result<()>;
+    /// Stream an object of any size; [`Error::NotFound`] if absent.
+    async fn open_read(&self, key: &str) -> Result<ByteReader>;
+    /// Write an object of any size from a stream, atomically: readers see all of it or
+    /// nothing. Memory stays bounded by one part.
+    async fn put_stream(&self, key: &str, data: BoxStream<'_, Result<Bytes>>) -> Result<()>;
 }
+
+/// A streaming object body.
+pub type ByteReader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
 
 /// S3 connection settings given on the command line or in the environment.
 #[derive(Clone, Debug, Default)]

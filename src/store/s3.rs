@@ -16,7 +16,9 @@ use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
 
-use super::{ObjectInfo, PutMode, PutOutcome, S3Options, Store};
+use super::{ByteReader, ObjectInfo, PutMode, PutOutcome, S3Options, Store};
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use crate::error::{Error, Result};
 
 /// Objects larger than this go up in parts.
@@ -121,80 +123,67 @@ impl S3Store {
     }
 
     async fn put_multipart(&self, key: &str, data: Bytes) -> Result<()> {
-        let full = self.full_key(key);
-        let created = self
-            .client
-            .create_multipart_upload()
-            .bucket(&self.bucket)
-            .key(&full)
-            .send()
-            .await
-            .map_err(|e| self.error("start upload of", key, e))?;
-        let upload_id = created.upload_id().unwrap_or_default().to_string();
-        let result = self.upload_parts(key, &upload_id, data).await;
-        if result.is_err() {
-            // Best effort: an abandoned upload only costs storage until a lifecycle rule clears it.
-            let _ = self
-                .client
-                .abort_multipart_upload()
-                .bucket(&self.bucket)
-                .key(&full)
-                .upload_id(&upload_id)
-                .send()
-                .await;
-        }
-        result
+        let stream = futures::stream::iter(
+            (0..data.len())
+                .step_by(PART_SIZE)
+                .map(|start| Ok(data.slice(start..(start + PART_SIZE).min(data.len()))))
+                .collect::<Vec<_>>(),
+        );
+        self.put_stream(key, stream.boxed()).await
     }
 
-    async fn upload_parts(&self, key: &str, upload_id: &str, data: Bytes) -> Result<()> {
-        let full = self.full_key(key);
-        let mut parts = Vec::new();
-        for (i, start) in (0..data.len()).step_by(PART_SIZE).enumerate() {
-            let number = i as i32 + 1;
-            let body = data.slice(start..(start + PART_SIZE).min(data.len()));
-            let out = self
-                .client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(&full)
-                .upload_id(upload_id)
-                .part_number(number)
-                .body(ByteStream::from(body))
-                .send()
-                .await
-                .map_err(|e| self.error("upload part of", key, e))?;
-            parts.push(
-                CompletedPart::builder()
-                    .part_number(number)
-                    .set_e_tag(out.e_tag().map(str::to_string))
-                    .build(),
-            );
-        }
+    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: Bytes) -> Result<CompletedPart> {
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .upload_id(upload_id)
+            .part_number(number)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| self.error("upload part of", key, e))?;
+        Ok(CompletedPart::builder()
+            .part_number(number)
+            .set_e_tag(out.e_tag().map(str::to_string))
+            .build())
+    }
+
+    /// Complete a multipart upload of `total` bytes.
+    async fn complete(&self, key: &str, upload_id: &str, parts: Vec<CompletedPart>, total: u64) -> Result<()> {
         let done = self
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
-            .key(&full)
+            .key(self.full_key(key))
             .upload_id(upload_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
             .send()
             .await;
         match done {
             Ok(_) => Ok(()),
             // Some servers (moto) answer 200 with a body the SDK cannot parse: the object
             // is there if it has the size we uploaded.
-            Err(e) if e.raw_response().map(|r| r.status_code()) == Some(200) => {
-                match self.size_of(key).await? {
-                    Some(n) if n == data.len() as u64 => Ok(()),
-                    _ => Err(self.error("complete upload of", key, e)),
-                }
-            }
+            Err(e) if e.raw_response().map(|r| r.status_code()) == Some(200) => match self.size_of(key).await? {
+                Some(n) if n == total => Ok(()),
+                _ => Err(self.error("complete upload of", key, e)),
+            },
             Err(e) => Err(self.error("complete upload of", key, e)),
         }
+    }
+
+    /// Best effort: an abandoned upload only costs storage until a lifecycle rule clears it.
+    async fn abort_upload(&self, key: &str, upload_id: &str, err: Error) -> Error {
+        let _ = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .upload_id(upload_id)
+            .send()
+            .await;
+        err
     }
 
     async fn size_of(&self, key: &str) -> Result<Option<u64>> {
@@ -360,6 +349,71 @@ impl Store for S3Store {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    async fn open_read(&self, key: &str) -> Result<ByteReader> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| self.error("read", key, e))?;
+        Ok(Box::new(out.body.into_async_read()))
+    }
+
+    async fn put_stream(&self, key: &str, mut data: BoxStream<'_, Result<Bytes>>) -> Result<()> {
+        let mut buf = bytes::BytesMut::new();
+        let mut total = 0u64;
+        let mut upload: Option<(String, Vec<CompletedPart>)> = None;
+        let full = self.full_key(key);
+        let result: Result<()> = async {
+            while let Some(piece) = data.next().await {
+                let piece = piece?;
+                total += piece.len() as u64;
+                buf.extend_from_slice(&piece);
+                while buf.len() >= PART_SIZE {
+                    let part = buf.split_to(PART_SIZE).freeze();
+                    if upload.is_none() {
+                        let created = self
+                            .client
+                            .create_multipart_upload()
+                            .bucket(&self.bucket)
+                            .key(&full)
+                            .send()
+                            .await
+                            .map_err(|e| self.error("start upload of", key, e))?;
+                        upload = Some((created.upload_id().unwrap_or_default().to_string(), Vec::new()));
+                    }
+                    let (id, parts) = upload.as_mut().expect("started");
+                    parts.push(self.upload_part(key, id, parts.len() as i32 + 1, part).await?);
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let Some((id, mut parts)) = upload else {
+            result?;
+            return self.put(key, buf.freeze(), PutMode::Overwrite).await.map(|_| ());
+        };
+        let finished = match result {
+            Ok(()) => {
+                if !buf.is_empty() {
+                    let n = parts.len() as i32 + 1;
+                    match self.upload_part(key, &id, n, buf.freeze()).await {
+                        Ok(p) => parts.push(p),
+                        Err(e) => return Err(self.abort_upload(key, &id, e).await),
+                    }
+                }
+                self.complete(key, &id, parts, total).await
+            }
+            Err(e) => Err(e),
+        };
+        match finished {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.abort_upload(key, &id, e).await),
+        }
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
