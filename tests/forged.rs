@@ -30,6 +30,7 @@ fn node(name: &str, kind: NodeKind) -> Node {
         content: vec![],
         subtree: None,
         target: None,
+        registry: None,
     }
 }
 

@@ -168,6 +168,7 @@ impl Walker<'_> {
             content: Vec::new(),
             subtree: None,
             target: None,
+            registry: None,
         };
         let ft = meta.file_type();
         if ft.is_file() {
@@ -670,6 +671,7 @@ mod tests {
                 content: vec![],
                 subtree: None,
                 target: None,
+                registry: None,
             },
         };
         assert_eq!(

@@ -13,6 +13,8 @@ use crate::ids::BlobId;
 pub enum BlobType {
     Data = 0,
     Tree = 1,
+    /// A registry blob's chunk list, named by its digest (see [`blob_id`]).
+    Registry = 2,
 }
 
 impl BlobType {
@@ -20,8 +22,22 @@ impl BlobType {
         match b {
             0 => Some(BlobType::Data),
             1 => Some(BlobType::Tree),
+            2 => Some(BlobType::Registry),
             _ => None,
         }
+    }
+}
+
+/// The id of a blob. Data and tree blobs are named by their whole plaintext; a registry
+/// blob by its first line (the digest), so a writer holding only the backup-only key can
+/// tell whether a digest is stored without reading the registry blob.
+pub fn blob_id(chunk_key: &ChunkKey, blob_type: BlobType, data: &[u8]) -> BlobId {
+    match blob_type {
+        BlobType::Registry => {
+            let line = data.split(|&b| b == b'\n').next().unwrap_or_default();
+            chunk_key.blob_id(blob_type as u8, line)
+        }
+        _ => chunk_key.blob_id(blob_type as u8, data),
     }
 }
 
@@ -86,7 +102,7 @@ pub fn encode(
     data: &[u8],
     level: i32,
 ) -> EncodedBlob {
-    let id = chunk_key.blob_id(blob_type as u8, data);
+    let id = blob_id(chunk_key, blob_type, data);
     encode_with_id(id, recipient, blob_type, data, level)
 }
 
@@ -126,7 +142,7 @@ pub fn decode(
     })?;
     let data = decompress(&framed, raw_length as usize)
         .map_err(|why| Error::Integrity(format!("blob {} is corrupt: {why}", id.short())))?;
-    if data.len() != raw_length as usize || chunk_key.blob_id(blob_type as u8, &data) != *id {
+    if data.len() != raw_length as usize || blob_id(chunk_key, blob_type, &data) != *id {
         return Err(Error::Integrity(format!(
             "blob {} does not match its id (content was altered)",
             id.short()

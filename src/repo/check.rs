@@ -9,7 +9,7 @@ use futures::stream::{self, StreamExt};
 use rand::seq::SliceRandom;
 use serde::Serialize;
 
-use super::blob;
+use super::blob::{self, BlobType};
 use super::index::MasterIndex;
 use super::pack::{self, PackEntry};
 use super::reader::BlobReader;
@@ -272,7 +272,7 @@ fn verify_pack(
 /// What one tree contributes: its damaged blobs and its child trees.
 struct TreeFacts {
     bad: Vec<BlobId>,
-    children: Vec<BlobId>,
+    children: Vec<(BlobId, BlobType)>,
 }
 
 async fn check_snapshots(
@@ -311,24 +311,17 @@ async fn check_snapshots(
                 reached.insert(id);
             }
         }
-        let mut stack = snap.parts.root_trees();
+        let mut stack: Vec<(BlobId, BlobType)> =
+            snap.parts.root_trees().into_iter().map(|t| (t, BlobType::Tree)).collect();
         let mut seen = HashSet::new();
-        while let Some(tree_id) = stack.pop() {
+        while let Some((tree_id, blob_type)) = stack.pop() {
             if !seen.insert(tree_id) {
                 continue;
             }
             let f = match facts.entry(tree_id) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                    tree_facts(
-                        &reader,
-                        index,
-                        &tree_id,
-                        &bad,
-                        &mut missing,
-                        &mut tree_errors,
-                    )
-                    .await,
+                    tree_facts(&reader, index, (tree_id, blob_type), &bad, &mut missing, &mut tree_errors).await,
                 ),
             };
             reached.extend(f.bad.iter().copied());
@@ -369,46 +362,35 @@ async fn check_snapshots(
 async fn tree_facts(
     reader: &BlobReader,
     index: &MasterIndex,
-    id: &BlobId,
+    (id, blob_type): (BlobId, BlobType),
     bad: &HashSet<BlobId>,
     missing: &mut HashSet<BlobId>,
     errors: &mut Vec<(BlobId, String)>,
 ) -> TreeFacts {
-    if !index.contains(id) {
-        missing.insert(*id);
-        return TreeFacts {
-            bad: vec![*id],
-            children: Vec::new(),
-        };
+    let broken = || TreeFacts { bad: vec![id], children: Vec::new() };
+    if !index.contains(&id) {
+        missing.insert(id);
+        return broken();
     }
-    if bad.contains(id) {
-        return TreeFacts {
-            bad: vec![*id],
-            children: Vec::new(),
-        };
+    if bad.contains(&id) {
+        return broken();
     }
-    let tree = match reader.load_tree(id).await {
-        Ok(t) => t,
+    let refs = match reader.children(&id, blob_type).await {
+        Ok(r) => r,
         Err(e) => {
-            errors.push((*id, e.to_string()));
-            return TreeFacts {
-                bad: vec![*id],
-                children: Vec::new(),
-            };
+            errors.push((id, e.to_string()));
+            return broken();
         }
     };
-    let mut facts = TreeFacts {
-        bad: Vec::new(),
-        children: Vec::new(),
-    };
-    for (blob, is_tree) in tree.referenced_blobs() {
-        if is_tree {
-            facts.children.push(*blob);
-        } else if !index.contains(blob) {
-            missing.insert(*blob);
-            facts.bad.push(*blob);
-        } else if bad.contains(blob) {
-            facts.bad.push(*blob);
+    let mut facts = TreeFacts { bad: Vec::new(), children: Vec::new() };
+    for (blob, t) in refs {
+        if t != BlobType::Data {
+            facts.children.push((blob, t));
+        } else if !index.contains(&blob) {
+            missing.insert(blob);
+            facts.bad.push(blob);
+        } else if bad.contains(&blob) {
+            facts.bad.push(blob);
         }
     }
     facts

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::blob::{self, BlobType};
 use super::index::MasterIndex;
 use super::pack;
-use super::tree::Tree;
+use super::tree::{RegistryEntry, Tree};
 use super::Repository;
 use crate::error::{Error, Result};
 use crate::ids::BlobId;
@@ -74,6 +74,21 @@ impl BlobReader {
         })
         .await
         .map_err(|e| Error::Other(format!("decode task failed: {e}")))?
+    }
+
+    pub async fn load_registry(&self, id: &BlobId) -> Result<RegistryEntry> {
+        let bytes = self.load(id, BlobType::Registry).await?;
+        RegistryEntry::parse(&bytes)
+            .map_err(|e| Error::Integrity(format!("registry blob {} is malformed: {e}", id.short())))
+    }
+
+    /// The blobs a tree or registry blob names, with their types.
+    pub async fn children(&self, id: &BlobId, blob_type: BlobType) -> Result<Vec<(BlobId, BlobType)>> {
+        Ok(match blob_type {
+            BlobType::Tree => self.load_tree(id).await?.referenced_blobs().map(|(b, t)| (*b, t)).collect(),
+            BlobType::Registry => self.load_registry(id).await?.content.into_iter().map(|b| (b, BlobType::Data)).collect(),
+            BlobType::Data => Vec::new(),
+        })
     }
 
     pub async fn load_tree(&self, id: &BlobId) -> Result<Tree> {

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::blob::BlobType;
 use crate::ids::BlobId;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +41,11 @@ pub struct Node {
     /// A symlink's target, as stored in the link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// A registry blob: its [`BlobType::Registry`] blob, which lists the chunks.
+    ///
+    /// [`BlobType::Registry`]: super::blob::BlobType::Registry
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<BlobId>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,13 +59,44 @@ impl Tree {
         serde_json::to_vec(self).expect("trees serialise")
     }
 
-    /// Every blob this tree names directly (content and subtrees).
-    pub fn referenced_blobs(&self) -> impl Iterator<Item = (&BlobId, bool)> {
+    /// Every blob this tree names directly, with its type.
+    pub fn referenced_blobs(&self) -> impl Iterator<Item = (&BlobId, BlobType)> {
         self.nodes.iter().flat_map(|n| {
-            n.content
-                .iter()
-                .map(|c| (c, false))
-                .chain(n.subtree.iter().map(|t| (t, true)))
+            let content = n.content.iter().map(|c| (c, BlobType::Data));
+            let sub = n.subtree.iter().map(|t| (t, BlobType::Tree));
+            let reg = n.registry.iter().map(|r| (r, BlobType::Registry));
+            content.chain(sub).chain(reg)
         })
+    }
+}
+
+/// The plaintext of a [`BlobType::Registry`] blob: `<digest>\n` then compact JSON
+/// `{"size":…,"content":[…]}`. Its id is computed over the digest line alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegistryEntry {
+    pub digest: String,
+    pub size: u64,
+    pub content: Vec<BlobId>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RegistryBody {
+    size: u64,
+    content: Vec<BlobId>,
+}
+
+impl RegistryEntry {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let body = RegistryBody { size: self.size, content: self.content.clone() };
+        let mut out = format!("{}\n", self.digest).into_bytes();
+        out.extend(serde_json::to_vec(&body).expect("serialisable"));
+        out
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let nl = bytes.iter().position(|&b| b == b'\n').ok_or("no digest line")?;
+        let digest = std::str::from_utf8(&bytes[..nl]).map_err(|e| e.to_string())?.to_string();
+        let body: RegistryBody = serde_json::from_slice(&bytes[nl + 1..]).map_err(|e| e.to_string())?;
+        Ok(RegistryEntry { digest, size: body.size, content: body.content })
     }
 }

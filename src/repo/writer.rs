@@ -95,9 +95,14 @@ impl BlobWriter {
         self.known.write().expect("lock").insert(id)
     }
 
+    /// Whether a blob with this id is in the repository or already written by this backup.
+    pub fn contains(&self, id: &BlobId) -> bool {
+        self.known.read().expect("lock").contains(id)
+    }
+
     /// Store one blob unless it is known. Blocking; call from a non-async thread.
     pub fn save(&self, blob_type: BlobType, data: &[u8]) -> Result<BlobId> {
-        let id = self.repo.keys.chunk_key.blob_id(blob_type as u8, data);
+        let id = blob::blob_id(&self.repo.keys.chunk_key, blob_type, data);
         if !self.claim(id) {
             self.stats
                 .reused_bytes

@@ -346,6 +346,7 @@ fn file_node(name: &str, content: Vec<BlobId>, size: u64) -> Node {
         content,
         subtree: None,
         target: None,
+        registry: None,
     }
 }
 
