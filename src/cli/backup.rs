@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::{default_parallel, Context, Output};
 use crate::error::{exit, Error, Result};
-use crate::harbor::{config, db};
+use crate::harbor::{config, db, registry};
 use crate::ids::ByteSize;
 use crate::progress::Progress;
 use crate::repo::snapshot::{Parts, Snapshot, Summary, VERSION};
@@ -36,6 +36,8 @@ pub struct BackupArgs {
     /// Back up even when Harbor's schema_migrations is marked dirty.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub registry: super::RegistryOpts,
     /// Host name recorded in the snapshot (default: this machine's).
     #[arg(long)]
     pub host: Option<String>,
@@ -82,11 +84,12 @@ pub fn parse_duration(s: &str) -> std::result::Result<chrono::Duration, String> 
 }
 
 pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
-    if args.config.is_empty() && args.postgres.is_none() {
+    if args.config.is_empty() && args.postgres.is_none() && !args.registry.given() {
         return Err(Error::Usage(
-            "nothing to back up: give --postgres URL and/or --config PATH".into(),
+            "nothing to back up: give --postgres URL, --registry-fs DIR or --registry-s3 URL, and/or --config PATH".into(),
         ));
     }
+    let registry = args.registry.open().await?;
     config::validate_paths(&args.config)?;
     let pg = args
         .postgres
@@ -102,49 +105,20 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
     drop(index);
     let progress = Progress::new(ctx.global.progress, "backup", None);
 
-    // The database first: every registry blob it names must be in the same snapshot.
-    let mut parts = Parts::default();
-    let mut warnings = Vec::new();
-    if let Some(pg) = &pg {
-        let opts = db::backup::DbBackupOptions {
-            parallel: args.parallel,
-            force: args.force,
-        };
-        match db::backup::backup(pg, writer.clone(), &opts, progress.clone()).await {
-            Ok(part) => parts.database = Some(part),
-            Err(e) => return Err(writer.abort(e).await),
-        }
-    }
-    let mut counts = config::Counts::default();
-    if !args.config.is_empty() {
-        let work = {
-            let (writer, progress, paths) = (writer.clone(), progress.clone(), args.config.clone());
-            tokio::task::spawn_blocking(move || config::backup(&writer, &paths, &*progress))
-        };
-        match work
-            .await
-            .map_err(|e| Error::Other(format!("backup task failed: {e}")))?
-        {
-            Ok(c) => {
-                parts.config = Some(c.part);
-                counts = c.counts;
-                warnings.extend(c.warnings);
-            }
-            Err(e) => return Err(writer.abort(e).await),
-        }
-    }
+    let collected = match back_up_parts(&args, pg.as_ref(), registry.as_ref(), &writer, &progress).await {
+        Ok(c) => c,
+        Err(e) => return Err(writer.abort(e).await),
+    };
+    let Collected { parts, counts, warnings, registry_read, missing_digests } = collected;
     let totals = writer.finish().await?;
     progress.finish();
 
-    let db_bytes = parts
-        .database
-        .as_ref()
-        .map(|d| d.total_bytes())
-        .unwrap_or(0);
+    let db_bytes = parts.database.as_ref().map(|d| d.total_bytes()).unwrap_or(0);
+    let registry_bytes = parts.registry.as_ref().map(|r| r.blob_bytes).unwrap_or(0);
     let summary = Summary {
         files: counts.files,
         dirs: counts.dirs,
-        logical_bytes: counts.bytes + db_bytes,
+        logical_bytes: counts.bytes + db_bytes + registry_bytes,
         new_bytes: totals.new_bytes,
         reused_bytes: totals.reused_bytes,
         stored_bytes: totals.stored_bytes,
@@ -156,6 +130,11 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
             "tables": d.tables.len(), "rows": d.total_rows(), "bytes": d.total_bytes(),
             "sequences": d.sequences.len(), "server_version": d.server_version,
             "harbor_schema_version": d.harbor_schema_version,
+        })),
+        "registry": parts.registry.as_ref().map(|r| json!({
+            "repositories": r.repositories, "tags": r.tags, "blobs": r.blob_count,
+            "blob_bytes": r.blob_bytes, "bytes_read": registry_read,
+            "missing_digests": missing_digests,
         })),
         "config": parts.config.as_ref().map(|_| &counts),
     });
@@ -188,11 +167,20 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
             d.total_rows()
         );
     }
+    if let Some(r) = &snapshot.parts.registry {
+        text += &format!(
+            " registry {} repositories, {} tags, {} blobs ({} read);",
+            r.repositories,
+            r.tags,
+            r.blob_count,
+            ByteSize(registry_read)
+        );
+    }
     if snapshot.parts.config.is_some() {
         text += &format!(" {} config files;", summary.files);
     }
     text += &format!(
-        " {} read, {} new, {} reused, {} uploaded in {:.1}s{}\n",
+        " {} in all, {} new, {} reused, {} uploaded in {:.1}s{}\n",
         ByteSize(summary.logical_bytes),
         ByteSize(summary.new_bytes),
         ByteSize(summary.reused_bytes),
@@ -219,6 +207,67 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
         json,
         exit: exit_code,
     })
+}
+
+/// What the parts produced, before the snapshot is written.
+struct Collected {
+    parts: Parts,
+    counts: config::Counts,
+    warnings: Vec<String>,
+    registry_read: u64,
+    missing_digests: Vec<String>,
+}
+
+/// Back up each part named, in the order that keeps references whole: the database first,
+/// then the registry's links, then its blobs, then configuration.
+async fn back_up_parts(
+    args: &BackupArgs,
+    pg: Option<&db::PgTarget>,
+    registry: Option<&super::RegistryStore>,
+    writer: &Arc<BlobWriter>,
+    progress: &Arc<Progress>,
+) -> Result<Collected> {
+    let mut c = Collected {
+        parts: Parts::default(),
+        counts: config::Counts::default(),
+        warnings: Vec::new(),
+        registry_read: 0,
+        missing_digests: Vec::new(),
+    };
+    let mut referenced = None;
+    if let Some(pg) = pg {
+        let opts = db::backup::DbBackupOptions { parallel: args.parallel, force: args.force };
+        let b = db::backup::backup(pg, writer.clone(), &opts, progress.clone()).await?;
+        c.parts.database = Some(b.part);
+        referenced = Some(b.referenced_digests);
+    }
+    if let Some(r) = registry {
+        let b = registry::backup::backup(r.store.clone(), r.driver, &r.root, writer.clone(), args.parallel, progress.clone())
+            .await?;
+        c.registry_read = b.bytes_read;
+        c.warnings.extend(b.warnings);
+        if let Some(referenced) = &referenced {
+            c.missing_digests = referenced
+                .iter()
+                .filter(|d| registry::Digest::parse(d).map(|d| !b.digests.contains(&d)).unwrap_or(true))
+                .cloned()
+                .collect();
+            c.warnings.extend(
+                c.missing_digests.iter().map(|d| format!("the database refers to {d}, which the registry part lacks")),
+            );
+        }
+        c.parts.registry = Some(b.part);
+    }
+    if !args.config.is_empty() {
+        let (writer, progress, paths) = (writer.clone(), progress.clone(), args.config.clone());
+        let b = tokio::task::spawn_blocking(move || config::backup(&writer, &paths, &*progress))
+            .await
+            .map_err(|e| Error::Other(format!("backup task failed: {e}")))??;
+        c.parts.config = Some(b.part);
+        c.counts = b.counts;
+        c.warnings.extend(b.warnings);
+    }
+    Ok(c)
 }
 
 #[cfg(test)]

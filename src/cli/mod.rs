@@ -136,6 +136,70 @@ pub struct Context {
     pub global: GlobalOpts,
 }
 
+/// Where Harbor's registry keeps its storage: a filesystem root or an S3 bucket with its
+/// own endpoint and credentials (never the repository's).
+#[derive(Args, Debug, Clone, Default)]
+pub struct RegistryOpts {
+    /// The registry's filesystem storage root (its `rootdirectory`, e.g. /storage or
+    /// /data/registry), holding docker/registry/v2.
+    #[arg(long, value_name = "DIR", conflicts_with = "registry_s3")]
+    pub registry_fs: Option<PathBuf>,
+    /// The registry's S3 storage: s3://bucket/rootdirectory.
+    #[arg(long, value_name = "URL")]
+    pub registry_s3: Option<String>,
+    /// S3 endpoint of the registry's bucket.
+    #[arg(long, env = "DRYDOCK_REGISTRY_S3_ENDPOINT", value_name = "URL")]
+    pub registry_s3_endpoint: Option<String>,
+    /// Region of the registry's bucket.
+    #[arg(long, env = "DRYDOCK_REGISTRY_S3_REGION", value_name = "R")]
+    pub registry_s3_region: Option<String>,
+    /// Path-style addressing for the registry's bucket.
+    #[arg(long, env = "DRYDOCK_REGISTRY_S3_PATH_STYLE")]
+    pub registry_s3_path_style: bool,
+    /// INI credentials file for the registry's bucket (otherwise the standard AWS chain).
+    #[arg(long, env = "DRYDOCK_REGISTRY_S3_CREDENTIALS", value_name = "FILE")]
+    pub registry_s3_credentials: Option<PathBuf>,
+    /// Profile in that credentials file.
+    #[arg(long, env = "DRYDOCK_REGISTRY_S3_PROFILE", value_name = "NAME")]
+    pub registry_s3_profile: Option<String>,
+}
+
+/// An opened registry storage: the store, its driver name and its description.
+pub struct RegistryStore {
+    pub store: Arc<dyn Store>,
+    pub driver: &'static str,
+    pub root: String,
+}
+
+impl RegistryOpts {
+    pub fn given(&self) -> bool {
+        self.registry_fs.is_some() || self.registry_s3.is_some()
+    }
+
+    pub async fn open(&self) -> Result<Option<RegistryStore>> {
+        if let Some(dir) = &self.registry_fs {
+            return Ok(Some(RegistryStore {
+                store: Arc::new(store::local::LocalStore::new(dir.clone())),
+                driver: "filesystem",
+                root: std::path::absolute(dir).unwrap_or_else(|_| dir.clone()).display().to_string(),
+            }));
+        }
+        let Some(url) = &self.registry_s3 else { return Ok(None) };
+        let Location::S3 { bucket, prefix } = Location::parse(url)? else {
+            return Err(Error::Usage(format!("--registry-s3 {url:?}: want s3://bucket/rootdirectory")));
+        };
+        let opts = S3Options {
+            endpoint: self.registry_s3_endpoint.clone(),
+            region: self.registry_s3_region.clone(),
+            path_style: self.registry_s3_path_style,
+            credentials_file: self.registry_s3_credentials.clone(),
+            profile: self.registry_s3_profile.clone(),
+        };
+        let store = store::s3::S3Store::connect(&bucket, &prefix, &opts).await?;
+        Ok(Some(RegistryStore { store: Arc::new(store), driver: "s3", root: url.clone() }))
+    }
+}
+
 /// A `--postgres` URL; a password in it is refused unless it came from DRYDOCK_POSTGRES.
 pub fn postgres_target(url: &str) -> Result<crate::harbor::db::PgTarget> {
     let from_env = std::env::var("DRYDOCK_POSTGRES").ok().as_deref() == Some(url);
@@ -159,6 +223,7 @@ impl Context {
             endpoint: self.global.s3_endpoint.clone(),
             region: self.global.s3_region.clone(),
             path_style: self.global.s3_path_style,
+            ..Default::default()
         };
         store::open(&location, &s3).await
     }

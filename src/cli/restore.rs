@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::harbor::config::{self, RestoreOptions};
 use crate::harbor::db::restore::Mode;
 use crate::harbor::db::{self};
+use crate::harbor::registry;
 use crate::ids::ByteSize;
 use crate::progress::Progress;
 use crate::repo::reader::BlobReader;
@@ -26,11 +27,13 @@ pub struct RestoreArgs {
     /// Harbor database of the same schema version, in one transaction.
     #[arg(long, value_enum, default_value = "empty")]
     pub mode: Mode,
+    #[command(flatten)]
+    pub registry: super::RegistryOpts,
     /// Restore configuration files under this directory, at their original absolute paths
     /// (/etc/harbor → DIR/etc/harbor).
     #[arg(long, value_name = "DIR")]
     pub config_dir: Option<PathBuf>,
-    /// Restore only these parts (comma-separated: db, config).
+    /// Restore only these parts (comma-separated: db, registry, config).
     #[arg(long, value_delimiter = ',', value_name = "PARTS")]
     pub only: Vec<String>,
     /// Write configuration into a non-empty directory, replacing files with the snapshot's.
@@ -71,11 +74,13 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
     let has_target = |p: &str| match p {
         "db" => pg.is_some(),
         "config" => args.config_dir.is_some(),
+        "registry" => args.registry.given(),
         _ => false,
     };
     let option_for = |p: &str| match p {
         "db" => "--postgres URL",
         "config" => "--config-dir DIR",
+        "registry" => "--registry-fs DIR or --registry-s3 URL",
         _ => "a target",
     };
     let chosen: Vec<&str> = if args.only.is_empty() {
@@ -149,6 +154,36 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
                 json!({"target": pg.describe(), "mode": args.mode, "report": report}),
             );
         }
+    }
+    if let (Some(part), true) = (&snap.parts.registry, chosen.contains(&"registry")) {
+        let target = args.registry.open().await?.expect("checked: a registry target is given");
+        let progress = Progress::new(ctx.global.progress, "restore registry", None);
+        let report =
+            registry::restore::restore(&reader, part, target.store.clone(), args.parallel, args.dry_run, progress.clone())
+                .await?;
+        progress.finish();
+        if args.dry_run {
+            for d in &report.would_write {
+                text += &format!("would write blob {d}\n");
+            }
+            text += &format!(
+                "would restore the registry into {}: {} blobs to write, {} already present, {} links\n",
+                target.root,
+                report.would_write.len(),
+                report.blobs_present,
+                part.link_count
+            );
+        } else {
+            text += &format!(
+                "restored the registry into {}: {} blobs written ({}), {} already present, {} links\n",
+                target.root,
+                report.blobs_written,
+                ByteSize(report.bytes_written),
+                report.blobs_present,
+                report.links_written
+            );
+        }
+        parts.insert("registry".into(), json!({"target": target.root, "dry_run": args.dry_run, "report": report}));
     }
     if let (Some(part), Some(target), true) = (
         &snap.parts.config,

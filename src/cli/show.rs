@@ -65,6 +65,32 @@ pub async fn run(ctx: &Context, args: ShowArgs) -> Result<Output> {
             "sequences": d.sequences.len(),
         });
     }
+    let mut registry_json = serde_json::Value::Null;
+    if let Some(r) = &snap.parts.registry {
+        let links = crate::harbor::registry::restore::links(&reader, r).await?;
+        let mut tags: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+        for l in &links {
+            if let Some((repo, tag)) = l.tag() {
+                tags.entry(repo).or_default().push(tag);
+            }
+        }
+        text += &format!(
+            "\nregistry ({} at {}): {} repositories, {} tags, {} blobs, {}\n",
+            r.driver,
+            r.root,
+            r.repositories,
+            r.tags,
+            r.blob_count,
+            ByteSize(r.blob_bytes)
+        );
+        for (repo, t) in &tags {
+            text += &format!("  {repo}: {}\n", t.join(", "));
+        }
+        registry_json = json!({
+            "driver": r.driver, "root": r.root, "repositories": tags, "blobs": r.blob_count,
+            "blob_bytes": r.blob_bytes, "tags": r.tags,
+        });
+    }
     let mut config_json = serde_json::Value::Null;
     if let Some(part) = &snap.parts.config {
         let items = config::plan(&reader, part, Path::new("/")).await?;
@@ -98,7 +124,7 @@ pub async fn run(ctx: &Context, args: ShowArgs) -> Result<Output> {
         text,
         json!({
             "id": id.to_hex(), "time": snap.time, "host": snap.host, "tags": snap.tags,
-            "expires": snap.expires, "program": snap.program, "parts": {"db": db_json, "config": config_json},
+            "expires": snap.expires, "program": snap.program, "parts": {"db": db_json, "registry": registry_json, "config": config_json},
             "summary": snap.summary,
         }),
     ))

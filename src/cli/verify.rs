@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{default_parallel, postgres_target, Context, Output};
 use crate::error::{exit, Error, Result};
-use crate::harbor::{config, db};
+use crate::harbor::{config, db, registry};
 use crate::repo::reader::BlobReader;
 
 #[derive(Args, Debug)]
@@ -18,6 +18,12 @@ pub struct VerifyArgs {
     /// Compare this database (row counts and content checksums of every table).
     #[arg(long, env = "DRYDOCK_POSTGRES", value_name = "URL")]
     pub postgres: Option<String>,
+    #[command(flatten)]
+    pub registry: super::RegistryOpts,
+    /// Compare the registry through its HTTP API (tags, manifests, layers), e.g.
+    /// http://registry:5000.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["registry_fs", "registry_s3"])]
+    pub registry_url: Option<String>,
     /// Compare configuration under this directory, laid out as `restore --config-dir` writes
     /// it (`/` compares the live files in place).
     #[arg(long, value_name = "DIR")]
@@ -28,9 +34,9 @@ pub struct VerifyArgs {
 }
 
 pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
-    if args.postgres.is_none() && args.config_dir.is_none() {
+    if args.postgres.is_none() && args.config_dir.is_none() && !args.registry.given() && args.registry_url.is_none() {
         return Err(Error::Usage(
-            "nothing to verify: give --postgres URL and/or --config-dir DIR".into(),
+            "nothing to verify: give --postgres URL, --registry-fs/--registry-s3/--registry-url, and/or --config-dir DIR".into(),
         ));
     }
     let pg = args.postgres.as_deref().map(postgres_target).transpose()?;
@@ -48,6 +54,21 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
         let report = db::verify::verify(pg, part, args.parallel).await?;
         differences.extend(report.differences.iter().map(|d| format!("db: {d}")));
         parts.insert("db".into(), json!(report));
+    }
+    let registry_target = args.registry.open().await?;
+    if registry_target.is_some() || args.registry_url.is_some() {
+        let part = snap.parts.registry.as_ref().ok_or_else(|| {
+            Error::Usage(format!("snapshot {} holds no registry part to compare", id.short()))
+        })?;
+        let index = Arc::new(repo.load_index().await?);
+        let reader = BlobReader::new(repo.clone(), index, "verify")?;
+        let diffs = match (&registry_target, &args.registry_url) {
+            (Some(t), _) => registry::verify::verify_storage(&reader, part, t.store.clone(), args.parallel).await?,
+            (None, Some(url)) => registry::verify::verify_http(&reader, part, url, args.parallel).await?,
+            (None, None) => unreachable!("checked above"),
+        };
+        differences.extend(diffs.iter().map(|d| format!("registry: {d}")));
+        parts.insert("registry".into(), json!({"differences": diffs}));
     }
     if let Some(dir) = &args.config_dir {
         let part = snap.parts.config.as_ref().ok_or_else(|| {

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::harbor::config::ConfigPart;
 use crate::harbor::db::DatabasePart;
+use crate::harbor::registry::RegistryPart;
 use crate::ids::{BlobId, SnapshotId};
 
 pub const VERSION: u32 = 1;
@@ -35,6 +36,8 @@ pub struct Parts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database: Option<DatabasePart>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryPart>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ConfigPart>,
     /// Parts written by a newer drydock; kept so they are reported, not silently dropped.
     #[serde(flatten)]
@@ -46,6 +49,9 @@ impl Parts {
         let mut v = Vec::new();
         if self.database.is_some() {
             v.push("db");
+        }
+        if self.registry.is_some() {
+            v.push("registry");
         }
         if self.config.is_some() {
             v.push("config");
@@ -60,9 +66,11 @@ impl Parts {
             .collect()
     }
 
-    /// Data blobs named directly by the manifest (root files of the config part).
+    /// Data blobs named directly by the manifest (the registry's link list, root files of
+    /// the config part).
     pub fn root_data(&self) -> Vec<BlobId> {
-        self.config.iter().flat_map(|c| c.root_data()).collect()
+        let links = self.registry.iter().flat_map(|r| r.links.iter().copied());
+        links.chain(self.config.iter().flat_map(|c| c.root_data())).collect()
     }
 }
 

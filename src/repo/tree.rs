@@ -48,6 +48,26 @@ pub struct Node {
     pub registry: Option<BlobId>,
 }
 
+impl Node {
+    /// A node with no metadata (mode 0, mtime 0, owner 0) and nothing attached.
+    pub fn new(name: impl Into<String>, kind: NodeKind) -> Self {
+        Node {
+            name: name.into(),
+            kind,
+            mode: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            content: Vec::new(),
+            subtree: None,
+            target: None,
+            registry: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tree {
     /// Sorted by name, so identical directories give identical bytes.

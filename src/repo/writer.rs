@@ -95,6 +95,11 @@ impl BlobWriter {
         self.known.write().expect("lock").insert(id)
     }
 
+    /// The id of the registry blob for `digest` (computable without the blob's content).
+    pub fn registry_id(&self, digest: &str) -> BlobId {
+        blob::blob_id(&self.repo.keys.chunk_key, BlobType::Registry, digest.as_bytes())
+    }
+
     /// Whether a blob with this id is in the repository or already written by this backup.
     pub fn contains(&self, id: &BlobId) -> bool {
         self.known.read().expect("lock").contains(id)

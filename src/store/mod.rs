@@ -65,6 +65,11 @@ pub struct S3Options {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub path_style: bool,
+    /// An INI credentials file (`[profile]` sections with `aws_access_key_id` and
+    /// `aws_secret_access_key`); when set, it alone supplies the credentials.
+    pub credentials_file: Option<std::path::PathBuf>,
+    /// The profile to use from the credentials file (default `default`).
+    pub profile: Option<String>,
 }
 
 /// A parsed `--repo` value.

@@ -60,6 +60,24 @@ impl S3Store {
         if let Some(region) = &opts.region {
             loader = loader.region(Region::new(region.clone()));
         }
+        if opts.credentials_file.is_some() || opts.profile.is_some() {
+            use aws_runtime::env_config::file::{EnvConfigFileKind as ProfileFileKind, EnvConfigFiles as ProfileFiles};
+            let mut files = ProfileFiles::builder().include_default_config_file(true);
+            files = match &opts.credentials_file {
+                Some(path) => {
+                    if !path.is_file() {
+                        return Err(Error::Usage(format!("credentials file {} does not exist", path.display())));
+                    }
+                    files.include_default_credentials_file(false).with_file(ProfileFileKind::Credentials, path)
+                }
+                None => files.include_default_credentials_file(true),
+            };
+            let provider = aws_config::profile::ProfileFileCredentialsProvider::builder()
+                .profile_files(files.build())
+                .profile_name(opts.profile.clone().unwrap_or_else(|| "default".into()))
+                .build();
+            loader = loader.credentials_provider(provider);
+        }
         let shared = loader.load().await;
         let mut conf = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(opts.path_style)

@@ -334,29 +334,40 @@ async fn copy_tables(
 }
 
 fn file_node(name: &str, content: Vec<BlobId>, size: u64) -> Node {
-    Node {
-        name: name.into(),
-        kind: NodeKind::File,
-        mode: 0o600,
-        mtime: 0,
-        mtime_nsec: 0,
-        uid: 0,
-        gid: 0,
-        size,
-        content,
-        subtree: None,
-        target: None,
-        registry: None,
+    Node { mode: 0o600, size, content, ..Node::new(name, NodeKind::File) }
+}
+
+/// The blob and manifest digests Harbor's database refers to (`blob`, `artifact`), read in
+/// the snapshot, so the registry part can be checked against them.
+async fn referenced_digests(client: &Client) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (table, sql) in [
+        ("public.blob", "SELECT digest::text FROM public.blob"),
+        ("public.artifact", "SELECT digest::text FROM public.artifact"),
+    ] {
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .await
+            .map_err(|e| pg_error("looking for Harbor's tables", e))?
+            .get(0);
+        if exists {
+            let rows = client.query(sql, &[]).await.map_err(|e| pg_error(&format!("reading {table} digests"), e))?;
+            out.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+        }
     }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// A database backup and the registry digests the database refers to.
+pub struct DbBackup {
+    pub part: DatabasePart,
+    pub referenced_digests: Vec<String>,
 }
 
 /// Back up the database at `target` as one consistent snapshot.
-pub async fn backup(
-    target: &PgTarget,
-    writer: Arc<BlobWriter>,
-    opts: &DbBackupOptions,
-    progress: Progress,
-) -> Result<DatabasePart> {
+pub async fn backup(target: &PgTarget, writer: Arc<BlobWriter>, opts: &DbBackupOptions, progress: Progress) -> Result<DbBackup> {
     let main = target.connect().await?;
     let (server_version, server_version_num) = server_version(&main).await?;
     let pg_dump = tools::find("pg_dump", server_version_num / 10000)?;
@@ -378,6 +389,7 @@ pub async fn backup(
     let mut tables = list_tables(&main).await?;
     let foreign_keys = list_foreign_keys(&main, &tables).await?;
     let sequences = list_sequences(&main).await?;
+    let referenced_digests = referenced_digests(&main).await?;
     tracing::info!(tables = tables.len(), sequences = sequences.len(), server = %server_version, "database snapshot taken");
 
     let (pre, pre_len) =
@@ -416,7 +428,7 @@ pub async fn backup(
     let tree_id = tokio::task::spawn_blocking(move || w.save(BlobType::Tree, &bytes))
         .await
         .map_err(|e| Error::Other(format!("saving the table list: {e}")))??;
-    Ok(DatabasePart {
+    let part = DatabasePart {
         server_version,
         server_version_num,
         database: target.dbname.clone(),
@@ -427,5 +439,6 @@ pub async fn backup(
         tables: tables.into_iter().map(|t| t.entry).collect(),
         sequences,
         foreign_keys,
-    })
+    };
+    Ok(DbBackup { part, referenced_digests })
 }

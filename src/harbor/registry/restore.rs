@@ -1,0 +1,184 @@
+//! Registry restore: blobs first (skipping those already present and correct), then links,
+//! so the registry never serves a link to a missing blob. Safe to re-run after an
+//! interruption: finished blobs are skipped, unfinished ones were never visible.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncReadExt;
+
+use super::{parse_links, Digest, Link, RegistryPart, BLOBS};
+use crate::error::{Error, Result};
+use crate::repo::blob::BlobType;
+use crate::repo::reader::BlobReader;
+use crate::repo::tree::Node;
+use crate::repo::writer::OnBytes;
+use crate::store::{PutMode, Store};
+
+pub type Progress = Arc<dyn OnBytes + Send + Sync>;
+
+#[derive(Debug, Default, Serialize)]
+pub struct RegistryRestoreReport {
+    pub blobs_written: u64,
+    pub blobs_present: u64,
+    pub bytes_written: u64,
+    pub links_written: u64,
+    /// With --dry-run: the digests that would be written.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub would_write: Vec<String>,
+}
+
+/// Every digest node of the part, from its two-level tree.
+pub async fn blob_nodes(reader: &BlobReader, part: &RegistryPart) -> Result<Vec<Node>> {
+    let root = reader.load_tree(&part.blobs).await?;
+    let mut out = Vec::with_capacity(part.blob_count as usize);
+    for dir in root.nodes {
+        let sub = dir.subtree.ok_or_else(|| Error::Integrity("registry tree: a prefix without a subtree".into()))?;
+        for n in reader.load_tree(&sub).await?.nodes {
+            Digest::parse(&n.name)?;
+            if n.registry.is_none() {
+                return Err(Error::Integrity(format!("registry tree: {} names no registry blob", n.name)));
+            }
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// The link list of the part.
+pub async fn links(reader: &BlobReader, part: &RegistryPart) -> Result<Vec<Link>> {
+    let mut text = Vec::with_capacity(part.links_size as usize);
+    for id in &part.links {
+        text.extend(reader.load(id, BlobType::Data).await?);
+    }
+    parse_links(&text)
+}
+
+/// SHA-256 of a stored object, if it exists.
+pub async fn hash_object(store: &dyn Store, key: &str) -> Result<Option<String>> {
+    let mut r = match store.open_read(key).await {
+        Ok(r) => r,
+        Err(Error::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = r.read(&mut buf).await.map_err(|e| Error::io(format!("cannot read {key}"), e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(Some(hex::encode(h.finalize())))
+}
+
+async fn write_blob(reader: &BlobReader, target: &Arc<dyn Store>, node: &Node, parallel: usize, progress: &Progress) -> Result<u64> {
+    let digest = Digest::parse(&node.name)?;
+    let entry = reader.load_registry(node.registry.as_ref().expect("checked")).await?;
+    if entry.digest != digest.as_str() || entry.size != node.size {
+        return Err(Error::Integrity(format!("the registry blob for {digest} describes {} ({} bytes)", entry.digest, entry.size)));
+    }
+    let hasher = Arc::new(std::sync::Mutex::new(Sha256::new()));
+    let written = Arc::new(AtomicU64::new(0));
+    let (h, w, p) = (hasher.clone(), written.clone(), progress.clone());
+    let expected = digest.hex().to_string();
+    let size = entry.size;
+    let chunks = stream::iter(entry.content)
+        .map(move |id| async move { reader.load(&id, BlobType::Data).await })
+        .buffered(parallel.max(1))
+        .map_ok(move |data| {
+            h.lock().expect("lock").update(&data);
+            w.fetch_add(data.len() as u64, Ordering::Relaxed);
+            p.bytes(data.len() as u64);
+            Bytes::from(data)
+        });
+    // The last item checks the digest: a mismatch fails the stream, so the object is never
+    // made visible under its name.
+    let check = {
+        let (hasher, written, digest) = (hasher.clone(), written.clone(), digest.clone());
+        stream::once(async move {
+            let actual = hex::encode(hasher.lock().expect("lock").clone().finalize());
+            if actual != expected || written.load(Ordering::Relaxed) != size {
+                Err(Error::Integrity(format!("restored bytes of {digest} do not match the digest")))
+            } else {
+                Ok(Bytes::new())
+            }
+        })
+    };
+    target.put_stream(&digest.data_key(), chunks.chain(check).boxed()).await?;
+    Ok(written.load(Ordering::Relaxed))
+}
+
+pub async fn restore(
+    reader: &BlobReader,
+    part: &RegistryPart,
+    target: Arc<dyn Store>,
+    parallel: usize,
+    dry_run: bool,
+    progress: Progress,
+) -> Result<RegistryRestoreReport> {
+    let nodes = blob_nodes(reader, part).await?;
+    let links = links(reader, part).await?;
+    let existing: HashMap<String, u64> = target.list(BLOBS).await?.into_iter().map(|o| (o.key, o.size)).collect();
+    progress.total(nodes.iter().map(|n| n.size).sum());
+    let mut report = RegistryRestoreReport::default();
+    let results: Vec<Result<(String, bool, u64)>> = stream::iter(nodes.iter())
+        .map(|node| {
+            let target = &target;
+            let progress = &progress;
+            let present_size = existing.get(&Digest::parse(&node.name).map(|d| d.data_key()).unwrap_or_default()).copied();
+            async move {
+                let digest = Digest::parse(&node.name)?;
+                if present_size == Some(node.size)
+                    && hash_object(target.as_ref(), &digest.data_key()).await?.as_deref() == Some(digest.hex())
+                {
+                    progress.bytes(node.size);
+                    return Ok((node.name.clone(), true, 0));
+                }
+                if dry_run {
+                    return Ok((node.name.clone(), false, 0));
+                }
+                let n = write_blob(reader, target, node, parallel, progress).await?;
+                Ok((node.name.clone(), false, n))
+            }
+        })
+        .buffer_unordered(parallel.max(1))
+        .collect()
+        .await;
+    for r in results {
+        let (name, present, bytes) = r?;
+        if present {
+            report.blobs_present += 1;
+        } else if dry_run {
+            report.would_write.push(name);
+        } else {
+            report.blobs_written += 1;
+            report.bytes_written += bytes;
+        }
+    }
+    report.would_write.sort();
+    if dry_run {
+        return Ok(report);
+    }
+    let written: Vec<()> = stream::iter(links.iter())
+        .map(|l| {
+            let target = &target;
+            async move {
+                target
+                    .put(&l.key(), Bytes::from(l.digest.as_str().to_string()), PutMode::Overwrite)
+                    .await
+                    .map(|_| ())
+            }
+        })
+        .buffer_unordered(parallel.max(1) * 4)
+        .try_collect()
+        .await?;
+    report.links_written = written.len() as u64;
+    Ok(report)
+}
