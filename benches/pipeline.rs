@@ -235,9 +235,12 @@ fn pipeline_pool(pool: &rayon::ThreadPool, inp: &Inputs, data: &[u8]) -> usize {
     })
 }
 
+/// A named input: the whole stream and its chunks.
+type NamedInput<'a> = (&'a str, &'a [u8], &'a [Vec<u8>]);
+
 fn benches(c: &mut Criterion) {
     let inp = inputs();
-    let inputs_by_name: [(&str, &[u8], &[Vec<u8>]); 2] = [
+    let inputs_by_name: [NamedInput; 2] = [
         ("noise", &inp.noise, &inp.noise_chunks),
         ("csv", &inp.csv, &inp.csv_chunks),
     ];
@@ -320,7 +323,12 @@ fn benches(c: &mut Criterion) {
         g.finish();
     }
     {
-        let small: Vec<Vec<u8>> = inp.csv.chunks(4096).take(1024).map(|c| c.to_vec()).collect();
+        let small: Vec<Vec<u8>> = inp
+            .csv
+            .chunks(4096)
+            .take(1024)
+            .map(|c| c.to_vec())
+            .collect();
         let mut g = group(c, "encode_4k");
         g.throughput(Throughput::Elements(small.len() as u64));
         g.bench_function("csv", |b| b.iter(|| encode_all(&inp, black_box(&small))));

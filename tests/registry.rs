@@ -40,17 +40,35 @@ fn filesystem_round_trip_serves_every_tag_again() {
     assert_eq!(r["tags"], PUSHED_TAGS, "{r}");
 
     let restored_root = dir.path().join("restored");
-    repo.id(&["restore", "latest", "--registry-fs", restored_root.to_str().unwrap()]).expect(0);
-    assert!(!restored_root.join("docker/registry/v2/repositories/library/app-a/_uploads").exists());
+    repo.id(&[
+        "restore",
+        "latest",
+        "--registry-fs",
+        restored_root.to_str().unwrap(),
+    ])
+    .expect(0);
+    assert!(!restored_root
+        .join("docker/registry/v2/repositories/library/app-a/_uploads")
+        .exists());
     let again = Registry::filesystem(&restored_root);
     assert_serves(&again, &pushed, dir.path());
 
-    repo.id(&["verify", "latest", "--registry-fs", restored_root.to_str().unwrap()]).expect(0);
-    repo.id(&["verify", "latest", "--registry-url", &again.url()]).expect(0);
+    repo.id(&[
+        "verify",
+        "latest",
+        "--registry-fs",
+        restored_root.to_str().unwrap(),
+    ])
+    .expect(0);
+    repo.id(&["verify", "latest", "--registry-url", &again.url()])
+        .expect(0);
     let show = repo.id(&["--json", "show", "latest"]);
     show.expect(0);
     let repos = show.json()["parts"]["registry"]["repositories"].clone();
-    assert_eq!(repos["team/sub/app-b"], serde_json::json!(["latest", "multi"]));
+    assert_eq!(
+        repos["team/sub/app-b"],
+        serde_json::json!(["latest", "multi"])
+    );
     repo.id(&["check", "--read-data"]).expect(0);
 }
 
@@ -65,15 +83,33 @@ fn s3_driver_round_trip_serves_every_tag_again() {
     let live = Registry::s3(&endpoint, &src_bucket, "harbor/registry");
     let pushed = push_images(&live);
     let s3 = |bucket: &str| format!("s3://{bucket}/harbor/registry");
-    let opts = ["--registry-s3-endpoint", endpoint.as_str(), "--registry-s3-path-style"];
+    let opts = [
+        "--registry-s3-endpoint",
+        endpoint.as_str(),
+        "--registry-s3-path-style",
+    ];
     let src = s3(&src_bucket);
-    let b = repo.bk(&[&["--json", "backup"][..], &registry_args("--registry-s3", &src, &opts)].concat());
+    let b = repo.bk(&[
+        &["--json", "backup"][..],
+        &registry_args("--registry-s3", &src, &opts),
+    ]
+    .concat());
     b.expect(0);
     let dst = s3(&dst_bucket);
-    repo.id(&[&["restore", "latest"][..], &registry_args("--registry-s3", &dst, &opts)].concat()).expect(0);
+    repo.id(&[
+        &["restore", "latest"][..],
+        &registry_args("--registry-s3", &dst, &opts),
+    ]
+    .concat())
+        .expect(0);
     let again = Registry::s3(&endpoint, &dst_bucket, "harbor/registry");
     assert_serves(&again, &pushed, dir.path());
-    repo.id(&[&["verify", "latest"][..], &registry_args("--registry-s3", &dst, &opts)].concat()).expect(0);
+    repo.id(&[
+        &["verify", "latest"][..],
+        &registry_args("--registry-s3", &dst, &opts),
+    ]
+    .concat())
+        .expect(0);
 }
 
 #[test]
@@ -83,12 +119,20 @@ fn unchanged_second_backup_reads_no_blob_content() {
     let (root, _live, _) = pushed_fs_registry(dir.path());
     let first = repo.bk(&["--json", "backup", "--registry-fs", root.to_str().unwrap()]);
     first.expect(0);
-    assert!(first.json()["parts"]["registry"]["bytes_read"].as_u64().unwrap() > 20 << 20);
+    assert!(
+        first.json()["parts"]["registry"]["bytes_read"]
+            .as_u64()
+            .unwrap()
+            > 20 << 20
+    );
     let second = repo.bk(&["--json", "backup", "--registry-fs", root.to_str().unwrap()]);
     second.expect(0);
     let j = second.json();
     assert_eq!(j["parts"]["registry"]["bytes_read"], 0, "{j}");
-    assert!(j["summary"]["new_bytes"].as_u64().unwrap() < 64 << 10, "{j}");
+    assert!(
+        j["summary"]["new_bytes"].as_u64().unwrap() < 64 << 10,
+        "{j}"
+    );
 }
 
 #[test]
@@ -102,19 +146,35 @@ fn a_corrupted_blob_is_reported_and_not_stored() {
         .filter(|p| p.ends_with("data"))
         .max_by_key(|p| fs::metadata(p).unwrap().len())
         .unwrap();
-    let hex = victim.parent().unwrap().file_name().unwrap().to_str().unwrap().to_string();
+    let hex = victim
+        .parent()
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     let mut bytes = fs::read(&victim).unwrap();
     bytes[1000] ^= 0xff;
     fs::write(&victim, bytes).unwrap();
     let b = repo.bk(&["--json", "backup", "--registry-fs", root.to_str().unwrap()]);
     b.expect(3);
     let warnings = b.json()["warnings"].to_string();
-    assert!(warnings.contains(&hex) && warnings.contains("does not match its digest"), "{warnings}");
+    assert!(
+        warnings.contains(&hex) && warnings.contains("does not match its digest"),
+        "{warnings}"
+    );
     // The snapshot holds every other blob and the repository is sound.
     repo.id(&["check", "--read-data"]).expect(0);
     let out = dir.path().join("restored");
-    repo.id(&["restore", "latest", "--registry-fs", out.to_str().unwrap()]).expect(0);
-    assert!(!out.join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2])).exists());
+    repo.id(&["restore", "latest", "--registry-fs", out.to_str().unwrap()])
+        .expect(0);
+    assert!(!out
+        .join(format!(
+            "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ))
+        .exists());
 }
 
 #[test]
@@ -122,15 +182,32 @@ fn an_interrupted_restore_resumes_and_never_leaves_a_partial_blob() {
     let dir = tempfile::tempdir().unwrap();
     let repo = local_repo(dir.path());
     let (root, _live, pushed) = pushed_fs_registry(dir.path());
-    repo.bk(&["backup", "--registry-fs", root.to_str().unwrap()]).expect(0);
+    repo.bk(&["backup", "--registry-fs", root.to_str().unwrap()])
+        .expect(0);
     let target = dir.path().join("restored");
     let mut args: Vec<String> = repo.args.clone();
-    args.extend(["--key", repo.identity.to_str().unwrap(), "restore", "latest", "--parallel", "1", "--registry-fs"].map(String::from));
+    args.extend(
+        [
+            "--key",
+            repo.identity.to_str().unwrap(),
+            "restore",
+            "latest",
+            "--parallel",
+            "1",
+            "--registry-fs",
+        ]
+        .map(String::from),
+    );
     args.push(target.to_str().unwrap().to_string());
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut child = command(&argv).spawn().unwrap();
     let blobs = target.join("docker/registry/v2/blobs");
-    let data_files = || walk(&blobs).into_iter().filter(|p| p.ends_with("data")).count();
+    let data_files = || {
+        walk(&blobs)
+            .into_iter()
+            .filter(|p| p.ends_with("data"))
+            .count()
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while data_files() < 2 && child.try_wait().unwrap().is_none() {
         assert!(std::time::Instant::now() < deadline);
@@ -139,13 +216,31 @@ fn an_interrupted_restore_resumes_and_never_leaves_a_partial_blob() {
     let _ = child.kill();
     child.wait().unwrap();
     // Whatever was written is whole: verify lists missing blobs, never corrupt ones.
-    let v = repo.id(&["--json", "verify", "latest", "--registry-fs", target.to_str().unwrap()]);
+    let v = repo.id(&[
+        "--json",
+        "verify",
+        "latest",
+        "--registry-fs",
+        target.to_str().unwrap(),
+    ]);
     assert!(!v.stdout.contains("corrupt"), "{}", v.stdout);
-    let r = repo.id(&["--json", "restore", "latest", "--registry-fs", target.to_str().unwrap()]);
+    let r = repo.id(&[
+        "--json",
+        "restore",
+        "latest",
+        "--registry-fs",
+        target.to_str().unwrap(),
+    ]);
     r.expect(0);
     let report = &r.json()["parts"]["registry"]["report"];
     assert!(report["blobs_present"].as_u64().unwrap() >= 1, "{report}");
-    repo.id(&["verify", "latest", "--registry-fs", target.to_str().unwrap()]).expect(0);
+    repo.id(&[
+        "verify",
+        "latest",
+        "--registry-fs",
+        target.to_str().unwrap(),
+    ])
+    .expect(0);
     let again = Registry::filesystem(&target);
     assert_serves(&again, &pushed, dir.path());
 }
@@ -155,11 +250,22 @@ fn dry_run_lists_blobs_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let repo = local_repo(dir.path());
     let (root, _live, _) = pushed_fs_registry(dir.path());
-    repo.bk(&["backup", "--registry-fs", root.to_str().unwrap()]).expect(0);
+    repo.bk(&["backup", "--registry-fs", root.to_str().unwrap()])
+        .expect(0);
     let target = dir.path().join("restored");
-    let r = repo.id(&["--json", "restore", "latest", "--dry-run", "--registry-fs", target.to_str().unwrap()]);
+    let r = repo.id(&[
+        "--json",
+        "restore",
+        "latest",
+        "--dry-run",
+        "--registry-fs",
+        target.to_str().unwrap(),
+    ]);
     r.expect(0);
-    let would = r.json()["parts"]["registry"]["report"]["would_write"].as_array().unwrap().len();
+    let would = r.json()["parts"]["registry"]["report"]["would_write"]
+        .as_array()
+        .unwrap()
+        .len();
     assert!(would >= 8, "{}", r.stdout);
     assert!(!target.exists());
 }
@@ -174,7 +280,10 @@ fn digests_the_database_refers_to_but_the_registry_lacks_are_reported() {
     // Make the database's blob table describe exactly the pushed images, plus one blob the
     // storage lost.
     let lost = format!("sha256:{}", "ab".repeat(32));
-    let digests: Vec<String> = pushed.iter().map(|(_, d)| format!("('{d}', 'm', 1)")).collect();
+    let digests: Vec<String> = pushed
+        .iter()
+        .map(|(_, d)| format!("('{d}', 'm', 1)"))
+        .collect();
     pg.sql(
         "reg_refs",
         &format!(
@@ -185,7 +294,14 @@ fn digests_the_database_refers_to_but_the_registry_lacks_are_reported() {
     );
     let r = repo.with_key_env(
         &repo.backup_key,
-        &["--json", "backup", "--postgres", &pg.url("reg_refs"), "--registry-fs", root.to_str().unwrap()],
+        &[
+            "--json",
+            "backup",
+            "--postgres",
+            &pg.url("reg_refs"),
+            "--registry-fs",
+            root.to_str().unwrap(),
+        ],
         &[("PGPASSWORD", common::pg::PASSWORD)],
     );
     r.expect(3);
@@ -198,16 +314,27 @@ fn verify_finds_missing_corrupt_and_retagged() {
     let dir = tempfile::tempdir().unwrap();
     let repo = local_repo(dir.path());
     let (root, live, _) = pushed_fs_registry(dir.path());
-    repo.bk(&["backup", "--registry-fs", root.to_str().unwrap()]).expect(0);
-    repo.id(&["verify", "latest", "--registry-fs", root.to_str().unwrap()]).expect(0);
+    repo.bk(&["backup", "--registry-fs", root.to_str().unwrap()])
+        .expect(0);
+    repo.id(&["verify", "latest", "--registry-fs", root.to_str().unwrap()])
+        .expect(0);
     // Retag, delete a blob, corrupt another.
     live.push(common::registry::images(), "a-v2", "library/app-a:v1");
-    let datas: Vec<_> = walk(&root.join("docker/registry/v2/blobs")).into_iter().filter(|p| p.ends_with("data")).collect();
+    let datas: Vec<_> = walk(&root.join("docker/registry/v2/blobs"))
+        .into_iter()
+        .filter(|p| p.ends_with("data"))
+        .collect();
     fs::remove_file(&datas[0]).unwrap();
     let mut b = fs::read(&datas[1]).unwrap();
     b[0] ^= 1;
     fs::write(&datas[1], b).unwrap();
-    let v = repo.id(&["--json", "verify", "latest", "--registry-fs", root.to_str().unwrap()]);
+    let v = repo.id(&[
+        "--json",
+        "verify",
+        "latest",
+        "--registry-fs",
+        root.to_str().unwrap(),
+    ]);
     v.expect(1);
     let diffs = v.json()["parts"]["registry"]["differences"].to_string();
     assert!(diffs.contains("missing"), "{diffs}");
@@ -215,5 +342,9 @@ fn verify_finds_missing_corrupt_and_retagged() {
     assert!(diffs.contains("tag library/app-a:v1: points to"), "{diffs}");
     let h = repo.id(&["--json", "verify", "latest", "--registry-url", &live.url()]);
     h.expect(1);
-    assert!(h.stdout.contains("tag library/app-a:v1: serves"), "{}", h.stdout);
+    assert!(
+        h.stdout.contains("tag library/app-a:v1: serves"),
+        "{}",
+        h.stdout
+    );
 }

@@ -105,15 +105,26 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
     drop(index);
     let progress = Progress::new(ctx.global.progress, "backup", None);
 
-    let collected = match back_up_parts(&args, pg.as_ref(), registry.as_ref(), &writer, &progress).await {
-        Ok(c) => c,
-        Err(e) => return Err(writer.abort(e).await),
-    };
-    let Collected { parts, counts, warnings, registry_read, missing_digests } = collected;
+    let collected =
+        match back_up_parts(&args, pg.as_ref(), registry.as_ref(), &writer, &progress).await {
+            Ok(c) => c,
+            Err(e) => return Err(writer.abort(e).await),
+        };
+    let Collected {
+        parts,
+        counts,
+        warnings,
+        registry_read,
+        missing_digests,
+    } = collected;
     let totals = writer.finish().await?;
     progress.finish();
 
-    let db_bytes = parts.database.as_ref().map(|d| d.total_bytes()).unwrap_or(0);
+    let db_bytes = parts
+        .database
+        .as_ref()
+        .map(|d| d.total_bytes())
+        .unwrap_or(0);
     let registry_bytes = parts.registry.as_ref().map(|r| r.blob_bytes).unwrap_or(0);
     let summary = Summary {
         files: counts.files,
@@ -236,24 +247,40 @@ async fn back_up_parts(
     };
     let mut referenced = None;
     if let Some(pg) = pg {
-        let opts = db::backup::DbBackupOptions { parallel: args.parallel, force: args.force };
+        let opts = db::backup::DbBackupOptions {
+            parallel: args.parallel,
+            force: args.force,
+        };
         let b = db::backup::backup(pg, writer.clone(), &opts, progress.clone()).await?;
         c.parts.database = Some(b.part);
         referenced = Some(b.referenced_digests);
     }
     if let Some(r) = registry {
-        let b = registry::backup::backup(r.store.clone(), r.driver, &r.root, writer.clone(), args.parallel, progress.clone())
-            .await?;
+        let b = registry::backup::backup(
+            r.store.clone(),
+            r.driver,
+            &r.root,
+            writer.clone(),
+            args.parallel,
+            progress.clone(),
+        )
+        .await?;
         c.registry_read = b.bytes_read;
         c.warnings.extend(b.warnings);
         if let Some(referenced) = &referenced {
             c.missing_digests = referenced
                 .iter()
-                .filter(|d| registry::Digest::parse(d).map(|d| !b.digests.contains(&d)).unwrap_or(true))
+                .filter(|d| {
+                    registry::Digest::parse(d)
+                        .map(|d| !b.digests.contains(&d))
+                        .unwrap_or(true)
+                })
                 .cloned()
                 .collect();
             c.warnings.extend(
-                c.missing_digests.iter().map(|d| format!("the database refers to {d}, which the registry part lacks")),
+                c.missing_digests
+                    .iter()
+                    .map(|d| format!("the database refers to {d}, which the registry part lacks")),
             );
         }
         c.parts.registry = Some(b.part);

@@ -181,12 +181,19 @@ impl RegistryOpts {
             return Ok(Some(RegistryStore {
                 store: Arc::new(store::local::LocalStore::new(dir.clone())),
                 driver: "filesystem",
-                root: std::path::absolute(dir).unwrap_or_else(|_| dir.clone()).display().to_string(),
+                root: std::path::absolute(dir)
+                    .unwrap_or_else(|_| dir.clone())
+                    .display()
+                    .to_string(),
             }));
         }
-        let Some(url) = &self.registry_s3 else { return Ok(None) };
+        let Some(url) = &self.registry_s3 else {
+            return Ok(None);
+        };
         let Location::S3 { bucket, prefix } = Location::parse(url)? else {
-            return Err(Error::Usage(format!("--registry-s3 {url:?}: want s3://bucket/rootdirectory")));
+            return Err(Error::Usage(format!(
+                "--registry-s3 {url:?}: want s3://bucket/rootdirectory"
+            )));
         };
         let opts = S3Options {
             endpoint: self.registry_s3_endpoint.clone(),
@@ -196,7 +203,11 @@ impl RegistryOpts {
             profile: self.registry_s3_profile.clone(),
         };
         let store = store::s3::S3Store::connect(&bucket, &prefix, &opts).await?;
-        Ok(Some(RegistryStore { store: Arc::new(store), driver: "s3", root: url.clone() }))
+        Ok(Some(RegistryStore {
+            store: Arc::new(store),
+            driver: "s3",
+            root: url.clone(),
+        }))
     }
 }
 

@@ -156,11 +156,21 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
         }
     }
     if let (Some(part), true) = (&snap.parts.registry, chosen.contains(&"registry")) {
-        let target = args.registry.open().await?.expect("checked: a registry target is given");
+        let target = args
+            .registry
+            .open()
+            .await?
+            .expect("checked: a registry target is given");
         let progress = Progress::new(ctx.global.progress, "restore registry", None);
-        let report =
-            registry::restore::restore(&reader, part, target.store.clone(), args.parallel, args.dry_run, progress.clone())
-                .await?;
+        let report = registry::restore::restore(
+            &reader,
+            part,
+            target.store.clone(),
+            args.parallel,
+            args.dry_run,
+            progress.clone(),
+        )
+        .await?;
         progress.finish();
         if args.dry_run {
             for d in &report.would_write {
@@ -183,7 +193,10 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
                 report.links_written
             );
         }
-        parts.insert("registry".into(), json!({"target": target.root, "dry_run": args.dry_run, "report": report}));
+        parts.insert(
+            "registry".into(),
+            json!({"target": target.root, "dry_run": args.dry_run, "report": report}),
+        );
     }
     if let (Some(part), Some(target), true) = (
         &snap.parts.config,

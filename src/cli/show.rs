@@ -68,7 +68,8 @@ pub async fn run(ctx: &Context, args: ShowArgs) -> Result<Output> {
     let mut registry_json = serde_json::Value::Null;
     if let Some(r) = &snap.parts.registry {
         let links = crate::harbor::registry::restore::links(&reader, r).await?;
-        let mut tags: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+        let mut tags: std::collections::BTreeMap<&str, Vec<&str>> =
+            std::collections::BTreeMap::new();
         for l in &links {
             if let Some((repo, tag)) = l.tag() {
                 tags.entry(repo).or_default().push(tag);

@@ -34,7 +34,11 @@ pub struct VerifyArgs {
 }
 
 pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
-    if args.postgres.is_none() && args.config_dir.is_none() && !args.registry.given() && args.registry_url.is_none() {
+    if args.postgres.is_none()
+        && args.config_dir.is_none()
+        && !args.registry.given()
+        && args.registry_url.is_none()
+    {
         return Err(Error::Usage(
             "nothing to verify: give --postgres URL, --registry-fs/--registry-s3/--registry-url, and/or --config-dir DIR".into(),
         ));
@@ -58,13 +62,21 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
     let registry_target = args.registry.open().await?;
     if registry_target.is_some() || args.registry_url.is_some() {
         let part = snap.parts.registry.as_ref().ok_or_else(|| {
-            Error::Usage(format!("snapshot {} holds no registry part to compare", id.short()))
+            Error::Usage(format!(
+                "snapshot {} holds no registry part to compare",
+                id.short()
+            ))
         })?;
         let index = Arc::new(repo.load_index().await?);
         let reader = BlobReader::new(repo.clone(), index, "verify")?;
         let diffs = match (&registry_target, &args.registry_url) {
-            (Some(t), _) => registry::verify::verify_storage(&reader, part, t.store.clone(), args.parallel).await?,
-            (None, Some(url)) => registry::verify::verify_http(&reader, part, url, args.parallel).await?,
+            (Some(t), _) => {
+                registry::verify::verify_storage(&reader, part, t.store.clone(), args.parallel)
+                    .await?
+            }
+            (None, Some(url)) => {
+                registry::verify::verify_http(&reader, part, url, args.parallel).await?
+            }
             (None, None) => unreachable!("checked above"),
         };
         differences.extend(diffs.iter().map(|d| format!("registry: {d}")));

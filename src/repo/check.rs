@@ -311,8 +311,12 @@ async fn check_snapshots(
                 reached.insert(id);
             }
         }
-        let mut stack: Vec<(BlobId, BlobType)> =
-            snap.parts.root_trees().into_iter().map(|t| (t, BlobType::Tree)).collect();
+        let mut stack: Vec<(BlobId, BlobType)> = snap
+            .parts
+            .root_trees()
+            .into_iter()
+            .map(|t| (t, BlobType::Tree))
+            .collect();
         let mut seen = HashSet::new();
         while let Some((tree_id, blob_type)) = stack.pop() {
             if !seen.insert(tree_id) {
@@ -321,7 +325,15 @@ async fn check_snapshots(
             let f = match facts.entry(tree_id) {
                 std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                 std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                    tree_facts(&reader, index, (tree_id, blob_type), &bad, &mut missing, &mut tree_errors).await,
+                    tree_facts(
+                        &reader,
+                        index,
+                        (tree_id, blob_type),
+                        &bad,
+                        &mut missing,
+                        &mut tree_errors,
+                    )
+                    .await,
                 ),
             };
             reached.extend(f.bad.iter().copied());
@@ -367,7 +379,10 @@ async fn tree_facts(
     missing: &mut HashSet<BlobId>,
     errors: &mut Vec<(BlobId, String)>,
 ) -> TreeFacts {
-    let broken = || TreeFacts { bad: vec![id], children: Vec::new() };
+    let broken = || TreeFacts {
+        bad: vec![id],
+        children: Vec::new(),
+    };
     if !index.contains(&id) {
         missing.insert(id);
         return broken();
@@ -382,7 +397,10 @@ async fn tree_facts(
             return broken();
         }
     };
-    let mut facts = TreeFacts { bad: Vec::new(), children: Vec::new() };
+    let mut facts = TreeFacts {
+        bad: Vec::new(),
+        children: Vec::new(),
+    };
     for (blob, t) in refs {
         if t != BlobType::Data {
             facts.children.push((blob, t));

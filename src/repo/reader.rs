@@ -78,15 +78,31 @@ impl BlobReader {
 
     pub async fn load_registry(&self, id: &BlobId) -> Result<RegistryEntry> {
         let bytes = self.load(id, BlobType::Registry).await?;
-        RegistryEntry::parse(&bytes)
-            .map_err(|e| Error::Integrity(format!("registry blob {} is malformed: {e}", id.short())))
+        RegistryEntry::parse(&bytes).map_err(|e| {
+            Error::Integrity(format!("registry blob {} is malformed: {e}", id.short()))
+        })
     }
 
     /// The blobs a tree or registry blob names, with their types.
-    pub async fn children(&self, id: &BlobId, blob_type: BlobType) -> Result<Vec<(BlobId, BlobType)>> {
+    pub async fn children(
+        &self,
+        id: &BlobId,
+        blob_type: BlobType,
+    ) -> Result<Vec<(BlobId, BlobType)>> {
         Ok(match blob_type {
-            BlobType::Tree => self.load_tree(id).await?.referenced_blobs().map(|(b, t)| (*b, t)).collect(),
-            BlobType::Registry => self.load_registry(id).await?.content.into_iter().map(|b| (b, BlobType::Data)).collect(),
+            BlobType::Tree => self
+                .load_tree(id)
+                .await?
+                .referenced_blobs()
+                .map(|(b, t)| (*b, t))
+                .collect(),
+            BlobType::Registry => self
+                .load_registry(id)
+                .await?
+                .content
+                .into_iter()
+                .map(|b| (b, BlobType::Data))
+                .collect(),
             BlobType::Data => Vec::new(),
         })
     }

@@ -70,7 +70,9 @@ impl Parts {
     /// the config part).
     pub fn root_data(&self) -> Vec<BlobId> {
         let links = self.registry.iter().flat_map(|r| r.links.iter().copied());
-        links.chain(self.config.iter().flat_map(|c| c.root_data())).collect()
+        links
+            .chain(self.config.iter().flat_map(|c| c.root_data()))
+            .collect()
     }
 }
 

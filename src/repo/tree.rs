@@ -107,16 +107,29 @@ struct RegistryBody {
 
 impl RegistryEntry {
     pub fn to_bytes(&self) -> Vec<u8> {
-        let body = RegistryBody { size: self.size, content: self.content.clone() };
+        let body = RegistryBody {
+            size: self.size,
+            content: self.content.clone(),
+        };
         let mut out = format!("{}\n", self.digest).into_bytes();
         out.extend(serde_json::to_vec(&body).expect("serialisable"));
         out
     }
 
     pub fn parse(bytes: &[u8]) -> Result<Self, String> {
-        let nl = bytes.iter().position(|&b| b == b'\n').ok_or("no digest line")?;
-        let digest = std::str::from_utf8(&bytes[..nl]).map_err(|e| e.to_string())?.to_string();
-        let body: RegistryBody = serde_json::from_slice(&bytes[nl + 1..]).map_err(|e| e.to_string())?;
-        Ok(RegistryEntry { digest, size: body.size, content: body.content })
+        let nl = bytes
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("no digest line")?;
+        let digest = std::str::from_utf8(&bytes[..nl])
+            .map_err(|e| e.to_string())?
+            .to_string();
+        let body: RegistryBody =
+            serde_json::from_slice(&bytes[nl + 1..]).map_err(|e| e.to_string())?;
+        Ok(RegistryEntry {
+            digest,
+            size: body.size,
+            content: body.content,
+        })
     }
 }

@@ -97,7 +97,11 @@ impl BlobWriter {
 
     /// The id of the registry blob for `digest` (computable without the blob's content).
     pub fn registry_id(&self, digest: &str) -> BlobId {
-        blob::blob_id(&self.repo.keys.chunk_key, BlobType::Registry, digest.as_bytes())
+        blob::blob_id(
+            &self.repo.keys.chunk_key,
+            BlobType::Registry,
+            digest.as_bytes(),
+        )
     }
 
     /// Whether a blob with this id is in the repository or already written by this backup.

@@ -174,9 +174,14 @@ impl Store for LocalStore {
 
     async fn put_stream(&self, key: &str, mut data: BoxStream<'_, Result<Bytes>>) -> Result<()> {
         let path = self.path(key);
-        let dir = path.parent().expect("object paths have a parent").to_path_buf();
+        let dir = path
+            .parent()
+            .expect("object paths have a parent")
+            .to_path_buf();
         let io = |what: &str, e| Error::io(format!("cannot {what} {}", path.display()), e);
-        tokio::fs::create_dir_all(&dir).await.map_err(|e| io("create the directory of", e))?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| io("create the directory of", e))?;
         let tmp = tempfile::Builder::new()
             .prefix(TMP_PREFIX)
             .tempfile_in(&dir)
@@ -188,7 +193,9 @@ impl Store for LocalStore {
         }
         file.sync_all().await.map_err(|e| io("sync", e))?;
         drop(file);
-        tmp_path.persist(&path).map_err(|e| io("rename into", e.error))?;
+        tmp_path
+            .persist(&path)
+            .map_err(|e| io("rename into", e.error))?;
         Ok(())
     }
 

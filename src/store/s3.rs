@@ -17,9 +17,9 @@ use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::Bytes;
 
 use super::{ByteReader, ObjectInfo, PutMode, PutOutcome, S3Options, Store};
+use crate::error::{Error, Result};
 use futures::stream::BoxStream;
 use futures::StreamExt;
-use crate::error::{Error, Result};
 
 /// Objects larger than this go up in parts.
 pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
@@ -61,14 +61,21 @@ impl S3Store {
             loader = loader.region(Region::new(region.clone()));
         }
         if opts.credentials_file.is_some() || opts.profile.is_some() {
-            use aws_runtime::env_config::file::{EnvConfigFileKind as ProfileFileKind, EnvConfigFiles as ProfileFiles};
+            use aws_runtime::env_config::file::{
+                EnvConfigFileKind as ProfileFileKind, EnvConfigFiles as ProfileFiles,
+            };
             let mut files = ProfileFiles::builder().include_default_config_file(true);
             files = match &opts.credentials_file {
                 Some(path) => {
                     if !path.is_file() {
-                        return Err(Error::Usage(format!("credentials file {} does not exist", path.display())));
+                        return Err(Error::Usage(format!(
+                            "credentials file {} does not exist",
+                            path.display()
+                        )));
                     }
-                    files.include_default_credentials_file(false).with_file(ProfileFileKind::Credentials, path)
+                    files
+                        .include_default_credentials_file(false)
+                        .with_file(ProfileFileKind::Credentials, path)
                 }
                 None => files.include_default_credentials_file(true),
             };
@@ -150,7 +157,13 @@ impl S3Store {
         self.put_stream(key, stream.boxed()).await
     }
 
-    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: Bytes) -> Result<CompletedPart> {
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<CompletedPart> {
         let out = self
             .client
             .upload_part()
@@ -169,24 +182,36 @@ impl S3Store {
     }
 
     /// Complete a multipart upload of `total` bytes.
-    async fn complete(&self, key: &str, upload_id: &str, parts: Vec<CompletedPart>, total: u64) -> Result<()> {
+    async fn complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+        total: u64,
+    ) -> Result<()> {
         let done = self
             .client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(self.full_key(key))
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
             .send()
             .await;
         match done {
             Ok(_) => Ok(()),
             // Some servers (moto) answer 200 with a body the SDK cannot parse: the object
             // is there if it has the size we uploaded.
-            Err(e) if e.raw_response().map(|r| r.status_code()) == Some(200) => match self.size_of(key).await? {
-                Some(n) if n == total => Ok(()),
-                _ => Err(self.error("complete upload of", key, e)),
-            },
+            Err(e) if e.raw_response().map(|r| r.status_code()) == Some(200) => {
+                match self.size_of(key).await? {
+                    Some(n) if n == total => Ok(()),
+                    _ => Err(self.error("complete upload of", key, e)),
+                }
+            }
             Err(e) => Err(self.error("complete upload of", key, e)),
         }
     }
@@ -402,10 +427,16 @@ impl Store for S3Store {
                             .send()
                             .await
                             .map_err(|e| self.error("start upload of", key, e))?;
-                        upload = Some((created.upload_id().unwrap_or_default().to_string(), Vec::new()));
+                        upload = Some((
+                            created.upload_id().unwrap_or_default().to_string(),
+                            Vec::new(),
+                        ));
                     }
                     let (id, parts) = upload.as_mut().expect("started");
-                    parts.push(self.upload_part(key, id, parts.len() as i32 + 1, part).await?);
+                    parts.push(
+                        self.upload_part(key, id, parts.len() as i32 + 1, part)
+                            .await?,
+                    );
                 }
             }
             Ok(())
@@ -413,7 +444,10 @@ impl Store for S3Store {
         .await;
         let Some((id, mut parts)) = upload else {
             result?;
-            return self.put(key, buf.freeze(), PutMode::Overwrite).await.map(|_| ());
+            return self
+                .put(key, buf.freeze(), PutMode::Overwrite)
+                .await
+                .map(|_| ());
         };
         let finished = match result {
             Ok(()) => {

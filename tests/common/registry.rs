@@ -16,14 +16,22 @@ pub struct Registry {
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl Registry {
     fn start(storage: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let config = format!(
             "version: 0.1\nlog:\n  level: error\nstorage:\n{storage}  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: drydock-test\n"
         );
@@ -38,15 +46,26 @@ impl Registry {
             .expect("docker-registry must be installed (scripts/test installs it)");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "registry did not start: {}", std::fs::read_to_string(dir.path().join("log")).unwrap_or_default());
+            assert!(
+                Instant::now() < deadline,
+                "registry did not start: {}",
+                std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Registry { port, _dir: dir, child }
+        Registry {
+            port,
+            _dir: dir,
+            child,
+        }
     }
 
     /// A registry serving a filesystem root.
     pub fn filesystem(root: &Path) -> Self {
-        Registry::start(&format!("  filesystem:\n    rootdirectory: {}\n", root.display()))
+        Registry::start(&format!(
+            "  filesystem:\n    rootdirectory: {}\n",
+            root.display()
+        ))
     }
 
     /// A registry on the S3 driver (against moto).
@@ -67,11 +86,20 @@ impl Registry {
     /// The digest the registry serves for `repo:tag` (sha256 of the raw manifest).
     pub fn manifest_digest(&self, reference: &str) -> String {
         let raw = Command::new("skopeo")
-            .args(["--insecure-policy", "inspect", "--raw", "--tls-verify=false"])
+            .args([
+                "--insecure-policy",
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+            ])
             .arg(format!("docker://{}/{reference}", self.addr()))
             .output()
             .unwrap();
-        assert!(raw.status.success(), "inspect {reference}: {}", String::from_utf8_lossy(&raw.stderr));
+        assert!(
+            raw.status.success(),
+            "inspect {reference}: {}",
+            String::from_utf8_lossy(&raw.stderr)
+        );
         format!("sha256:{}", hex::encode(sha2::Sha256::digest(&raw.stdout)))
     }
 
@@ -79,14 +107,28 @@ impl Registry {
     /// checked against its digest by skopeo.
     pub fn pull(&self, reference: &str, dest: &Path) {
         run(Command::new("skopeo")
-            .args(["--insecure-policy", "copy", "--all", "--src-tls-verify=false"])
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--all",
+                "--src-tls-verify=false",
+            ])
             .arg(format!("docker://{}/{reference}", self.addr()))
-            .arg(format!("oci:{}:{}", dest.display(), reference.replace(['/', ':'], "_"))));
+            .arg(format!(
+                "oci:{}:{}",
+                dest.display(),
+                reference.replace(['/', ':'], "_")
+            )));
     }
 
     pub fn push(&self, layout: &Path, tag: &str, reference: &str) {
         run(Command::new("skopeo")
-            .args(["--insecure-policy", "copy", "--all", "--dest-tls-verify=false"])
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--all",
+                "--dest-tls-verify=false",
+            ])
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{}/{reference}", self.addr())));
     }
@@ -114,7 +156,13 @@ fn tar_with(dir: &Path, name: &str, file: &str, data: &[u8]) -> PathBuf {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join(file), data).unwrap();
     let tar = dir.join(format!("{name}.tar"));
-    run(Command::new("tar").args(["-C", src.to_str().unwrap(), "-cf", tar.to_str().unwrap(), file]));
+    run(Command::new("tar").args([
+        "-C",
+        src.to_str().unwrap(),
+        "-cf",
+        tar.to_str().unwrap(),
+        file,
+    ]));
     tar
 }
 
@@ -134,16 +182,37 @@ pub fn images() -> &'static Path {
         let umoci = |args: &[&str]| run(Command::new("umoci").args(args));
         umoci(&["init", "--layout", &l]);
         umoci(&["new", "--image", &format!("{l}:empty")]);
-        let layer = |name: &str, size: usize, seed: u64| tar_with(&root, name, &format!("{name}.bin"), &super::noise(size, seed));
+        let layer = |name: &str, size: usize, seed: u64| {
+            tar_with(
+                &root,
+                name,
+                &format!("{name}.bin"),
+                &super::noise(size, seed),
+            )
+        };
         let add = |from: &str, to: &str, tar: &Path| {
-            umoci(&["raw", "add-layer", "--image", &format!("{l}:{from}"), "--tag", to, tar.to_str().unwrap()])
+            umoci(&[
+                "raw",
+                "add-layer",
+                "--image",
+                &format!("{l}:{from}"),
+                "--tag",
+                to,
+                tar.to_str().unwrap(),
+            ])
         };
         add("empty", "base", &layer("base", 1 << 20, 1));
         add("base", "a-v1", &layer("a", 300 << 10, 2));
         add("a-v1", "a-v2", &layer("a2", 200 << 10, 3));
         add("base", "b", &layer("b", 400 << 10, 4));
         add("base", "b-arm", &layer("barm", 400 << 10, 5));
-        umoci(&["config", "--image", &format!("{l}:b-arm"), "--architecture", "arm64"]);
+        umoci(&[
+            "config",
+            "--image",
+            &format!("{l}:b-arm"),
+            "--architecture",
+            "arm64",
+        ]);
         add("empty", "big", &layer("big", 24 << 20, 6));
         make_index(&layout, &["b", "b-arm"], "multi");
         std::fs::write(root.join("done"), "").unwrap();
@@ -154,7 +223,8 @@ pub fn images() -> &'static Path {
 /// Add an image index tagged `tag` over the manifests tagged `members`.
 fn make_index(layout: &Path, members: &[&str], tag: &str) {
     let index_path = layout.join("index.json");
-    let mut index: serde_json::Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
     let manifests = index["manifests"].as_array().unwrap().clone();
     let mut entries = Vec::new();
     for (m, arch) in members.iter().zip(["amd64", "arm64"]) {
@@ -175,12 +245,15 @@ fn make_index(layout: &Path, members: &[&str], tag: &str) {
     .unwrap();
     let hex = hex::encode(sha2::Sha256::digest(&body));
     std::fs::write(layout.join("blobs/sha256").join(&hex), &body).unwrap();
-    index["manifests"].as_array_mut().unwrap().push(serde_json::json!({
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "digest": format!("sha256:{hex}"),
-        "size": body.len(),
-        "annotations": {"org.opencontainers.image.ref.name": tag},
-    }));
+    index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": format!("sha256:{hex}"),
+            "size": body.len(),
+            "annotations": {"org.opencontainers.image.ref.name": tag},
+        }));
     std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
 }
 

@@ -334,7 +334,12 @@ async fn copy_tables(
 }
 
 fn file_node(name: &str, content: Vec<BlobId>, size: u64) -> Node {
-    Node { mode: 0o600, size, content, ..Node::new(name, NodeKind::File) }
+    Node {
+        mode: 0o600,
+        size,
+        content,
+        ..Node::new(name, NodeKind::File)
+    }
 }
 
 /// The blob and manifest digests Harbor's database refers to (`blob`, `artifact`), read in
@@ -343,7 +348,10 @@ async fn referenced_digests(client: &Client) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for (table, sql) in [
         ("public.blob", "SELECT digest::text FROM public.blob"),
-        ("public.artifact", "SELECT digest::text FROM public.artifact"),
+        (
+            "public.artifact",
+            "SELECT digest::text FROM public.artifact",
+        ),
     ] {
         let exists: bool = client
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
@@ -351,7 +359,10 @@ async fn referenced_digests(client: &Client) -> Result<Vec<String>> {
             .map_err(|e| pg_error("looking for Harbor's tables", e))?
             .get(0);
         if exists {
-            let rows = client.query(sql, &[]).await.map_err(|e| pg_error(&format!("reading {table} digests"), e))?;
+            let rows = client
+                .query(sql, &[])
+                .await
+                .map_err(|e| pg_error(&format!("reading {table} digests"), e))?;
             out.extend(rows.iter().map(|r| r.get::<_, String>(0)));
         }
     }
@@ -367,7 +378,12 @@ pub struct DbBackup {
 }
 
 /// Back up the database at `target` as one consistent snapshot.
-pub async fn backup(target: &PgTarget, writer: Arc<BlobWriter>, opts: &DbBackupOptions, progress: Progress) -> Result<DbBackup> {
+pub async fn backup(
+    target: &PgTarget,
+    writer: Arc<BlobWriter>,
+    opts: &DbBackupOptions,
+    progress: Progress,
+) -> Result<DbBackup> {
     let main = target.connect().await?;
     let (server_version, server_version_num) = server_version(&main).await?;
     let pg_dump = tools::find("pg_dump", server_version_num / 10000)?;
@@ -440,5 +456,8 @@ pub async fn backup(target: &PgTarget, writer: Arc<BlobWriter>, opts: &DbBackupO
         sequences,
         foreign_keys,
     };
-    Ok(DbBackup { part, referenced_digests })
+    Ok(DbBackup {
+        part,
+        referenced_digests,
+    })
 }

@@ -47,10 +47,19 @@ impl<R: Read> Read for Sha256Reader<R> {
 }
 
 fn blob_node(digest: &Digest, size: u64, registry: BlobId) -> Node {
-    Node { mode: 0o644, size, registry: Some(registry), ..Node::new(digest.as_str(), NodeKind::File) }
+    Node {
+        mode: 0o644,
+        size,
+        registry: Some(registry),
+        ..Node::new(digest.as_str(), NodeKind::File)
+    }
 }
 
-async fn save_blocking(writer: &Arc<BlobWriter>, blob_type: BlobType, data: Vec<u8>) -> Result<BlobId> {
+async fn save_blocking(
+    writer: &Arc<BlobWriter>,
+    blob_type: BlobType,
+    data: Vec<u8>,
+) -> Result<BlobId> {
     let w = writer.clone();
     tokio::task::spawn_blocking(move || w.save(blob_type, &data))
         .await
@@ -58,7 +67,11 @@ async fn save_blocking(writer: &Arc<BlobWriter>, blob_type: BlobType, data: Vec<
 }
 
 /// Read every link under repositories/ (not _uploads/).
-async fn read_links(source: &Arc<dyn Store>, parallel: usize, warnings: &mut Vec<String>) -> Result<Vec<Link>> {
+async fn read_links(
+    source: &Arc<dyn Store>,
+    parallel: usize,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<Link>> {
     let keys: Vec<String> = source
         .list(REPOSITORIES)
         .await?
@@ -113,13 +126,21 @@ async fn backup_blob(
     let key = digest.data_key();
     let reader = match source.open_read(&key).await {
         Ok(r) => r,
-        Err(Error::NotFound(_)) => return Ok(Outcome::Bad(format!("{digest}: vanished while backing up ({key})"))),
+        Err(Error::NotFound(_)) => {
+            return Ok(Outcome::Bad(format!(
+                "{digest}: vanished while backing up ({key})"
+            )))
+        }
         Err(e) => return Err(e),
     };
     let (w, p) = (writer.clone(), progress.clone());
     let bridge = tokio_util::io::SyncIoBridge::new(reader);
     let (content, len, actual) = tokio::task::spawn_blocking(move || {
-        let mut hashing = Sha256Reader { inner: bridge, hash: Sha256::new(), len: 0 };
+        let mut hashing = Sha256Reader {
+            inner: bridge,
+            hash: Sha256::new(),
+            len: 0,
+        };
         let (content, len) = w.save_stream(&mut hashing, &*p)?;
         Ok::<_, Error>((content, len, hex::encode(hashing.hash.finalize())))
     })
@@ -130,7 +151,11 @@ async fn backup_blob(
             "{digest}: content does not match its digest (sha256 is {actual}) at {key}; not stored"
         )));
     }
-    let entry = RegistryEntry { digest: digest.as_str().to_string(), size: len, content };
+    let entry = RegistryEntry {
+        digest: digest.as_str().to_string(),
+        size: len,
+        content,
+    };
     let id = save_blocking(writer, BlobType::Registry, entry.to_bytes()).await?;
     debug_assert_eq!(id, reg_id);
     Ok(Outcome::New(blob_node(&digest, len, id), len))
@@ -146,7 +171,11 @@ async fn save_blob_tree(writer: &Arc<BlobWriter>, nodes: Vec<Node>) -> Result<Bl
     for (prefix, mut nodes) in groups {
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let id = save_blocking(writer, BlobType::Tree, Tree { nodes }.to_bytes()).await?;
-        root.nodes.push(Node { mode: 0o755, subtree: Some(id), ..Node::new(prefix, NodeKind::Dir) });
+        root.nodes.push(Node {
+            mode: 0o755,
+            subtree: Some(id),
+            ..Node::new(prefix, NodeKind::Dir)
+        });
     }
     save_blocking(writer, BlobType::Tree, root.to_bytes()).await
 }
@@ -167,9 +196,10 @@ pub async fn backup(
     let text = format_links(&links);
     let links_size = text.len() as u64;
     let (w, p) = (writer.clone(), progress.clone());
-    let (link_chunks, _) = tokio::task::spawn_blocking(move || w.save_stream(std::io::Cursor::new(text), &*p))
-        .await
-        .map_err(|e| Error::Other(format!("saving links failed: {e}")))??;
+    let (link_chunks, _) =
+        tokio::task::spawn_blocking(move || w.save_stream(std::io::Cursor::new(text), &*p))
+            .await
+            .map_err(|e| Error::Other(format!("saving links failed: {e}")))??;
 
     let mut listed: Vec<(Digest, u64)> = source
         .list(BLOBS)
@@ -209,7 +239,11 @@ pub async fn backup(
     }
     for l in &links {
         if !digests.contains(&l.digest) {
-            warnings.push(format!("{}: links to {}, which the registry does not hold", l.key(), l.digest));
+            warnings.push(format!(
+                "{}: links to {}, which the registry does not hold",
+                l.key(),
+                l.digest
+            ));
         }
     }
     let blob_count = nodes.len() as u64;

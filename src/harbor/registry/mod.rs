@@ -30,7 +30,12 @@ pub struct Digest(String);
 impl Digest {
     pub fn parse(s: &str) -> Result<Self> {
         match s.strip_prefix("sha256:") {
-            Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => {
+            Some(hex)
+                if hex.len() == 64
+                    && hex
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) =>
+            {
                 Ok(Digest(s.to_string()))
             }
             _ => Err(Error::Integrity(format!("{s:?} is not a sha256 digest"))),
@@ -149,7 +154,8 @@ pub fn format_links(links: &[Link]) -> Vec<u8> {
 }
 
 pub fn parse_links(text: &[u8]) -> Result<Vec<Link>> {
-    let text = std::str::from_utf8(text).map_err(|_| Error::Integrity("the link list is not UTF-8".into()))?;
+    let text = std::str::from_utf8(text)
+        .map_err(|_| Error::Integrity("the link list is not UTF-8".into()))?;
     text.lines()
         .map(|line| {
             let (path, digest) = line
@@ -158,7 +164,10 @@ pub fn parse_links(text: &[u8]) -> Result<Vec<Link>> {
             if !safe_link_path(path) {
                 return Err(Error::Integrity(format!("unsafe link path {path:?}")));
             }
-            Ok(Link { path: path.to_string(), digest: Digest::parse(digest)? })
+            Ok(Link {
+                path: path.to_string(),
+                digest: Digest::parse(digest)?,
+            })
         })
         .collect()
 }
@@ -179,27 +188,48 @@ mod tests {
     #[test]
     fn digests_and_keys() {
         let d = Digest::parse(&format!("sha256:{HEX}")).unwrap();
-        assert_eq!(d.data_key(), format!("docker/registry/v2/blobs/sha256/01/{HEX}/data"));
+        assert_eq!(
+            d.data_key(),
+            format!("docker/registry/v2/blobs/sha256/01/{HEX}/data")
+        );
         assert_eq!(Digest::from_data_key(&d.data_key()), Some(d));
         assert!(Digest::parse("sha256:XYZ").is_err());
         assert!(Digest::parse(&format!("md5:{HEX}")).is_err());
-        assert!(Digest::from_data_key(&format!("docker/registry/v2/blobs/sha256/ff/{HEX}/data")).is_none());
+        assert!(
+            Digest::from_data_key(&format!("docker/registry/v2/blobs/sha256/ff/{HEX}/data"))
+                .is_none()
+        );
     }
 
     #[test]
     fn links_round_trip_and_refuse_escapes() {
         let d = Digest::parse(&format!("sha256:{HEX}")).unwrap();
         let links = vec![
-            Link { path: "library/nginx/_manifests/tags/1.25/current/link".into(), digest: d.clone() },
-            Link { path: "proj/team/app/_layers/sha256/abc/link".into(), digest: d.clone() },
+            Link {
+                path: "library/nginx/_manifests/tags/1.25/current/link".into(),
+                digest: d.clone(),
+            },
+            Link {
+                path: "proj/team/app/_layers/sha256/abc/link".into(),
+                digest: d.clone(),
+            },
         ];
         let parsed = parse_links(&format_links(&links)).unwrap();
         assert_eq!(parsed, links);
         assert_eq!(parsed[0].tag(), Some(("library/nginx", "1.25")));
         assert_eq!(parsed[1].repository(), "proj/team/app");
         assert_eq!(count(&parsed), (2, 1));
-        for bad in ["../x/link", "/abs/link", "a/../b/link", "a b/link", "a/notalink"] {
-            assert!(parse_links(format!("{bad}\t{d}\n").as_bytes()).is_err(), "{bad}");
+        for bad in [
+            "../x/link",
+            "/abs/link",
+            "a/../b/link",
+            "a b/link",
+            "a/notalink",
+        ] {
+            assert!(
+                parse_links(format!("{bad}\t{d}\n").as_bytes()).is_err(),
+                "{bad}"
+            );
         }
     }
 }

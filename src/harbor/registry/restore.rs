@@ -38,11 +38,16 @@ pub async fn blob_nodes(reader: &BlobReader, part: &RegistryPart) -> Result<Vec<
     let root = reader.load_tree(&part.blobs).await?;
     let mut out = Vec::with_capacity(part.blob_count as usize);
     for dir in root.nodes {
-        let sub = dir.subtree.ok_or_else(|| Error::Integrity("registry tree: a prefix without a subtree".into()))?;
+        let sub = dir
+            .subtree
+            .ok_or_else(|| Error::Integrity("registry tree: a prefix without a subtree".into()))?;
         for n in reader.load_tree(&sub).await?.nodes {
             Digest::parse(&n.name)?;
             if n.registry.is_none() {
-                return Err(Error::Integrity(format!("registry tree: {} names no registry blob", n.name)));
+                return Err(Error::Integrity(format!(
+                    "registry tree: {} names no registry blob",
+                    n.name
+                )));
             }
             out.push(n);
         }
@@ -69,7 +74,10 @@ pub async fn hash_object(store: &dyn Store, key: &str) -> Result<Option<String>>
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = r.read(&mut buf).await.map_err(|e| Error::io(format!("cannot read {key}"), e))?;
+        let n = r
+            .read(&mut buf)
+            .await
+            .map_err(|e| Error::io(format!("cannot read {key}"), e))?;
         if n == 0 {
             break;
         }
@@ -78,11 +86,22 @@ pub async fn hash_object(store: &dyn Store, key: &str) -> Result<Option<String>>
     Ok(Some(hex::encode(h.finalize())))
 }
 
-async fn write_blob(reader: &BlobReader, target: &Arc<dyn Store>, node: &Node, parallel: usize, progress: &Progress) -> Result<u64> {
+async fn write_blob(
+    reader: &BlobReader,
+    target: &Arc<dyn Store>,
+    node: &Node,
+    parallel: usize,
+    progress: &Progress,
+) -> Result<u64> {
     let digest = Digest::parse(&node.name)?;
-    let entry = reader.load_registry(node.registry.as_ref().expect("checked")).await?;
+    let entry = reader
+        .load_registry(node.registry.as_ref().expect("checked"))
+        .await?;
     if entry.digest != digest.as_str() || entry.size != node.size {
-        return Err(Error::Integrity(format!("the registry blob for {digest} describes {} ({} bytes)", entry.digest, entry.size)));
+        return Err(Error::Integrity(format!(
+            "the registry blob for {digest} describes {} ({} bytes)",
+            entry.digest, entry.size
+        )));
     }
     let hasher = Arc::new(std::sync::Mutex::new(Sha256::new()));
     let written = Arc::new(AtomicU64::new(0));
@@ -105,13 +124,17 @@ async fn write_blob(reader: &BlobReader, target: &Arc<dyn Store>, node: &Node, p
         stream::once(async move {
             let actual = hex::encode(hasher.lock().expect("lock").clone().finalize());
             if actual != expected || written.load(Ordering::Relaxed) != size {
-                Err(Error::Integrity(format!("restored bytes of {digest} do not match the digest")))
+                Err(Error::Integrity(format!(
+                    "restored bytes of {digest} do not match the digest"
+                )))
             } else {
                 Ok(Bytes::new())
             }
         })
     };
-    target.put_stream(&digest.data_key(), chunks.chain(check).boxed()).await?;
+    target
+        .put_stream(&digest.data_key(), chunks.chain(check).boxed())
+        .await?;
     Ok(written.load(Ordering::Relaxed))
 }
 
@@ -125,18 +148,32 @@ pub async fn restore(
 ) -> Result<RegistryRestoreReport> {
     let nodes = blob_nodes(reader, part).await?;
     let links = links(reader, part).await?;
-    let existing: HashMap<String, u64> = target.list(BLOBS).await?.into_iter().map(|o| (o.key, o.size)).collect();
+    let existing: HashMap<String, u64> = target
+        .list(BLOBS)
+        .await?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
     progress.total(nodes.iter().map(|n| n.size).sum());
     let mut report = RegistryRestoreReport::default();
     let results: Vec<Result<(String, bool, u64)>> = stream::iter(nodes.iter())
         .map(|node| {
             let target = &target;
             let progress = &progress;
-            let present_size = existing.get(&Digest::parse(&node.name).map(|d| d.data_key()).unwrap_or_default()).copied();
+            let present_size = existing
+                .get(
+                    &Digest::parse(&node.name)
+                        .map(|d| d.data_key())
+                        .unwrap_or_default(),
+                )
+                .copied();
             async move {
                 let digest = Digest::parse(&node.name)?;
                 if present_size == Some(node.size)
-                    && hash_object(target.as_ref(), &digest.data_key()).await?.as_deref() == Some(digest.hex())
+                    && hash_object(target.as_ref(), &digest.data_key())
+                        .await?
+                        .as_deref()
+                        == Some(digest.hex())
                 {
                     progress.bytes(node.size);
                     return Ok((node.name.clone(), true, 0));
@@ -171,7 +208,11 @@ pub async fn restore(
             let target = &target;
             async move {
                 target
-                    .put(&l.key(), Bytes::from(l.digest.as_str().to_string()), PutMode::Overwrite)
+                    .put(
+                        &l.key(),
+                        Bytes::from(l.digest.as_str().to_string()),
+                        PutMode::Overwrite,
+                    )
                     .await
                     .map(|_| ())
             }

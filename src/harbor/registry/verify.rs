@@ -13,12 +13,25 @@ use crate::repo::reader::BlobReader;
 use crate::store::Store;
 
 /// Through the storage: every difference, one line each.
-pub async fn verify_storage(reader: &BlobReader, part: &RegistryPart, target: Arc<dyn Store>, parallel: usize) -> Result<Vec<String>> {
+pub async fn verify_storage(
+    reader: &BlobReader,
+    part: &RegistryPart,
+    target: Arc<dyn Store>,
+    parallel: usize,
+) -> Result<Vec<String>> {
     let nodes = blob_nodes(reader, part).await?;
     let links = links(reader, part).await?;
-    let live: HashMap<String, u64> = target.list(BLOBS).await?.into_iter().map(|o| (o.key, o.size)).collect();
+    let live: HashMap<String, u64> = target
+        .list(BLOBS)
+        .await?
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
     let mut diffs = Vec::new();
-    let wanted: HashSet<String> = nodes.iter().filter_map(|n| Digest::parse(&n.name).ok().map(|d| d.data_key())).collect();
+    let wanted: HashSet<String> = nodes
+        .iter()
+        .filter_map(|n| Digest::parse(&n.name).ok().map(|d| d.data_key()))
+        .collect();
     let checks: Vec<Result<Option<String>>> = stream::iter(nodes.iter())
         .map(|n| {
             let target = &target;
@@ -28,10 +41,15 @@ pub async fn verify_storage(reader: &BlobReader, part: &RegistryPart, target: Ar
                 let key = d.data_key();
                 match live.get(&key) {
                     None => Ok(Some(format!("blob {d}: missing"))),
-                    Some(&size) if size != n.size => Ok(Some(format!("blob {d}: {size} bytes, the snapshot has {}", n.size))),
+                    Some(&size) if size != n.size => Ok(Some(format!(
+                        "blob {d}: {size} bytes, the snapshot has {}",
+                        n.size
+                    ))),
                     Some(_) => Ok(match hash_object(target.as_ref(), &key).await? {
                         Some(h) if h == d.hex() => None,
-                        _ => Some(format!("blob {d}: corrupt (content does not match the digest)")),
+                        _ => Some(format!(
+                            "blob {d}: corrupt (content does not match the digest)"
+                        )),
                     }),
                 }
             }
@@ -42,9 +60,16 @@ pub async fn verify_storage(reader: &BlobReader, part: &RegistryPart, target: Ar
     for c in checks {
         diffs.extend(c?);
     }
-    let mut extra: Vec<&String> = live.keys().filter(|k| k.ends_with("/data") && !wanted.contains(*k)).collect();
+    let mut extra: Vec<&String> = live
+        .keys()
+        .filter(|k| k.ends_with("/data") && !wanted.contains(*k))
+        .collect();
     extra.sort();
-    diffs.extend(extra.into_iter().map(|k| format!("blob {k}: not in the snapshot")));
+    diffs.extend(
+        extra
+            .into_iter()
+            .map(|k| format!("blob {k}: not in the snapshot")),
+    );
 
     let live_links: HashSet<String> = target
         .list(REPOSITORIES)
@@ -58,13 +83,17 @@ pub async fn verify_storage(reader: &BlobReader, part: &RegistryPart, target: Ar
             let target = &target;
             let live_links = &live_links;
             async move {
-                let what = l.tag().map(|(r, t)| format!("tag {r}:{t}")).unwrap_or_else(|| format!("link {}", l.path));
+                let what = l
+                    .tag()
+                    .map(|(r, t)| format!("tag {r}:{t}"))
+                    .unwrap_or_else(|| format!("link {}", l.path));
                 if !live_links.contains(&l.key()) {
                     return Ok(Some(format!("{what}: missing")));
                 }
                 let got = target.get(&l.key()).await?;
                 let got = String::from_utf8_lossy(&got).trim().to_string();
-                Ok((got != l.digest.as_str()).then(|| format!("{what}: points to {got}, the snapshot to {}", l.digest)))
+                Ok((got != l.digest.as_str())
+                    .then(|| format!("{what}: points to {got}, the snapshot to {}", l.digest)))
             }
         })
         .buffer_unordered(parallel.max(1) * 4)
@@ -74,9 +103,16 @@ pub async fn verify_storage(reader: &BlobReader, part: &RegistryPart, target: Ar
         diffs.extend(r?);
     }
     let snapshot_links: HashSet<String> = links.iter().map(|l| l.key()).collect();
-    let mut extra: Vec<&String> = live_links.iter().filter(|k| !snapshot_links.contains(*k)).collect();
+    let mut extra: Vec<&String> = live_links
+        .iter()
+        .filter(|k| !snapshot_links.contains(*k))
+        .collect();
     extra.sort();
-    diffs.extend(extra.into_iter().map(|k| format!("link {}: not in the snapshot", &k[REPOSITORIES.len()..])));
+    diffs.extend(
+        extra
+            .into_iter()
+            .map(|k| format!("link {}: not in the snapshot", &k[REPOSITORIES.len()..])),
+    );
     Ok(diffs)
 }
 
@@ -85,7 +121,12 @@ application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docke
 
 /// Through the registry's HTTP API: every tag resolves to the snapshot's manifest, and
 /// every manifest revision and layer the snapshot links is served.
-pub async fn verify_http(reader: &BlobReader, part: &RegistryPart, base: &str, parallel: usize) -> Result<Vec<String>> {
+pub async fn verify_http(
+    reader: &BlobReader,
+    part: &RegistryPart,
+    base: &str,
+    parallel: usize,
+) -> Result<Vec<String>> {
     let links = links(reader, part).await?;
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(60))
@@ -97,11 +138,23 @@ pub async fn verify_http(reader: &BlobReader, part: &RegistryPart, base: &str, p
     for l in &links {
         let repo = l.repository();
         if let Some((r, tag)) = l.tag() {
-            probes.insert(format!("tag {r}:{tag}"), (format!("{base}/v2/{r}/manifests/{tag}"), Some(l.digest.to_string())));
+            probes.insert(
+                format!("tag {r}:{tag}"),
+                (
+                    format!("{base}/v2/{r}/manifests/{tag}"),
+                    Some(l.digest.to_string()),
+                ),
+            );
         } else if l.path.contains("/_manifests/revisions/") {
-            probes.insert(format!("manifest {repo}@{}", l.digest), (format!("{base}/v2/{repo}/manifests/{}", l.digest), None));
+            probes.insert(
+                format!("manifest {repo}@{}", l.digest),
+                (format!("{base}/v2/{repo}/manifests/{}", l.digest), None),
+            );
         } else if l.path.contains("/_layers/") {
-            probes.insert(format!("blob {repo}@{}", l.digest), (format!("{base}/v2/{repo}/blobs/{}", l.digest), None));
+            probes.insert(
+                format!("blob {repo}@{}", l.digest),
+                (format!("{base}/v2/{repo}/blobs/{}", l.digest), None),
+            );
         }
     }
     let results: Vec<Result<Option<String>>> = stream::iter(probes)
@@ -113,13 +166,21 @@ pub async fn verify_http(reader: &BlobReader, part: &RegistryPart, base: &str, p
                     .header("Accept", MANIFEST_TYPES)
                     .send()
                     .await
-                    .map_err(|e| Error::Other(format!("cannot reach the registry at {url}: {e}")))?;
+                    .map_err(|e| {
+                        Error::Other(format!("cannot reach the registry at {url}: {e}"))
+                    })?;
                 if !resp.status().is_success() {
                     return Ok(Some(format!("{what}: HTTP {}", resp.status().as_u16())));
                 }
-                let got = resp.headers().get("Docker-Content-Digest").and_then(|v| v.to_str().ok()).map(str::to_string);
+                let got = resp
+                    .headers()
+                    .get("Docker-Content-Digest")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
                 Ok(match (expected, got) {
-                    (Some(e), Some(g)) if e != g => Some(format!("{what}: serves {g}, the snapshot has {e}")),
+                    (Some(e), Some(g)) if e != g => {
+                        Some(format!("{what}: serves {g}, the snapshot has {e}"))
+                    }
                     _ => None,
                 })
             }
