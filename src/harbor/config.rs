@@ -272,30 +272,43 @@ pub async fn plan(
     target: &Path,
 ) -> Result<Vec<(PathBuf, Node)>> {
     let mut out = Vec::new();
-    let mut queue = std::collections::VecDeque::new();
+    let mut level = Vec::new();
     for root in &part.roots {
         for component in root.path.split('/').filter(|c| !c.is_empty()) {
             safe_name(component)?;
         }
-        queue.push_back((destination(target, root), root.node.clone()));
+        level.push((destination(target, root), root.node.clone()));
     }
-    while let Some((path, node)) = queue.pop_front() {
-        if let Some(tree_id) = node.subtree {
-            let tree = reader.load_tree(&tree_id).await?;
-            let mut names = std::collections::HashSet::new();
-            for child in tree.nodes {
-                if !names.insert(child.name.clone()) {
-                    return Err(Error::Integrity(format!(
-                        "tree {} names {:?} twice",
-                        tree_id.short(),
-                        child.name
-                    )));
+    // Level by level, so the trees of one level load concurrently.
+    while !level.is_empty() {
+        let trees: Vec<Option<Tree>> = stream::iter(level.iter().map(|(_, n)| n.subtree))
+            .map(|t| async move {
+                match t {
+                    Some(id) => reader.load_tree(&id).await.map(Some),
+                    None => Ok(None),
                 }
-                let p = path.join(safe_name(&child.name)?);
-                queue.push_back((p, child));
+            })
+            .buffered(16)
+            .try_collect()
+            .await?;
+        let mut next = Vec::new();
+        for ((path, node), tree) in level.into_iter().zip(trees) {
+            if let Some(tree) = tree {
+                let mut names = std::collections::HashSet::new();
+                for child in tree.nodes {
+                    if !names.insert(child.name.clone()) {
+                        return Err(Error::Integrity(format!(
+                            "tree {} names {:?} twice",
+                            node.subtree.map(|t| t.short()).unwrap_or_default(),
+                            child.name
+                        )));
+                    }
+                    next.push((path.join(safe_name(&child.name)?), child));
+                }
             }
+            out.push((path, node));
         }
-        out.push((path, node));
+        level = next;
     }
     Ok(out)
 }
@@ -465,9 +478,7 @@ async fn write_content(
     let mut file = tokio::fs::File::create(tmp)
         .await
         .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
-    let mut chunks = stream::iter(content)
-        .map(|id| reader.load(id, BlobType::Data))
-        .buffered(parallel.max(1));
+    let mut chunks = std::pin::pin!(reader.load_stream(content, BlobType::Data, parallel));
     let mut written = 0u64;
     while let Some(data) = chunks.next().await {
         let data = data?;

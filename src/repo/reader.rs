@@ -1,29 +1,67 @@
-//! Reading blobs back: locate in the index, fetch the byte range, decrypt, authenticate.
+//! Reading blobs back: locate in the index, fetch the bytes, decrypt, authenticate.
+//!
+//! Requests are what a restore from S3 pays for, so the reader makes few of them:
+//! - a run of blobs that sit next to each other in one pack (a file's chunks, written in
+//!   order) is fetched with one range request ([`BlobReader::load_stream`]);
+//! - a small blob (a tree, a config file, a manifest) pulls in a 4 MiB window of its pack,
+//!   kept in a small cache, so its neighbours — written by the same backup — come free.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::stream::{self, Stream, StreamExt};
 
 use super::blob::{self, BlobType};
-use super::index::MasterIndex;
+use super::index::{BlobLocation, MasterIndex};
 use super::pack;
 use super::tree::{RegistryEntry, Tree};
 use super::Repository;
 use crate::error::{Error, Result};
-use crate::ids::BlobId;
+use crate::ids::{BlobId, PackId};
+
+/// Blobs smaller than this are read through the window cache.
+const SMALL: u32 = 256 * 1024;
+/// How much of a pack a small read brings in.
+const WINDOW: u64 = 4 * 1024 * 1024;
+/// Windows kept (memory: WINDOWS × WINDOW at most).
+const WINDOWS: usize = 8;
+/// Largest single range request for a run of neighbouring blobs.
+const RUN_MAX: u64 = 8 * 1024 * 1024;
+
+struct Window {
+    pack: PackId,
+    start: u64,
+    bytes: Bytes,
+}
 
 #[derive(Clone)]
 pub struct BlobReader {
     repo: Arc<Repository>,
     index: Arc<MasterIndex>,
+    windows: Arc<Mutex<VecDeque<Window>>>,
+}
+
+/// Neighbouring blobs of one pack, fetched together.
+struct Run {
+    pack: PackId,
+    start: u64,
+    end: u64,
+    blobs: Vec<(BlobId, BlobLocation)>,
 }
 
 impl BlobReader {
     /// Needs the identity; fails with a key error otherwise.
     pub fn new(repo: Arc<Repository>, index: Arc<MasterIndex>, operation: &str) -> Result<Self> {
         repo.keys.identity(operation)?;
-        Ok(BlobReader { repo, index })
+        Ok(BlobReader {
+            repo,
+            index,
+            windows: Arc::new(Mutex::new(VecDeque::new())),
+        })
     }
 
-    pub async fn load(&self, id: &BlobId, expected: BlobType) -> Result<Vec<u8>> {
+    fn locate(&self, id: &BlobId, expected: BlobType) -> Result<BlobLocation> {
         let loc = self.index.get(id).ok_or_else(|| {
             Error::Integrity(format!(
                 "blob {} is not in the index (its pack or index object is missing)",
@@ -37,17 +75,57 @@ impl BlobReader {
                 loc.blob_type
             )));
         }
-        let bytes = self
-            .repo
+        Ok(loc)
+    }
+
+    async fn get_range(&self, pack: &PackId, start: u64, len: u64) -> Result<Bytes> {
+        self.repo
             .store
-            .get_range(&pack::key(&loc.pack), loc.offset as u64, loc.length as u64)
+            .get_range(&pack::key(pack), start, len)
             .await
             .map_err(|e| match e {
-                Error::NotFound(_) => {
-                    Error::Integrity(format!("pack {} is missing", loc.pack.short()))
-                }
+                Error::NotFound(_) => Error::Integrity(format!("pack {} is missing", pack.short())),
                 other => other,
-            })?;
+            })
+    }
+
+    fn cached(&self, loc: &BlobLocation) -> Option<Bytes> {
+        let (off, len) = (loc.offset as u64, loc.length as u64);
+        let windows = self.windows.lock().expect("lock");
+        windows.iter().find_map(|w| {
+            (w.pack == loc.pack && w.start <= off && off + len <= w.start + w.bytes.len() as u64)
+                .then(|| {
+                    w.bytes
+                        .slice((off - w.start) as usize..(off - w.start + len) as usize)
+                })
+        })
+    }
+
+    /// The stored bytes of one blob.
+    async fn fetch(&self, id: &BlobId, loc: &BlobLocation) -> Result<Bytes> {
+        let bytes = if loc.length < SMALL {
+            match self.cached(loc) {
+                Some(b) => b,
+                None => {
+                    let window = self.get_range(&loc.pack, loc.offset as u64, WINDOW).await?;
+                    let n = window.len().min(loc.length as usize);
+                    let blob = window.slice(..n);
+                    let mut windows = self.windows.lock().expect("lock");
+                    if windows.len() == WINDOWS {
+                        windows.pop_back();
+                    }
+                    windows.push_front(Window {
+                        pack: loc.pack,
+                        start: loc.offset as u64,
+                        bytes: window,
+                    });
+                    blob
+                }
+            }
+        } else {
+            self.get_range(&loc.pack, loc.offset as u64, loc.length as u64)
+                .await?
+        };
         if bytes.len() != loc.length as usize {
             return Err(Error::Integrity(format!(
                 "pack {} is truncated (blob {} cut short)",
@@ -55,25 +133,121 @@ impl BlobReader {
                 id.short()
             )));
         }
+        Ok(bytes)
+    }
+
+    /// Decrypt, decompress and authenticate, off the async threads.
+    async fn decode(
+        &self,
+        items: Vec<(BlobId, BlobLocation, Bytes)>,
+        expected: BlobType,
+    ) -> Result<Vec<Vec<u8>>> {
         let repo = self.repo.clone();
-        let id = *id;
         tokio::task::spawn_blocking(move || {
             let identity = repo.keys.identity("reading data")?;
-            blob::decode(
-                identity,
-                &repo.keys.chunk_key,
-                expected,
-                &id,
-                loc.raw_length,
-                &bytes,
-            )
-            .map_err(|e| match e {
-                Error::Integrity(m) => Error::Integrity(format!("{m} (pack {})", loc.pack.short())),
-                other => other,
-            })
+            items
+                .iter()
+                .map(|(id, loc, bytes)| {
+                    blob::decode(
+                        identity,
+                        &repo.keys.chunk_key,
+                        expected,
+                        id,
+                        loc.raw_length,
+                        bytes,
+                    )
+                    .map_err(|e| match e {
+                        Error::Integrity(m) => {
+                            Error::Integrity(format!("{m} (pack {})", loc.pack.short()))
+                        }
+                        other => other,
+                    })
+                })
+                .collect()
         })
         .await
         .map_err(|e| Error::Other(format!("decode task failed: {e}")))?
+    }
+
+    pub async fn load(&self, id: &BlobId, expected: BlobType) -> Result<Vec<u8>> {
+        let loc = self.locate(id, expected)?;
+        let bytes = self.fetch(id, &loc).await?;
+        let mut out = self.decode(vec![(*id, loc, bytes)], expected).await?;
+        Ok(out.pop().expect("one blob"))
+    }
+
+    /// Group `ids` into runs of neighbours in one pack.
+    fn runs(&self, ids: &[BlobId], expected: BlobType) -> Vec<Result<Run>> {
+        let mut runs: Vec<Result<Run>> = Vec::new();
+        for id in ids {
+            let loc = match self.locate(id, expected) {
+                Ok(l) => l,
+                Err(e) => {
+                    runs.push(Err(e));
+                    continue;
+                }
+            };
+            let (start, end) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);
+            if let Some(Ok(run)) = runs.last_mut() {
+                if run.pack == loc.pack && run.end == start && end - run.start <= RUN_MAX {
+                    run.end = end;
+                    run.blobs.push((*id, loc));
+                    continue;
+                }
+            }
+            runs.push(Ok(Run {
+                pack: loc.pack,
+                start,
+                end,
+                blobs: vec![(*id, loc)],
+            }));
+        }
+        runs
+    }
+
+    async fn load_run(&self, run: Result<Run>, expected: BlobType) -> Result<Vec<Vec<u8>>> {
+        let run = run?;
+        if let [(id, loc)] = run.blobs.as_slice() {
+            let bytes = self.fetch(id, loc).await?;
+            return self.decode(vec![(*id, *loc, bytes)], expected).await;
+        }
+        let bytes = self
+            .get_range(&run.pack, run.start, run.end - run.start)
+            .await?;
+        if (bytes.len() as u64) < run.end - run.start {
+            return Err(Error::Integrity(format!(
+                "pack {} is truncated",
+                run.pack.short()
+            )));
+        }
+        let items = run
+            .blobs
+            .into_iter()
+            .map(|(id, loc)| {
+                let from = (loc.offset as u64 - run.start) as usize;
+                (id, loc, bytes.slice(from..from + loc.length as usize))
+            })
+            .collect();
+        self.decode(items, expected).await
+    }
+
+    /// Every blob of `ids`, in order, with up to `parallel` range requests in flight.
+    pub fn load_stream<'a>(
+        &'a self,
+        ids: &'a [BlobId],
+        expected: BlobType,
+        parallel: usize,
+    ) -> impl Stream<Item = Result<Vec<u8>>> + Send + 'a {
+        stream::iter(self.runs(ids, expected))
+            .map(move |run| self.load_run(run, expected))
+            .buffered(parallel.max(1))
+            .flat_map(|r| {
+                let items: Vec<Result<Vec<u8>>> = match r {
+                    Ok(blobs) => blobs.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
+                };
+                stream::iter(items)
+            })
     }
 
     pub async fn load_registry(&self, id: &BlobId) -> Result<RegistryEntry> {

@@ -118,9 +118,7 @@ async fn copy_in<C: CopyTarget>(
         .await
         .map_err(|e| pg_error(&what, e))?;
     pin_mut!(sink);
-    let mut chunks = futures::stream::iter(content)
-        .map(|id| reader.load(id, BlobType::Data))
-        .buffered(parallel.max(1));
+    let mut chunks = std::pin::pin!(reader.load_stream(content, BlobType::Data, parallel));
     while let Some(chunk) = chunks.next().await {
         let chunk = chunk?;
         progress.bytes(chunk.len() as u64);
@@ -166,8 +164,9 @@ async fn apply_sql(
         .map_err(|e| Error::Usage(format!("cannot run {}: {e}", psql.path.display())))?;
     let mut stdin = child.stdin.take().expect("piped");
     let mut feed_error = None;
-    for id in &node.content {
-        let data = reader.load(id, BlobType::Data).await?;
+    let mut chunks = std::pin::pin!(reader.load_stream(&node.content, BlobType::Data, 4));
+    while let Some(data) = chunks.next().await {
+        let data = data?;
         if let Err(e) = stdin.write_all(&data).await {
             feed_error = Some(e); // psql stopped early; its stderr says why
             break;

@@ -36,21 +36,29 @@ pub struct RegistryRestoreReport {
 /// Every digest node of the part, from its two-level tree.
 pub async fn blob_nodes(reader: &BlobReader, part: &RegistryPart) -> Result<Vec<Node>> {
     let root = reader.load_tree(&part.blobs).await?;
+    let subtrees: Vec<_> = root
+        .nodes
+        .iter()
+        .map(|d| {
+            d.subtree
+                .ok_or_else(|| Error::Integrity("registry tree: a prefix without a subtree".into()))
+        })
+        .collect::<Result<_>>()?;
+    let trees: Vec<_> = stream::iter(subtrees)
+        .map(|id| async move { reader.load_tree(&id).await })
+        .buffered(16)
+        .try_collect()
+        .await?;
     let mut out = Vec::with_capacity(part.blob_count as usize);
-    for dir in root.nodes {
-        let sub = dir
-            .subtree
-            .ok_or_else(|| Error::Integrity("registry tree: a prefix without a subtree".into()))?;
-        for n in reader.load_tree(&sub).await?.nodes {
-            Digest::parse(&n.name)?;
-            if n.registry.is_none() {
-                return Err(Error::Integrity(format!(
-                    "registry tree: {} names no registry blob",
-                    n.name
-                )));
-            }
-            out.push(n);
+    for n in trees.into_iter().flat_map(|t| t.nodes) {
+        Digest::parse(&n.name)?;
+        if n.registry.is_none() {
+            return Err(Error::Integrity(format!(
+                "registry tree: {} names no registry blob",
+                n.name
+            )));
         }
+        out.push(n);
     }
     Ok(out)
 }
@@ -58,8 +66,9 @@ pub async fn blob_nodes(reader: &BlobReader, part: &RegistryPart) -> Result<Vec<
 /// The link list of the part.
 pub async fn links(reader: &BlobReader, part: &RegistryPart) -> Result<Vec<Link>> {
     let mut text = Vec::with_capacity(part.links_size as usize);
-    for id in &part.links {
-        text.extend(reader.load(id, BlobType::Data).await?);
+    let mut chunks = std::pin::pin!(reader.load_stream(&part.links, BlobType::Data, 4));
+    while let Some(chunk) = chunks.next().await {
+        text.extend(chunk?);
     }
     parse_links(&text)
 }
@@ -108,9 +117,9 @@ async fn write_blob(
     let (h, w, p) = (hasher.clone(), written.clone(), progress.clone());
     let expected = digest.hex().to_string();
     let size = entry.size;
-    let chunks = stream::iter(entry.content)
-        .map(move |id| async move { reader.load(&id, BlobType::Data).await })
-        .buffered(parallel.max(1))
+    let content = entry.content;
+    let chunks = reader
+        .load_stream(&content, BlobType::Data, parallel)
         .map_ok(move |data| {
             h.lock().expect("lock").update(&data);
             w.fetch_add(data.len() as u64, Ordering::Relaxed);
