@@ -277,11 +277,12 @@ async fn back_up_parts(
                 })
                 .cloned()
                 .collect();
-            c.warnings.extend(
-                c.missing_digests
-                    .iter()
-                    .map(|d| format!("the database refers to {d}, which the registry part lacks")),
-            );
+            if let Some(first) = c.missing_digests.first() {
+                c.warnings.push(format!(
+                    "the database refers to {} digest(s) the registry part lacks (first: {first}; all in --json missing_digests)",
+                    c.missing_digests.len()
+                ));
+            }
         }
         c.parts.registry = Some(b.part);
     }

@@ -74,16 +74,27 @@ mod tests {
 
     #[test]
     fn missing_and_too_old_clients_say_what_to_install() {
-        let e = find("pg_dump_that_does_not_exist", 15).unwrap_err().to_string();
-        assert!(e.contains("not found") && e.contains("postgresql-client-15"), "{e}");
+        let e = find("pg_dump_that_does_not_exist", 15)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not found") && e.contains("postgresql-client-15"),
+            "{e}"
+        );
         let e = find("pg_dump", 99).unwrap_err().to_string();
-        assert!(e.contains("older than the PostgreSQL 99 server") && e.contains("postgresql-client-99"), "{e}");
+        assert!(
+            e.contains("older than the PostgreSQL 99 server") && e.contains("postgresql-client-99"),
+            "{e}"
+        );
     }
 
     #[test]
     fn a_matching_client_is_found_with_its_version() {
         let tool = find("pg_dump", 15).unwrap();
         assert!(tool.major >= 15, "{tool:?}");
-        assert!(tool.version.starts_with(&tool.major.to_string()), "{tool:?}");
+        assert!(
+            tool.version.starts_with(&tool.major.to_string()),
+            "{tool:?}"
+        );
     }
 }
