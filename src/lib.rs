@@ -16,5 +16,6 @@ pub mod ids;
 pub mod progress;
 pub mod repo;
 pub mod store;
+pub mod velero;
 
 pub use error::{Error, Result};

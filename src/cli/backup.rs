@@ -12,6 +12,7 @@ use serde_json::json;
 use super::{default_parallel, Context, Output};
 use crate::error::{exit, Error, Result};
 use crate::harbor::{config, db, registry};
+use crate::velero;
 use crate::ids::ByteSize;
 use crate::progress::Progress;
 use crate::repo::snapshot::{Parts, Snapshot, Summary, VERSION};
@@ -26,6 +27,10 @@ pub struct BackupArgs {
     /// A tag K=V recorded in the snapshot (repeatable).
     #[arg(long = "tag", value_name = "K=V", value_parser = parse_tag)]
     pub tags: Vec<(String, String)>,
+    /// The Velero backup this snapshot goes with (tags velero.io/backup-name, and
+    /// velero.io/schedule-name when the name is `<schedule>-YYYYMMDDhhmmss`).
+    #[arg(long, value_name = "NAME")]
+    pub velero_backup: Option<String>,
     /// How long the snapshot is kept by `forget --expired`, like Velero's --ttl (720h, 30d, 90m).
     #[arg(long, default_value = "720h", value_parser = parse_duration)]
     pub ttl: chrono::Duration,
@@ -38,6 +43,14 @@ pub struct BackupArgs {
     pub force: bool,
     #[command(flatten)]
     pub registry: super::RegistryOpts,
+    /// With --harbor-url: check health, record Harbor's version, and hold Harbor read-only
+    /// during the backup (the previous value is always put back).
+    #[command(flatten)]
+    pub harbor: super::HarborOpts,
+    /// Exit 3 (partial) when a snapshot with a database has no Harbor secretKey among the
+    /// --config paths.
+    #[arg(long)]
+    pub strict: bool,
     /// Host name recorded in the snapshot (default: this machine's).
     #[arg(long)]
     pub host: Option<String>,
@@ -51,6 +64,14 @@ fn parse_tag(s: &str) -> std::result::Result<(String, String), String> {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("{s:?} is not K=V")),
     }
+}
+
+/// Like [`parse_duration`], and `0`/`0s` too.
+pub fn parse_duration_or_zero(s: &str) -> std::result::Result<chrono::Duration, String> {
+    if s.trim_end_matches(['s', 'm', 'h', 'd']) == "0" {
+        return Ok(chrono::Duration::zero());
+    }
+    parse_duration(s)
 }
 
 /// A Go-style duration (`720h`, `1h30m`, `90s`) or days (`30d`).
@@ -89,6 +110,19 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
             "nothing to back up: give --postgres URL, --registry-fs DIR or --registry-s3 URL, and/or --config PATH".into(),
         ));
     }
+    config::validate_paths(&args.config)?;
+    // Harbor's API and the secretKey check around the snapshot: src/cli/harbor.rs.
+    let harbor = args.harbor.clone();
+    let key =
+        super::harbor::SecretKeyCheck::new(&args.config, args.postgres.is_some(), args.strict);
+    super::harbor::around_backup(&harbor, key, |version| snapshot(ctx, args, version)).await
+}
+
+async fn snapshot(
+    ctx: &Context,
+    args: BackupArgs,
+    harbor_version: Option<String>,
+) -> Result<Output> {
     let registry = args.registry.open().await?;
     config::validate_paths(&args.config)?;
     let pg = args
@@ -100,7 +134,10 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
     let time = Utc::now();
     let repo = ctx.open_repo().await?;
     let mut index = repo.load_index().await?;
-    repo.adopt_unindexed_packs(&mut index).await?;
+    // Packs prune has marked for deletion are neither adopted nor reused.
+    let marked = crate::repo::prune::marked_packs(&repo).await?;
+    repo.adopt_unindexed_packs(&mut index, &marked).await?;
+    index.remove_packs(&marked);
     let writer = Arc::new(BlobWriter::new(repo.clone(), &index, args.parallel)?);
     drop(index);
     let progress = Progress::new(ctx.global.progress, "backup", None);
@@ -155,9 +192,10 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
         host: args
             .host
             .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned()),
-        tags: args.tags.into_iter().collect::<BTreeMap<_, _>>(),
+        tags: snapshot_tags(args.tags, args.velero_backup.as_deref()),
         expires: Some(time + args.ttl),
         program: format!("drydock {}", env!("CARGO_PKG_VERSION")),
+        harbor_version,
         parts,
         summary: summary.clone(),
     };
@@ -218,6 +256,18 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
         json,
         exit: exit_code,
     })
+}
+
+/// `--tag` values plus the Velero backup and schedule names.
+fn snapshot_tags(tags: Vec<(String, String)>, velero_backup: Option<&str>) -> BTreeMap<String, String> {
+    let mut all: BTreeMap<String, String> = tags.into_iter().collect();
+    if let Some(name) = velero_backup {
+        all.insert(velero::TAG_BACKUP.into(), name.into());
+        if let Some(schedule) = velero::schedule_of(name) {
+            all.entry(velero::TAG_SCHEDULE.into()).or_insert_with(|| schedule.into());
+        }
+    }
+    all
 }
 
 /// What the parts produced, before the snapshot is written.

@@ -2,8 +2,11 @@
 
 mod backup;
 mod check;
+mod forget;
+mod harbor;
 mod init;
 mod key;
+mod prune;
 mod restore;
 mod show;
 mod snapshots;
@@ -20,6 +23,7 @@ use crate::error::{exit, Error, Result};
 use crate::progress::ProgressMode;
 use crate::repo::Repository;
 use crate::store::{self, Location, S3Options, Store};
+use crate::velero::{AccessMode, Bsl};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -67,6 +71,14 @@ pub struct GlobalOpts {
     /// Address buckets as http://host/bucket (MinIO, Ceph, moto) instead of bucket.host.
     #[arg(long, env = "DRYDOCK_S3_PATH_STYLE", global = true)]
     pub s3_path_style: bool,
+    /// Use a Velero BackupStorageLocation (YAML as `kubectl get bsl NAME -o yaml` prints it)
+    /// instead of --repo: the repository lives under <prefix>/plugins/drydock in its bucket.
+    #[arg(long, env = "DRYDOCK_VELERO_BSL", global = true, value_name = "FILE", conflicts_with = "repo")]
+    pub velero_bsl: Option<PathBuf>,
+    /// The BSL's INI credentials file (Velero mounts it at /credentials/cloud); its
+    /// `profile` config key picks the section.
+    #[arg(long, env = "AWS_SHARED_CREDENTIALS_FILE", global = true, value_name = "FILE")]
+    pub velero_credentials: Option<PathBuf>,
     /// Key file: the repository identity, or a backup-only key.
     #[arg(long, env = "DRYDOCK_KEY_FILE", global = true, value_name = "FILE")]
     pub key: Option<PathBuf>,
@@ -112,6 +124,13 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Check repository integrity.
     Check(check::CheckArgs),
+    /// Forget snapshots by --keep-* policy, expiry (--expired) or Velero (--follow-velero).
+    Forget(forget::ForgetArgs),
+    /// Reclaim space of forgotten snapshots (two phases, safe while backups run).
+    Prune(prune::PruneArgs),
+    /// Talk to Harbor's API: `harbor read-only on|off` (a Velero pre/post exec hook).
+    #[command(subcommand)]
+    Harbor(harbor::HarborCommand),
 }
 
 /// What a command produced: text for humans, JSON for machines, and an exit code.
@@ -164,6 +183,32 @@ pub struct RegistryOpts {
     pub registry_s3_profile: Option<String>,
 }
 
+/// Harbor's API (src/cli/harbor.rs, src/harbor/api.rs): the password comes from a file or
+/// HARBOR_PASSWORD, never from an argument.
+#[derive(Args, Debug, Clone)]
+pub struct HarborOpts {
+    /// Harbor's address, e.g. https://harbor.example.com.
+    #[arg(long, env = "DRYDOCK_HARBOR_URL", value_name = "URL")]
+    pub harbor_url: Option<String>,
+    /// Harbor user (a system administrator, to switch read-only mode).
+    #[arg(
+        long,
+        env = "HARBOR_USERNAME",
+        default_value = "admin",
+        value_name = "U"
+    )]
+    pub harbor_username: String,
+    /// File holding the Harbor password (otherwise the HARBOR_PASSWORD variable).
+    #[arg(long, env = "DRYDOCK_HARBOR_PASSWORD_FILE", value_name = "FILE")]
+    pub harbor_password_file: Option<PathBuf>,
+    /// PEM CA certificate(s) to trust for Harbor (a self-signed or private CA).
+    #[arg(long, env = "DRYDOCK_HARBOR_CA", value_name = "FILE")]
+    pub harbor_ca: Option<PathBuf>,
+    /// Bound on each Harbor request, and on `harbor read-only` as a whole (30s, 1m).
+    #[arg(long, default_value = "30s", value_parser = harbor::parse_timeout, value_name = "DURATION")]
+    pub harbor_timeout: std::time::Duration,
+}
+
 /// An opened registry storage: the store, its driver name and its description.
 pub struct RegistryStore {
     pub store: Arc<dyn Store>,
@@ -211,6 +256,19 @@ impl RegistryOpts {
     }
 }
 
+/// Trust a BSL's `caCert` for S3 in addition to the system roots: the S3 client reads its
+/// roots through rustls-native-certs, which honours SSL_CERT_FILE.
+fn trust_extra_ca(pem: &[u8]) -> Result<()> {
+    let mut bundle = std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
+    bundle.push(b'\n');
+    bundle.extend_from_slice(pem);
+    let path = std::env::temp_dir().join(format!("drydock-bsl-ca-{}.pem", std::process::id()));
+    std::fs::write(&path, bundle).map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    // Set before any S3 client exists; nothing else reads it concurrently at this point.
+    std::env::set_var("SSL_CERT_FILE", &path);
+    Ok(())
+}
+
 /// A `--postgres` URL; a password in it is refused unless it came from DRYDOCK_POSTGRES.
 pub fn postgres_target(url: &str) -> Result<crate::harbor::db::PgTarget> {
     let from_env = std::env::var("DRYDOCK_POSTGRES").ok().as_deref() == Some(url);
@@ -225,9 +283,37 @@ pub fn default_parallel() -> usize {
 }
 
 impl Context {
+    /// The BSL given with --velero-bsl, if any.
+    pub fn bsl(&self) -> Result<Option<Bsl>> {
+        self.global.velero_bsl.as_deref().map(Bsl::load).transpose()
+    }
+
+    /// Velero's own folders in the BSL (for --follow-velero), read-only.
+    pub async fn velero_store(&self) -> Result<Arc<dyn Store>> {
+        let bsl = self.bsl()?.ok_or_else(|| Error::Usage("--follow-velero needs --velero-bsl".into()))?;
+        let Location::S3 { bucket, prefix } = Location::parse(&bsl.velero_url())? else { unreachable!("an s3 URL") };
+        let store = store::s3::S3Store::connect(&bucket, &prefix, &bsl.s3_options(self.global.velero_credentials.as_deref())).await?;
+        Ok(store::ReadOnly::wrap(Arc::new(store), "drydock never writes Velero's folders"))
+    }
+
     pub async fn store(&self) -> Result<Arc<dyn Store>> {
+        if let Some(bsl) = self.bsl()? {
+            if let Some(pem) = &bsl.ca_cert {
+                trust_extra_ca(pem)?;
+            }
+            let Location::S3 { bucket, prefix } = Location::parse(&bsl.repo_url())? else { unreachable!("an s3 URL") };
+            let s3 = bsl.s3_options(self.global.velero_credentials.as_deref());
+            let store: Arc<dyn Store> = Arc::new(store::s3::S3Store::connect(&bucket, &prefix, &s3).await?);
+            return Ok(match bsl.access_mode {
+                AccessMode::ReadWrite => store,
+                AccessMode::ReadOnly => store::ReadOnly::wrap(
+                    store,
+                    format!("the Velero BackupStorageLocation {:?} has accessMode ReadOnly", bsl.name),
+                ),
+            });
+        }
         let url = self.global.repo.as_deref().ok_or_else(|| {
-            Error::Usage("no repository given: use --repo URL or DRYDOCK_REPO".into())
+            Error::Usage("no repository given: use --repo URL, DRYDOCK_REPO or --velero-bsl FILE".into())
         })?;
         let location = Location::parse(url)?;
         let s3 = S3Options {
@@ -281,6 +367,9 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<Output> {
         Command::Restore(a) => restore::run(ctx, a).await,
         Command::Verify(a) => verify::run(ctx, a).await,
         Command::Check(a) => check::run(ctx, a).await,
+        Command::Forget(a) => forget::run(ctx, a).await,
+        Command::Prune(a) => prune::run(ctx, a).await,
+        Command::Harbor(c) => harbor::run(ctx, c).await,
     }
 }
 
@@ -312,6 +401,9 @@ pub fn main() -> i32 {
     let json = cli.global.json;
     let ctx = Context { global: cli.global };
     let result = runtime.block_on(dispatch(&ctx, cli.command));
+    // The outcome is decided: do not wait for blocking work an interrupted or failed
+    // command left behind (a file still being read after SIGTERM).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(out) => {
             if json {

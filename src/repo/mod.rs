@@ -15,7 +15,9 @@ pub mod check;
 pub mod config;
 pub mod index;
 pub mod pack;
+pub mod prune;
 pub mod reader;
+pub mod retention;
 pub mod snapshot;
 pub mod tree;
 pub mod writer;
@@ -235,12 +237,16 @@ impl Repository {
 
     /// Index packs that no index names — left by a backup that was killed before writing
     /// its index — so their blobs are reused. Returns the index object written, if any.
-    pub async fn adopt_unindexed_packs(&self, index: &mut MasterIndex) -> Result<Option<IndexId>> {
+    pub async fn adopt_unindexed_packs(
+        &self,
+        index: &mut MasterIndex,
+        skip: &std::collections::HashSet<PackId>,
+    ) -> Result<Option<IndexId>> {
         let orphans: Vec<(PackId, u64)> = self
             .list_packs()
             .await?
             .into_iter()
-            .filter(|(id, _)| !index.has_pack(id))
+            .filter(|(id, _)| !index.has_pack(id) && !skip.contains(id))
             .collect();
         if orphans.is_empty() {
             return Ok(None);

@@ -56,6 +56,56 @@ pub trait Store: Send + Sync {
     async fn put_stream(&self, key: &str, data: BoxStream<'_, Result<Bytes>>) -> Result<()>;
 }
 
+/// A store that refuses every write: a Velero BSL with `accessMode: ReadOnly`.
+pub struct ReadOnly {
+    inner: Arc<dyn Store>,
+    why: String,
+}
+
+impl ReadOnly {
+    pub fn wrap(inner: Arc<dyn Store>, why: impl Into<String>) -> Arc<dyn Store> {
+        Arc::new(ReadOnly {
+            inner,
+            why: why.into(),
+        })
+    }
+
+    fn refuse<T>(&self, key: &str) -> Result<T> {
+        Err(Error::Usage(format!(
+            "refusing to write {key}: {}",
+            self.why
+        )))
+    }
+}
+
+#[async_trait]
+impl Store for ReadOnly {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    async fn put(&self, key: &str, _: Bytes, _: PutMode) -> Result<PutOutcome> {
+        self.refuse(key)
+    }
+    async fn get(&self, key: &str) -> Result<Bytes> {
+        self.inner.get(key).await
+    }
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
+        self.inner.get_range(key, offset, len).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        self.inner.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.refuse(key)
+    }
+    async fn open_read(&self, key: &str) -> Result<ByteReader> {
+        self.inner.open_read(key).await
+    }
+    async fn put_stream(&self, key: &str, _: BoxStream<'_, Result<Bytes>>) -> Result<()> {
+        self.refuse(key)
+    }
+}
+
 /// A streaming object body.
 pub type ByteReader = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
 

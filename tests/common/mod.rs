@@ -301,6 +301,23 @@ pub fn new_bucket() -> String {
     name
 }
 
+pub fn put_object(bucket: &str, key: &str, body: &[u8]) {
+    let body = body.to_vec();
+    block_on(
+        s3_client()
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body.into())
+            .send(),
+    )
+    .expect("put object");
+}
+
+pub fn delete_object(bucket: &str, key: &str) {
+    block_on(s3_client().delete_object().bucket(bucket).key(key).send()).expect("delete object");
+}
+
 /// Every object in a bucket: key and bytes.
 pub fn bucket_objects(bucket: &str) -> Vec<(String, Vec<u8>)> {
     block_on(async {

@@ -1,0 +1,267 @@
+//! Space reclamation in two phases, safe while backups run, without a lock.
+//!
+//! Phase 1 *marks*: packs no snapshot uses are listed in a `deletions/<name>` object.
+//! Phase 2, in a later prune at least `safety_delay` after the mark, *deletes*: each marked
+//! pack that is still unused is dropped from the index and removed. In between:
+//! - a backup that started before the mark and reuses a blob of a marked pack finishes
+//!   within the delay (choose it longer than the longest backup), its snapshot appears, and
+//!   phase 2 sees the pack in use and keeps it;
+//! - a backup that starts after the mark does not reuse blobs of marked packs at all (it
+//!   stores them again), so it can never come to depend on a pack about to go.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::blob::BlobType;
+use super::index::MasterIndex;
+use super::pack::{self, PackEntry};
+use super::reader::BlobReader;
+use super::snapshot::Snapshot;
+use super::Repository;
+use crate::error::{Error, Result};
+use crate::ids::{BlobId, IndexId, PackId};
+use crate::store::PutMode;
+
+pub const DELETIONS: &str = "deletions/";
+
+/// A `deletions/<name>` object: packs found unused at `created`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeletionRecord {
+    pub version: u32,
+    pub created: DateTime<Utc>,
+    pub packs: Vec<PackId>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    pub safety_delay: chrono::Duration,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub packs: usize,
+    pub packs_unused: usize,
+    pub packs_partly_used: usize,
+    /// Bytes of unused blobs inside packs still in use (not reclaimed in this version).
+    pub bytes_unused_in_used_packs: u64,
+    pub marked: usize,
+    pub waiting: usize,
+    pub deleted_packs: usize,
+    pub deleted_bytes: u64,
+    pub indexes_rewritten: usize,
+    pub dry_run: bool,
+}
+
+/// Every pack some `deletions/` record names, with the records.
+pub async fn pending(repo: &Repository) -> Result<Vec<(String, DeletionRecord)>> {
+    let mut out = Vec::new();
+    for o in repo.store.list(DELETIONS).await? {
+        let bytes = match repo.store.get(&o.key).await {
+            Ok(b) => b,
+            Err(Error::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        let rec: DeletionRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Integrity(format!("{} is not a deletion record: {e}", o.key)))?;
+        out.push((o.key, rec));
+    }
+    Ok(out)
+}
+
+/// Packs marked for deletion: backups must not reuse their blobs.
+pub async fn marked_packs(repo: &Repository) -> Result<HashSet<PackId>> {
+    Ok(pending(repo)
+        .await?
+        .into_iter()
+        .flat_map(|(_, r)| r.packs)
+        .collect())
+}
+
+/// Every blob any snapshot reaches. Fails rather than guess if a tree cannot be read.
+pub async fn referenced(reader: &BlobReader, snapshots: &[Snapshot]) -> Result<HashSet<BlobId>> {
+    let mut seen: HashSet<BlobId> = HashSet::new();
+    let mut stack: Vec<(BlobId, BlobType)> = Vec::new();
+    for s in snapshots {
+        stack.extend(
+            s.parts
+                .root_trees()
+                .into_iter()
+                .map(|t| (t, BlobType::Tree)),
+        );
+        seen.extend(s.parts.root_data());
+    }
+    while let Some((id, t)) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        for (child, ct) in reader.children(&id, t).await? {
+            if ct == BlobType::Data {
+                seen.insert(child);
+            } else if !seen.contains(&child) {
+                stack.push((child, ct));
+            }
+        }
+    }
+    Ok(seen)
+}
+
+pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport> {
+    let mut report = PruneReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+    // Snapshots first: a snapshot written after this point was written by a backup that
+    // either saw the current marks (and avoided them) or finishes within the delay.
+    let mut snapshots = Vec::new();
+    for (id, s) in repo.load_snapshots().await? {
+        snapshots.push(s.map_err(|e| {
+            Error::Integrity(format!(
+                "cannot prune while snapshot {} is unreadable ({e}); run `drydock check`",
+                id.short()
+            ))
+        })?);
+    }
+    let files = repo.load_index_files().await?;
+    let mut index = MasterIndex::default();
+    let mut packs: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
+    let mut index_of: HashMap<PackId, Vec<IndexId>> = HashMap::new();
+    let mut index_packs: HashMap<IndexId, Vec<PackId>> = HashMap::new();
+    for (iid, file) in files {
+        for (pack, entries) in file? {
+            index.add_pack(pack, &entries);
+            index_of.entry(pack).or_default().push(iid);
+            index_packs.entry(iid).or_default().push(pack);
+            packs.entry(pack).or_insert(entries);
+        }
+    }
+    let sizes: HashMap<PackId, u64> = repo.list_packs().await?.into_iter().collect();
+    report.packs = sizes.len();
+    let reader = BlobReader::new(repo.clone(), Arc::new(index), "prune")?;
+    let used = referenced(&reader, &snapshots).await?;
+
+    // A blob stored twice (a backup re-stored blobs of a marked pack) needs only one of its
+    // packs: prefer packs no deletion record names, so marked packs can go.
+    let now = Utc::now();
+    let records = pending(&repo).await?;
+    let marked: HashSet<PackId> = records
+        .iter()
+        .flat_map(|(_, r)| r.packs.iter().copied())
+        .collect();
+    let mut holder: HashMap<BlobId, PackId> = HashMap::new();
+    let mut ordered: Vec<&PackId> = packs.keys().collect();
+    ordered.sort_by_key(|p| (marked.contains(*p), **p));
+    for p in ordered {
+        for e in &packs[p] {
+            if used.contains(&e.id) {
+                holder.entry(e.id).or_insert(*p);
+            }
+        }
+    }
+    let needed: HashSet<PackId> = holder.values().copied().collect();
+    let mut unused: HashSet<PackId> = HashSet::new();
+    for id in sizes.keys() {
+        match packs.get(id) {
+            // Unindexed: left by an interrupted backup (or one still running: the delay covers it).
+            None => {
+                unused.insert(*id);
+            }
+            Some(_) if !needed.contains(id) => {
+                unused.insert(*id);
+            }
+            Some(entries) => {
+                let waste: u64 = entries
+                    .iter()
+                    .filter(|e| holder.get(&e.id) != Some(id))
+                    .map(|e| e.length as u64)
+                    .sum();
+                if waste > 0 {
+                    report.packs_partly_used += 1;
+                    report.bytes_unused_in_used_packs += waste;
+                }
+            }
+        }
+    }
+    report.packs_unused = unused.len();
+
+    let (due, waiting): (Vec<_>, Vec<_>) = records
+        .into_iter()
+        .partition(|(_, r)| r.created + opts.safety_delay <= now);
+    let to_delete: HashSet<PackId> = due
+        .iter()
+        .flat_map(|(_, r)| r.packs.iter().copied())
+        .filter(|p| unused.contains(p))
+        .collect();
+    let still_waiting: HashSet<PackId> = waiting
+        .iter()
+        .flat_map(|(_, r)| r.packs.iter().copied())
+        .collect();
+    report.waiting = still_waiting.len();
+    let to_mark: Vec<PackId> = unused
+        .iter()
+        .filter(|p| !to_delete.contains(p) && !still_waiting.contains(p))
+        .copied()
+        .collect();
+    report.deleted_packs = to_delete.len();
+    report.deleted_bytes = to_delete.iter().filter_map(|p| sizes.get(p)).sum();
+    report.marked = to_mark.len();
+    if opts.dry_run {
+        return Ok(report);
+    }
+
+    // Index first (the packs must never be named by an index once gone), then packs.
+    let affected: HashSet<IndexId> = to_delete
+        .iter()
+        .flat_map(|p| index_of.get(p).into_iter().flatten().copied())
+        .collect();
+    if !affected.is_empty() {
+        let mut keep: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
+        let mut kept: HashSet<PackId> = HashSet::new();
+        for iid in &affected {
+            for p in &index_packs[iid] {
+                if !to_delete.contains(p) && kept.insert(*p) {
+                    keep.push((*p, packs[p].clone()));
+                }
+            }
+        }
+        if !keep.is_empty() {
+            repo.write_index(&keep).await?;
+        }
+        for iid in &affected {
+            repo.store.delete(&super::index::key(iid)).await?;
+        }
+        report.indexes_rewritten = affected.len();
+    }
+    for p in &to_delete {
+        repo.store.delete(&pack::key(p)).await?;
+    }
+    for (key, _) in &due {
+        repo.store.delete(key).await?;
+    }
+    if !to_mark.is_empty() {
+        let mut sorted = to_mark;
+        sorted.sort();
+        let rec = DeletionRecord {
+            version: 1,
+            created: now,
+            packs: sorted,
+        };
+        let name = format!(
+            "{DELETIONS}{}-{}",
+            now.format("%Y%m%dT%H%M%S%.fZ"),
+            hex::encode(rand::random::<[u8; 4]>())
+        );
+        repo.store
+            .put(
+                &name,
+                Bytes::from(serde_json::to_vec(&rec)?),
+                PutMode::CreateNew,
+            )
+            .await?;
+    }
+    Ok(report)
+}
