@@ -58,6 +58,7 @@ fn forge(repo: &Repo, build: impl FnOnce(&BlobWriter) -> Vec<ConfigRoot> + Send 
             tags: Default::default(),
             expires: None,
             program: "forged".into(),
+            harbor_version: None,
             parts: Parts {
                 config: Some(ConfigPart { roots }),
                 ..Default::default()

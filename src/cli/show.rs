@@ -34,6 +34,9 @@ pub async fn run(ctx: &Context, args: ShowArgs) -> Result<Output> {
     for (k, v) in &snap.tags {
         text += &format!("tag: {k}={v}\n");
     }
+    if let Some(v) = &snap.harbor_version {
+        text += &format!("Harbor version: {v}\n");
+    }
     let mut db_json = serde_json::Value::Null;
     if let Some(d) = &snap.parts.database {
         text +=
@@ -125,7 +128,7 @@ pub async fn run(ctx: &Context, args: ShowArgs) -> Result<Output> {
         text,
         json!({
             "id": id.to_hex(), "time": snap.time, "host": snap.host, "tags": snap.tags,
-            "expires": snap.expires, "program": snap.program, "parts": {"db": db_json, "registry": registry_json, "config": config_json},
+            "expires": snap.expires, "program": snap.program, "harbor_version": snap.harbor_version, "parts": {"db": db_json, "registry": registry_json, "config": config_json},
             "summary": snap.summary,
         }),
     ))

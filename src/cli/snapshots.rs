@@ -38,7 +38,7 @@ pub async fn run(ctx: &Context, _args: SnapshotsArgs) -> Result<Output> {
                 );
                 rows.push(json!({
                     "id": id.to_hex(), "short_id": id.short(), "time": s.time, "host": s.host,
-                    "tags": s.tags, "parts": s.parts.names(), "expires": s.expires,
+                    "tags": s.tags, "parts": s.parts.names(), "expires": s.expires, "harbor_version": s.harbor_version,
                     "logical_bytes": s.summary.logical_bytes, "stored_bytes": s.summary.stored_bytes,
                 }));
             }

@@ -27,6 +27,9 @@ pub struct Snapshot {
     pub expires: Option<DateTime<Utc>>,
     /// The drydock version that wrote it.
     pub program: String,
+    /// Harbor's version from /api/v2.0/systeminfo, when the backup was given --harbor-url.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub harbor_version: Option<String>,
     pub parts: Parts,
     pub summary: Summary,
 }

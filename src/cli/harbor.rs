@@ -1,0 +1,241 @@
+//! `drydock harbor read-only on|off`, and what `backup --harbor-url` does around a
+//! snapshot: health check, Harbor version, read-only for the duration, secretKey check.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::json;
+
+use super::{Context, HarborOpts, Output};
+use crate::error::{exit, Error, Result};
+use crate::harbor::api::{self, on_off, HarborClient, ReadOnlyGuard, Settings};
+use crate::harbor::secretkey;
+
+#[derive(Subcommand, Debug)]
+pub enum HarborCommand {
+    /// Show Harbor's read-only mode, or turn it on or off. Needs no repository and no key;
+    /// made to run as a Velero pre/post backup exec hook (no TTY, bounded by --harbor-timeout).
+    ReadOnly(ReadOnlyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ReadOnlyArgs {
+    /// `on` or `off`; without it, print the current value.
+    #[arg(value_enum)]
+    pub state: Option<OnOff>,
+    #[command(flatten)]
+    pub harbor: HarborOpts,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+/// `--harbor-timeout`: a duration like 30s, 2m or 1m30s.
+pub fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
+    let d = super::backup::parse_duration(s)?;
+    d.to_std().map_err(|e| format!("{s:?}: {e}"))
+}
+
+impl HarborOpts {
+    pub fn settings(&self) -> Option<Settings> {
+        self.harbor_url.as_ref().map(|url| Settings {
+            url: url.clone(),
+            username: self.harbor_username.clone(),
+            password_file: self.harbor_password_file.clone(),
+            ca: self.harbor_ca.clone(),
+            timeout: self.harbor_timeout,
+        })
+    }
+
+    /// A client when --harbor-url is given.
+    pub fn client(&self) -> Result<Option<HarborClient>> {
+        self.settings().map(|s| HarborClient::new(&s)).transpose()
+    }
+}
+
+pub async fn run(_ctx: &Context, command: HarborCommand) -> Result<Output> {
+    match command {
+        HarborCommand::ReadOnly(args) => read_only(args).await,
+    }
+}
+
+async fn read_only(args: ReadOnlyArgs) -> Result<Output> {
+    let client = args.harbor.client()?.ok_or_else(|| {
+        Error::Usage("no Harbor given: use --harbor-url URL or DRYDOCK_HARBOR_URL".into())
+    })?;
+    let timeout = client.timeout();
+    let url = client.url().to_string();
+    let want = args.state.map(|s| s == OnOff::On);
+    let work = async {
+        let before = client.read_only_setting().await?;
+        let Some(want) = want else {
+            return Ok((before, before.value));
+        };
+        if before.value == want {
+            return Ok((before, want));
+        }
+        if !before.editable {
+            return Err(api::locked_error(&url));
+        }
+        client.put_read_only(want).await?;
+        let after = client.read_only().await?;
+        if after != want {
+            return Err(Error::Other(format!(
+                "Harbor at {url} accepted read_only={want} but still reports {after}; check Harbor's core logs"
+            )));
+        }
+        Ok((before, after))
+    };
+    // One bound for the whole command, as a hook's timeout expects.
+    let (before, now) = tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| {
+            Error::Other(format!(
+                "Harbor at {url} did not finish answering within {}s; check that Harbor is up, or raise --harbor-timeout",
+                timeout.as_secs_f64()
+            ))
+        })??;
+    let changed = before.value != now;
+    let text = match (want, changed) {
+        (None, _) => format!("Harbor read-only mode: {}\n", on_off(now)),
+        (Some(_), true) => format!(
+            "Harbor read-only mode: {} -> {}\n",
+            on_off(before.value),
+            on_off(now)
+        ),
+        (Some(_), false) => format!(
+            "Harbor read-only mode: {} -> {} (unchanged)\n",
+            on_off(before.value),
+            on_off(now)
+        ),
+    };
+    Ok(Output::ok(
+        text,
+        json!({
+            "harbor_url": url,
+            "previous": before.value,
+            "read_only": now,
+            "changed": changed,
+            "editable": before.editable,
+        }),
+    ))
+}
+
+/// Around `backup`: with --harbor-url, check health (fail before writing anything when the
+/// registry or database is unhealthy), read the Harbor version for the snapshot, and hold
+/// Harbor read-only while `work` runs, putting the previous value back however it ends.
+/// Then check for the secretKey.
+pub async fn around_backup<F, Fut>(
+    opts: &HarborOpts,
+    secret_key: SecretKeyCheck,
+    work: F,
+) -> Result<Output>
+where
+    F: FnOnce(Option<String>) -> Fut,
+    Fut: Future<Output = Result<Output>>,
+{
+    let Some(client) = opts.client()? else {
+        return Ok(secret_key.apply(work(None).await?));
+    };
+    let url = client.url().to_string();
+    let health = client.health().await?;
+    let critical = health.critical();
+    if !critical.is_empty() {
+        let details: Vec<String> = health
+            .unhealthy
+            .iter()
+            .filter(|(n, _)| critical.contains(&n.as_str()))
+            .map(|(n, e)| {
+                if e.is_empty() {
+                    n.clone()
+                } else {
+                    format!("{n}: {e}")
+                }
+            })
+            .collect();
+        return Err(Error::Other(format!(
+            "Harbor at {url} reports its {} unhealthy ({}); nothing was backed up — fix Harbor and run again",
+            critical.join(" and "),
+            details.join("; ")
+        )));
+    }
+    for (name, err) in &health.unhealthy {
+        let err = if err.is_empty() {
+            String::new()
+        } else {
+            format!(" ({err})")
+        };
+        tracing::warn!("Harbor at {url}: component {name} is unhealthy{err}; backing up anyway");
+    }
+    let unhealthy: Vec<&str> = health.unhealthy.iter().map(|(n, _)| n.as_str()).collect();
+    let info = client.systeminfo().await?;
+    let guard = ReadOnlyGuard::acquire(client).await?;
+    let (previous, changed) = (guard.previous(), guard.changed());
+    let mut out = guard.hold(work(Some(info.harbor_version.clone()))).await?;
+    out.text += &format!(
+        "Harbor {} at {url}: read-only {}\n",
+        info.harbor_version,
+        if changed {
+            "during the backup, then put back to off"
+        } else {
+            "before and after the backup (left on)"
+        }
+    );
+    if let Some(o) = out.json.as_object_mut() {
+        o.insert(
+            "harbor".into(),
+            json!({
+                "url": url,
+                "harbor_version": info.harbor_version,
+                "status": health.status,
+                "unhealthy_components": unhealthy,
+                "read_only_before": previous,
+                "read_only_set_by_backup": changed,
+            }),
+        );
+    }
+    Ok(secret_key.apply(out))
+}
+
+/// Whether the configuration inputs hold Harbor's secretKey, decided before the backup.
+pub struct SecretKeyCheck {
+    found: secretkey::Found,
+    database: bool,
+    strict: bool,
+}
+
+impl SecretKeyCheck {
+    pub fn new(config: &[PathBuf], database: bool, strict: bool) -> Self {
+        SecretKeyCheck {
+            found: secretkey::find(config),
+            database,
+            strict,
+        }
+    }
+
+    /// Record `secret_key_found`; with a database and no key, warn (and with --strict,
+    /// make the result partial: exit 3).
+    pub fn apply(self, mut out: Output) -> Output {
+        let found = self.found.found();
+        let missing = self.database && !found;
+        if missing {
+            let warning = self.found.warning();
+            tracing::warn!("{warning}");
+            if self.strict {
+                out.exit = out.exit.max(exit::PARTIAL);
+                if let Some(w) = out.json.get_mut("warnings").and_then(|w| w.as_array_mut()) {
+                    w.push(json!(warning));
+                }
+            }
+        }
+        if let Some(o) = out.json.as_object_mut() {
+            o.insert("secret_key_found".into(), json!(found));
+        }
+        out
+    }
+}
