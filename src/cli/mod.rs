@@ -31,7 +31,8 @@ Exit codes:
   1  failure (I/O, network, server error after retries; verify found differences)
   2  usage or configuration error (bad option, unknown snapshot, no repository, non-empty
      target, other Harbor schema version, pg_dump missing or too old)
-  3  partial: finished with warnings that matter (skipped files)
+  3  partial: finished with warnings that matter (skipped files; with backup --strict,
+     a database without Harbor's secretKey)
   4  integrity error: missing or corrupt repository data
   5  key or permission error (wrong key, backup-only key where the identity is needed,
      access denied, database login refused, untrusted TLS certificate)
