@@ -98,6 +98,8 @@ pub struct HarborClient {
     password: Option<String>,
     http: reqwest::Client,
     timeout: Duration,
+    /// To build a fresh client outside this runtime (see `ReadOnlyGuard`'s `Drop`).
+    settings: Settings,
 }
 
 pub fn on_off(v: bool) -> &'static str {
@@ -161,6 +163,7 @@ impl HarborClient {
             password,
             http,
             timeout: s.timeout,
+            settings: s.clone(),
         })
     }
 
@@ -608,13 +611,32 @@ impl ReadOnlyGuard {
     }
 }
 
+/// The guard dropped without release: its work was cancelled from outside (the global
+/// `--timeout`, a panic). Put the value back synchronously, on a thread with its own
+/// runtime and client, before the process goes on to exit.
 impl Drop for ReadOnlyGuard {
     fn drop(&mut self) {
-        if self.changed && !self.released {
+        if !self.changed || self.released {
+            return;
+        }
+        self.released = true;
+        let (settings, previous) = (self.client.settings.clone(), self.previous);
+        tracing::warn!(harbor = %self.client.url(), "backup cancelled; putting Harbor's read-only mode back to {}", on_off(previous));
+        let result = std::thread::spawn(move || -> Result<()> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Other(format!("cannot start a runtime: {e}")))?;
+            rt.block_on(async { HarborClient::new(&settings)?.put_read_only(previous).await })
+        })
+        .join()
+        .unwrap_or_else(|_| Err(Error::Other("the restoring thread panicked".into())));
+        if let Err(e) = result {
             tracing::error!(
                 harbor = %self.client.url(),
+                error = %e,
                 "Harbor was left read-only; run `drydock harbor read-only {} --harbor-url {}`",
-                on_off(self.previous),
+                on_off(previous),
                 self.client.url()
             );
         }
