@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod error;
 pub mod harbor;
 pub mod ids;
+pub mod metrics;
 pub mod progress;
 pub mod repo;
 pub mod store;

@@ -200,6 +200,7 @@ async fn snapshot(
         summary: summary.clone(),
     };
     let id = repo.save_snapshot(&snapshot).await?;
+    record_metrics(&summary, &snapshot.parts);
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -256,6 +257,28 @@ async fn snapshot(
         json,
         exit: exit_code,
     })
+}
+
+fn record_metrics(summary: &Summary, parts: &Parts) {
+    use crate::metrics::{record, Sample};
+    for (kind, v) in [
+        ("logical", summary.logical_bytes),
+        ("new", summary.new_bytes),
+        ("reused", summary.reused_bytes),
+        ("stored", summary.stored_bytes),
+    ] {
+        record(Sample::new("drydock_backup_bytes", v as f64).label("kind", kind));
+    }
+    let part_bytes = [
+        ("db", parts.database.as_ref().map(|d| d.total_bytes())),
+        ("registry", parts.registry.as_ref().map(|r| r.blob_bytes)),
+        ("config", parts.config.as_ref().map(|_| summary.logical_bytes)),
+    ];
+    for (part, bytes) in part_bytes {
+        if let Some(b) = bytes {
+            record(Sample::new("drydock_backup_part_bytes", b as f64).label("part", part));
+        }
+    }
 }
 
 /// `--tag` values plus the Velero backup and schedule names.

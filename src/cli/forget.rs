@@ -157,6 +157,10 @@ pub async fn run(ctx: &Context, args: ForgetArgs) -> Result<Output> {
         "{} snapshot(s) forgotten, {remaining} remain\n",
         forgotten.len()
     );
+    crate::metrics::record(crate::metrics::Sample::new(
+        "drydock_snapshots",
+        remaining as f64,
+    ));
     let mut out = json!({"forgotten": forgotten, "remaining": remaining, "dry_run": args.dry_run});
     if args.prune {
         let p = super::prune::run_prune(

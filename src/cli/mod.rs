@@ -2,6 +2,7 @@
 
 mod backup;
 mod check;
+mod drill;
 mod forget;
 mod harbor;
 mod init;
@@ -80,6 +81,16 @@ pub struct GlobalOpts {
     /// `profile` config key picks the section.
     #[arg(long, env = "AWS_SHARED_CREDENTIALS_FILE", global = true, value_name = "FILE")]
     pub velero_credentials: Option<PathBuf>,
+    /// Write Prometheus metrics to this file (node-exporter textfile collector), atomically.
+    #[arg(long, env = "DRYDOCK_METRICS_TEXTFILE", global = true, value_name = "PATH")]
+    pub metrics_textfile: Option<PathBuf>,
+    /// Push Prometheus metrics to this Pushgateway (job "drydock", instance = host).
+    #[arg(long, env = "DRYDOCK_PUSHGATEWAY", global = true, value_name = "URL")]
+    pub pushgateway: Option<String>,
+    /// Give up after this long (e.g. 30s, 2h) with exit code 1: bounded time for Velero
+    /// exec hooks and CronJobs.
+    #[arg(long, global = true, value_name = "DURATION", value_parser = backup::parse_duration)]
+    pub timeout: Option<chrono::Duration>,
     /// Key file: the repository identity, or a backup-only key.
     #[arg(long, env = "DRYDOCK_KEY_FILE", global = true, value_name = "FILE")]
     pub key: Option<PathBuf>,
@@ -125,6 +136,8 @@ pub enum Command {
     Verify(verify::VerifyArgs),
     /// Check repository integrity.
     Check(check::CheckArgs),
+    /// Restore a snapshot into scratch targets, verify every part, report the recovery time.
+    Drill(drill::DrillArgs),
     /// Forget snapshots by --keep-* policy, expiry (--expired) or Velero (--follow-velero).
     Forget(forget::ForgetArgs),
     /// Reclaim space of forgotten snapshots (two phases, safe while backups run).
@@ -369,14 +382,38 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<Output> {
         Command::Verify(a) => verify::run(ctx, a).await,
         Command::Check(a) => check::run(ctx, a).await,
         Command::Forget(a) => forget::run(ctx, a).await,
+        Command::Drill(a) => drill::run(ctx, a).await,
         Command::Prune(a) => prune::run(ctx, a).await,
         Command::Harbor(c) => harbor::run(ctx, c).await,
     }
 }
 
+/// Write or push the run's metrics when asked; a failure here is a warning, not a failed run.
+async fn report_metrics(g: &GlobalOpts, command: &str, code: i32, took: std::time::Duration) {
+    if g.metrics_textfile.is_none() && g.pushgateway.is_none() {
+        return;
+    }
+    let samples = crate::metrics::finish(command, code, took);
+    if let Some(path) = &g.metrics_textfile {
+        if let Err(e) = crate::metrics::write_textfile(path, &samples) {
+            tracing::warn!("metrics not written: {e}");
+        }
+    }
+    if let Some(url) = &g.pushgateway {
+        if let Err(e) = crate::metrics::push(url, &samples).await {
+            tracing::warn!("metrics not pushed: {e}");
+        }
+    }
+}
+
 /// Run the command line; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    use clap::{CommandFactory, FromArgMatches};
+    let parsed = Cli::command().try_get_matches().and_then(|m| {
+        let name = m.subcommand_name().unwrap_or_default().to_string();
+        Cli::from_arg_matches(&m).map(|c| (c, name))
+    });
+    let (cli, command_name) = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() {
@@ -401,7 +438,20 @@ pub fn main() -> i32 {
     };
     let json = cli.global.json;
     let ctx = Context { global: cli.global };
-    let result = runtime.block_on(dispatch(&ctx, cli.command));
+    let started = std::time::Instant::now();
+    let result = runtime.block_on(async {
+        match ctx.global.timeout.and_then(|t| t.to_std().ok()) {
+            Some(limit) => tokio::time::timeout(limit, dispatch(&ctx, cli.command)).await.unwrap_or_else(|_| {
+                Err(Error::Other(format!("gave up after --timeout {}s", limit.as_secs())))
+            }),
+            None => dispatch(&ctx, cli.command).await,
+        }
+    });
+    let code = match &result {
+        Ok(out) => out.exit,
+        Err(e) => e.exit_code(),
+    };
+    runtime.block_on(report_metrics(&ctx.global, &command_name, code, started.elapsed()));
     // The outcome is decided: do not wait for blocking work an interrupted or failed
     // command left behind (a file still being read after SIGTERM).
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
