@@ -527,8 +527,12 @@ impl ReadOnlyGuard {
         // From here on the value may have changed even if the answer is lost.
         guard.changed = true;
         if let Err(e) = guard.client.put_read_only(true).await {
-            if let Err(again) = guard.client.put_read_only(false).await {
-                tracing::error!(harbor = %guard.client.url(), error = %again, "could not make sure read-only is off again; check Harbor");
+            // A refusal (credentials, locked setting) changed nothing; a lost answer or a
+            // server error may have: make sure it is off again.
+            if matches!(e, Error::Other(_)) {
+                if let Err(again) = guard.client.put_read_only(false).await {
+                    tracing::error!(harbor = %guard.client.url(), error = %again, "could not make sure read-only is off again; check Harbor");
+                }
             }
             guard.released = true;
             return Err(e);
