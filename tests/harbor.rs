@@ -810,3 +810,32 @@ fn the_secret_key_is_found_in_core_and_secret_layouts() {
     let j = repo.backup(&[&secret]);
     assert_eq!(j["secret_key_found"], true);
 }
+
+#[test]
+fn the_global_timeout_puts_read_only_back() {
+    let h = FakeHarbor::start();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    let hang = format!(
+        "postgresql://harbor@127.0.0.1:{}/registry",
+        blackhole_port()
+    );
+    let started = Instant::now();
+    let r = repo.with_key_env(
+        &repo.backup_key,
+        &[
+            "--timeout",
+            "2s",
+            "backup",
+            "--harbor-url",
+            &h.url,
+            "--postgres",
+            &hang,
+        ],
+        PW,
+    );
+    r.expect_error(1, "--timeout");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(h.puts(), vec![true, false]);
+    assert!(!h.read_only());
+}
