@@ -12,11 +12,11 @@ use serde_json::json;
 use super::{default_parallel, Context, Output};
 use crate::error::{exit, Error, Result};
 use crate::harbor::{config, db, registry};
-use crate::velero;
 use crate::ids::ByteSize;
 use crate::progress::Progress;
 use crate::repo::snapshot::{Parts, Snapshot, Summary, VERSION};
 use crate::repo::writer::BlobWriter;
+use crate::velero;
 
 #[derive(Args, Debug)]
 pub struct BackupArgs {
@@ -272,7 +272,10 @@ fn record_metrics(summary: &Summary, parts: &Parts) {
     let part_bytes = [
         ("db", parts.database.as_ref().map(|d| d.total_bytes())),
         ("registry", parts.registry.as_ref().map(|r| r.blob_bytes)),
-        ("config", parts.config.as_ref().map(|_| summary.logical_bytes)),
+        (
+            "config",
+            parts.config.as_ref().map(|_| summary.logical_bytes),
+        ),
     ];
     for (part, bytes) in part_bytes {
         if let Some(b) = bytes {
@@ -282,12 +285,16 @@ fn record_metrics(summary: &Summary, parts: &Parts) {
 }
 
 /// `--tag` values plus the Velero backup and schedule names.
-fn snapshot_tags(tags: Vec<(String, String)>, velero_backup: Option<&str>) -> BTreeMap<String, String> {
+fn snapshot_tags(
+    tags: Vec<(String, String)>,
+    velero_backup: Option<&str>,
+) -> BTreeMap<String, String> {
     let mut all: BTreeMap<String, String> = tags.into_iter().collect();
     if let Some(name) = velero_backup {
         all.insert(velero::TAG_BACKUP.into(), name.into());
         if let Some(schedule) = velero::schedule_of(name) {
-            all.entry(velero::TAG_SCHEDULE.into()).or_insert_with(|| schedule.into());
+            all.entry(velero::TAG_SCHEDULE.into())
+                .or_insert_with(|| schedule.into());
         }
     }
     all

@@ -75,14 +75,30 @@ pub struct GlobalOpts {
     pub s3_path_style: bool,
     /// Use a Velero BackupStorageLocation (YAML as `kubectl get bsl NAME -o yaml` prints it)
     /// instead of --repo: the repository lives under <prefix>/plugins/drydock in its bucket.
-    #[arg(long, env = "DRYDOCK_VELERO_BSL", global = true, value_name = "FILE", conflicts_with = "repo")]
+    #[arg(
+        long,
+        env = "DRYDOCK_VELERO_BSL",
+        global = true,
+        value_name = "FILE",
+        conflicts_with = "repo"
+    )]
     pub velero_bsl: Option<PathBuf>,
     /// The BSL's INI credentials file (Velero mounts it at /credentials/cloud); its
     /// `profile` config key picks the section.
-    #[arg(long, env = "AWS_SHARED_CREDENTIALS_FILE", global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        env = "AWS_SHARED_CREDENTIALS_FILE",
+        global = true,
+        value_name = "FILE"
+    )]
     pub velero_credentials: Option<PathBuf>,
     /// Write Prometheus metrics to this file (node-exporter textfile collector), atomically.
-    #[arg(long, env = "DRYDOCK_METRICS_TEXTFILE", global = true, value_name = "PATH")]
+    #[arg(
+        long,
+        env = "DRYDOCK_METRICS_TEXTFILE",
+        global = true,
+        value_name = "PATH"
+    )]
     pub metrics_textfile: Option<PathBuf>,
     /// Push Prometheus metrics to this Pushgateway (job "drydock", instance = host).
     #[arg(long, env = "DRYDOCK_PUSHGATEWAY", global = true, value_name = "URL")]
@@ -277,7 +293,8 @@ fn trust_extra_ca(pem: &[u8]) -> Result<()> {
     bundle.push(b'\n');
     bundle.extend_from_slice(pem);
     let path = std::env::temp_dir().join(format!("drydock-bsl-ca-{}.pem", std::process::id()));
-    std::fs::write(&path, bundle).map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
+    std::fs::write(&path, bundle)
+        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
     // Set before any S3 client exists; nothing else reads it concurrently at this point.
     std::env::set_var("SSL_CERT_FILE", &path);
     Ok(())
@@ -304,10 +321,22 @@ impl Context {
 
     /// Velero's own folders in the BSL (for --follow-velero), read-only.
     pub async fn velero_store(&self) -> Result<Arc<dyn Store>> {
-        let bsl = self.bsl()?.ok_or_else(|| Error::Usage("--follow-velero needs --velero-bsl".into()))?;
-        let Location::S3 { bucket, prefix } = Location::parse(&bsl.velero_url())? else { unreachable!("an s3 URL") };
-        let store = store::s3::S3Store::connect(&bucket, &prefix, &bsl.s3_options(self.global.velero_credentials.as_deref())).await?;
-        Ok(store::ReadOnly::wrap(Arc::new(store), "drydock never writes Velero's folders"))
+        let bsl = self
+            .bsl()?
+            .ok_or_else(|| Error::Usage("--follow-velero needs --velero-bsl".into()))?;
+        let Location::S3 { bucket, prefix } = Location::parse(&bsl.velero_url())? else {
+            unreachable!("an s3 URL")
+        };
+        let store = store::s3::S3Store::connect(
+            &bucket,
+            &prefix,
+            &bsl.s3_options(self.global.velero_credentials.as_deref()),
+        )
+        .await?;
+        Ok(store::ReadOnly::wrap(
+            Arc::new(store),
+            "drydock never writes Velero's folders",
+        ))
     }
 
     pub async fn store(&self) -> Result<Arc<dyn Store>> {
@@ -315,19 +344,27 @@ impl Context {
             if let Some(pem) = &bsl.ca_cert {
                 trust_extra_ca(pem)?;
             }
-            let Location::S3 { bucket, prefix } = Location::parse(&bsl.repo_url())? else { unreachable!("an s3 URL") };
+            let Location::S3 { bucket, prefix } = Location::parse(&bsl.repo_url())? else {
+                unreachable!("an s3 URL")
+            };
             let s3 = bsl.s3_options(self.global.velero_credentials.as_deref());
-            let store: Arc<dyn Store> = Arc::new(store::s3::S3Store::connect(&bucket, &prefix, &s3).await?);
+            let store: Arc<dyn Store> =
+                Arc::new(store::s3::S3Store::connect(&bucket, &prefix, &s3).await?);
             return Ok(match bsl.access_mode {
                 AccessMode::ReadWrite => store,
                 AccessMode::ReadOnly => store::ReadOnly::wrap(
                     store,
-                    format!("the Velero BackupStorageLocation {:?} has accessMode ReadOnly", bsl.name),
+                    format!(
+                        "the Velero BackupStorageLocation {:?} has accessMode ReadOnly",
+                        bsl.name
+                    ),
                 ),
             });
         }
         let url = self.global.repo.as_deref().ok_or_else(|| {
-            Error::Usage("no repository given: use --repo URL, DRYDOCK_REPO or --velero-bsl FILE".into())
+            Error::Usage(
+                "no repository given: use --repo URL, DRYDOCK_REPO or --velero-bsl FILE".into(),
+            )
         })?;
         let location = Location::parse(url)?;
         let s3 = S3Options {
@@ -441,9 +478,14 @@ pub fn main() -> i32 {
     let started = std::time::Instant::now();
     let result = runtime.block_on(async {
         match ctx.global.timeout.and_then(|t| t.to_std().ok()) {
-            Some(limit) => tokio::time::timeout(limit, dispatch(&ctx, cli.command)).await.unwrap_or_else(|_| {
-                Err(Error::Other(format!("gave up after --timeout {}s", limit.as_secs())))
-            }),
+            Some(limit) => tokio::time::timeout(limit, dispatch(&ctx, cli.command))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::Other(format!(
+                        "gave up after --timeout {}s",
+                        limit.as_secs()
+                    )))
+                }),
             None => dispatch(&ctx, cli.command).await,
         }
     });
@@ -451,7 +493,12 @@ pub fn main() -> i32 {
         Ok(out) => out.exit,
         Err(e) => e.exit_code(),
     };
-    runtime.block_on(report_metrics(&ctx.global, &command_name, code, started.elapsed()));
+    runtime.block_on(report_metrics(
+        &ctx.global,
+        &command_name,
+        code,
+        started.elapsed(),
+    ));
     // The outcome is decided: do not wait for blocking work an interrupted or failed
     // command left behind (a file still being read after SIGTERM).
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

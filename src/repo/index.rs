@@ -142,8 +142,10 @@ impl MasterIndex {
     /// Forget every blob located in `packs` (packs marked for deletion by prune: a backup
     /// must not deduplicate against them).
     pub fn remove_packs(&mut self, packs: &std::collections::HashSet<PackId>) {
-        let doomed: std::collections::HashSet<u32> =
-            packs.iter().filter_map(|p| self.pack_numbers.get(p).copied()).collect();
+        let doomed: std::collections::HashSet<u32> = packs
+            .iter()
+            .filter_map(|p| self.pack_numbers.get(p).copied())
+            .collect();
         if !doomed.is_empty() {
             self.blobs.retain(|_, v| !doomed.contains(&v.0));
         }
