@@ -450,21 +450,27 @@ async fn restore_file(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.drydock-tmp"));
-    let result = write_content(reader, &tmp, &node.content, node.size, parallel, progress).await;
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
+    let tmp = TempFile(path.with_file_name(format!(".{name}.drydock-tmp")));
+    write_content(reader, &tmp.0, &node.content, node.size, parallel, progress).await?;
     if fs::symlink_metadata(path)
         .map(|m| m.is_dir())
         .unwrap_or(false)
     {
         remove_existing(path)?;
     }
-    fs::rename(&tmp, path)
+    fs::rename(&tmp.0, path)
         .map_err(|e| Error::io(format!("cannot move {} into place", path.display()), e))?;
     apply_metadata(path, node)
+}
+
+/// A temporary file removed when dropped: on error, and also when the restore of this file
+/// is cancelled because another file failed. After the rename there is nothing to remove.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.0);
+    }
 }
 
 async fn write_content(
