@@ -186,6 +186,50 @@ fn a_read_only_bsl_refuses_every_write() {
     b.id(&["check"]).expect(0);
 }
 
+/// A base64 PEM CA certificate, as `objectStorage.caCert` holds it.
+fn ca_cert(dir: &Path) -> String {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=minio CA",
+        ])
+        .args([
+            "-keyout",
+            dir.join("ca.key").to_str().unwrap(),
+            "-out",
+            dir.join("ca.crt").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(fs::read(dir.join("ca.crt")).unwrap())
+}
+
+#[test]
+fn a_bsl_with_a_ca_certificate_and_a_named_profile_works_and_a_missing_profile_is_a_key_error() {
+    let b = setup("ReadWrite");
+    let work = tempfile::tempdir().unwrap();
+    let ca = ca_cert(work.path());
+    let yaml = fs::read_to_string(&b.yaml).unwrap().replace(
+        "    prefix: cluster\n",
+        &format!("    prefix: cluster\n    caCert: {ca}\n"),
+    );
+    fs::write(&b.yaml, &yaml).unwrap();
+    let s = src(work.path(), "a", 5, 1);
+    b.bk(&["backup", "--config", s.to_str().unwrap()]).expect(0);
+    b.id(&["check"]).expect(0);
+    fs::write(&b.yaml, yaml.replace("profile: velero", "profile: nosuch")).unwrap();
+    b.id(&["snapshots"]).expect_error(5, "nosuch");
+}
+
 #[test]
 fn bsl_errors_are_configuration_errors() {
     let dir = tempfile::tempdir().unwrap();

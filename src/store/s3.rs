@@ -138,6 +138,10 @@ impl S3Store {
                     "{op} {target}: access denied ({code}); check the S3 credentials and bucket policy"
                 ))
             }
+            (SdkError::DispatchFailure(_), _, _) if error_chain(&err).contains("credential") => Error::Key(format!(
+                "no usable S3 credentials for {target}: {}; check the credentials file, its profile, or AWS_* variables",
+                error_chain(&err)
+            )),
             (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _, _) => Error::Store(format!(
                 "cannot reach the S3 endpoint {} ({op} {target}): {}; check --s3-endpoint and the network",
                 self.endpoint,
