@@ -188,29 +188,9 @@ fn a_read_only_bsl_refuses_every_write() {
 
 /// A base64 PEM CA certificate, as `objectStorage.caCert` holds it.
 fn ca_cert(dir: &Path) -> String {
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=minio CA",
-        ])
-        .args([
-            "-keyout",
-            dir.join("ca.key").to_str().unwrap(),
-            "-out",
-            dir.join("ca.crt").to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
     use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(fs::read(dir.join("ca.crt")).unwrap())
+    let pki = common::tls::make_pki(dir, "minio CA", "DNS:localhost");
+    base64::engine::general_purpose::STANDARD.encode(fs::read(pki.ca_cert).unwrap())
 }
 
 #[test]

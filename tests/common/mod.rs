@@ -5,6 +5,7 @@
 
 pub mod pg;
 pub mod registry;
+pub mod tls;
 
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};

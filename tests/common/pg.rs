@@ -114,71 +114,7 @@ impl Postgres {
         let mut pg = Postgres::start();
         pg.stop();
         let d = pg.dir.path().to_path_buf();
-        let run = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(&d)
-                .output()
-                .expect("openssl");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=drydock test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ]);
-        run(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ]);
-        std::fs::write(
-            d.join("ext.cnf"),
-            "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n",
-        )
-        .unwrap();
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-out",
-            "server.crt",
-            "-extfile",
-            "ext.cnf",
-        ]);
+        let pki = super::tls::make_pki(&d, "drydock test CA", "DNS:localhost");
         for f in ["server.key", "server.crt"] {
             give_to_postgres(&d.join(f));
         }
@@ -186,11 +122,11 @@ impl Postgres {
             .unwrap();
         pg.settings = vec![
             "ssl=on".into(),
-            format!("ssl_cert_file={}", d.join("server.crt").display()),
-            format!("ssl_key_file={}", d.join("server.key").display()),
+            format!("ssl_cert_file={}", pki.server_cert.display()),
+            format!("ssl_key_file={}", pki.server_key.display()),
         ];
         pg.launch();
-        (pg, d.join("ca.crt"))
+        (pg, pki.ca_cert)
     }
 
     fn data(&self) -> PathBuf {
