@@ -19,18 +19,8 @@ use drydock::store::{open, Location, S3Options};
 
 fn node(name: &str, kind: NodeKind) -> Node {
     Node {
-        name: name.into(),
-        kind,
         mode: 0o755,
-        mtime: 0,
-        mtime_nsec: 0,
-        uid: 0,
-        gid: 0,
-        size: 0,
-        content: vec![],
-        subtree: None,
-        target: None,
-        registry: None,
+        ..Node::new(name, kind)
     }
 }
 

@@ -157,18 +157,12 @@ impl Walker<'_> {
             Err(e) => return Ok(self.skip(path, &e.to_string())),
         };
         let mut node = Node {
-            name,
-            kind: NodeKind::File,
             mode: meta.mode() & 0o7777,
             mtime: meta.mtime(),
             mtime_nsec: meta.mtime_nsec() as u32,
             uid: meta.uid(),
             gid: meta.gid(),
-            size: 0,
-            content: Vec::new(),
-            subtree: None,
-            target: None,
-            registry: None,
+            ..Node::new(name, NodeKind::File)
         };
         let ft = meta.file_type();
         if ft.is_file() {
@@ -676,20 +670,7 @@ mod tests {
     fn destinations_stay_under_the_target() {
         let root = ConfigRoot {
             path: "/etc/harbor".into(),
-            node: Node {
-                name: "harbor".into(),
-                kind: NodeKind::Dir,
-                mode: 0o755,
-                mtime: 0,
-                mtime_nsec: 0,
-                uid: 0,
-                gid: 0,
-                size: 0,
-                content: vec![],
-                subtree: None,
-                target: None,
-                registry: None,
-            },
+            node: Node::new("harbor", NodeKind::Dir),
         };
         assert_eq!(
             destination(Path::new("/tmp/out"), &root),
