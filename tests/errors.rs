@@ -288,3 +288,37 @@ fn special_file_makes_a_partial_snapshot_with_exit_3() {
         b"hostname: x\n"
     );
 }
+
+#[test]
+fn an_ambiguous_snapshot_prefix_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    let src = small_src(dir.path());
+    // Seventeen snapshots: two of them share a first hex digit.
+    let mut firsts = std::collections::HashMap::new();
+    for i in 0..17 {
+        fs::write(src.join("n"), i.to_string()).unwrap();
+        let id = repo.backup(&[&src])["snapshot"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        *firsts.entry(id[..1].to_string()).or_insert(0) += 1;
+    }
+    let shared = firsts
+        .iter()
+        .find(|(_, n)| **n > 1)
+        .map(|(d, _)| d.clone())
+        .unwrap();
+    repo.id(&["show", &shared]).expect_error(2, "ambiguous");
+}
+
+#[test]
+fn key_backup_only_refuses_to_overwrite_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    let out = dir.path().join("exists.key");
+    fs::write(&out, "precious").unwrap();
+    repo.id(&["key", "backup-only", "--out", out.to_str().unwrap()])
+        .expect_error(2, "refusing to overwrite");
+    assert_eq!(fs::read(&out).unwrap(), b"precious");
+}

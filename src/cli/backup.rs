@@ -202,7 +202,10 @@ async fn snapshot(
     let id = repo.save_snapshot(&snapshot).await?;
     record_metrics(&summary, &snapshot.parts);
     if let Ok(ids) = repo.list_snapshot_ids().await {
-        crate::metrics::record(crate::metrics::Sample::new("drydock_snapshots", ids.len() as f64));
+        crate::metrics::record(crate::metrics::Sample::new(
+            "drydock_snapshots",
+            ids.len() as f64,
+        ));
     }
     for w in &warnings {
         tracing::warn!("{w}");

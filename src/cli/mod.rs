@@ -2,6 +2,7 @@
 
 mod backup;
 mod check;
+mod completions;
 mod drill;
 mod forget;
 mod harbor;
@@ -161,6 +162,10 @@ pub enum Command {
     /// Talk to Harbor's API: `harbor read-only on|off` (a Velero pre/post exec hook).
     #[command(subcommand)]
     Harbor(harbor::HarborCommand),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff) on stdout.
+    Man(completions::ManArgs),
 }
 
 /// What a command produced: text for humans, JSON for machines, and an exit code.
@@ -422,6 +427,8 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<Output> {
         Command::Drill(a) => drill::run(ctx, a).await,
         Command::Prune(a) => prune::run(ctx, a).await,
         Command::Harbor(c) => harbor::run(ctx, c).await,
+        Command::Completions(a) => completions::completions(ctx, a).await,
+        Command::Man(a) => completions::man(ctx, a).await,
     }
 }
 

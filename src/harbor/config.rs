@@ -334,6 +334,7 @@ pub async fn restore(
     if opts.dry_run {
         return Ok((counts, items));
     }
+    refuse_paths_through_symlinks(&items)?;
     progress.total(counts.bytes);
     let mut created_parents = std::collections::HashSet::new();
     for (path, node) in &items {
@@ -377,6 +378,26 @@ pub async fn restore(
         apply_metadata(path, node)?;
     }
     Ok((counts, items))
+}
+
+/// Refuse a snapshot in which one entry's path passes through another entry that is a
+/// symlink (two roots can overlap): restoring it would write through the link.
+fn refuse_paths_through_symlinks(items: &[(PathBuf, Node)]) -> Result<()> {
+    let links: std::collections::HashSet<&Path> = items
+        .iter()
+        .filter(|(_, n)| n.kind == NodeKind::Symlink)
+        .map(|(p, _)| p.as_path())
+        .collect();
+    for (path, _) in items {
+        if let Some(link) = path.ancestors().skip(1).find(|a| links.contains(a)) {
+            return Err(Error::Integrity(format!(
+                "the snapshot places {} below its own symlink {}; refusing to restore through it",
+                path.display(),
+                link.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Refuse a destination whose parent, below the target, is a symlink: a snapshot (or a
