@@ -406,7 +406,8 @@ fn init_logging(g: &GlobalOpts) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("drydock={default},warn")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let _ = match g.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.with_target(false).try_init(),

@@ -21,8 +21,9 @@ use crate::error::{Error, Result};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 
-/// Objects larger than this go up in parts.
-pub const MULTIPART_THRESHOLD: usize = 16 * 1024 * 1024;
+/// Objects larger than this go up in parts. Above the largest pack (16 MiB target plus
+/// one 8 MiB chunk and its header), so a pack is one PUT, not create + 3 parts + complete.
+pub const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 const BODY_READ_ATTEMPTS: u32 = 4;
 

@@ -43,6 +43,9 @@ struct TableData {
     checksum: String,
 }
 
+/// Bytes of COPY text handed to the chunker at a time.
+const COPY_BATCH: usize = 256 * 1024;
+
 const SNAPSHOT_TX: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
 pub async fn server_version(client: &Client) -> Result<(String, i32)> {
@@ -261,10 +264,14 @@ async fn copy_table(
     });
     pin_mut!(stream);
     let mut failure = None;
+    // COPY yields about one message per row: batch them, or the hand-offs between this
+    // task and the chunker thread cost more CPU than the data.
+    let mut batch = bytes::BytesMut::with_capacity(COPY_BATCH);
     while let Some(piece) = stream.next().await {
         match piece {
             Ok(b) => {
-                if tx.send(b).await.is_err() {
+                batch.extend_from_slice(&b);
+                if batch.len() >= COPY_BATCH && tx.send(batch.split().freeze()).await.is_err() {
                     break; // the saver stopped; its error is reported below
                 }
             }
@@ -273,6 +280,9 @@ async fn copy_table(
                 break;
             }
         }
+    }
+    if failure.is_none() && !batch.is_empty() {
+        let _ = tx.send(batch.freeze()).await;
     }
     drop(tx);
     let saved = saver
