@@ -198,20 +198,25 @@ impl Postgres {
         self.launch();
     }
 
+    /// `pg_ctl stop -m immediate`: the server is a throw-away.
+    fn pg_ctl_stop(&self) {
+        let _ = as_postgres(&format!("{BIN}/pg_ctl"))
+            .args([
+                "stop",
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                "immediate",
+                "-w",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = as_postgres(&format!("{BIN}/pg_ctl"))
-                .args([
-                    "stop",
-                    "-D",
-                    self.data().to_str().unwrap(),
-                    "-m",
-                    "immediate",
-                    "-w",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            self.pg_ctl_stop();
             let _ = c.wait();
         }
     }
@@ -342,18 +347,7 @@ pub fn shared() -> &'static Postgres {
     static SHARED: std::sync::OnceLock<Postgres> = std::sync::OnceLock::new();
     extern "C" fn stop_shared() {
         if let Some(pg) = SHARED.get() {
-            let _ = as_postgres(&format!("{BIN}/pg_ctl"))
-                .args([
-                    "stop",
-                    "-D",
-                    pg.data().to_str().unwrap(),
-                    "-m",
-                    "immediate",
-                    "-w",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            pg.pg_ctl_stop();
         }
     }
     SHARED.get_or_init(|| {

@@ -72,33 +72,27 @@ async fn check_versions(client: &Client, part: &DatabasePart, target: &PgTarget)
 
 /// A connection or a transaction: where `COPY … FROM STDIN` can run.
 trait CopyTarget {
-    fn start_copy_in<'a>(
-        &'a self,
-        sql: &'a str,
-    ) -> impl std::future::Future<
-        Output = std::result::Result<CopyInSink<Bytes>, tokio_postgres::Error>,
-    > + 'a;
+    async fn start_copy_in(
+        &self,
+        sql: &str,
+    ) -> std::result::Result<CopyInSink<Bytes>, tokio_postgres::Error>;
 }
 
 impl CopyTarget for Client {
-    fn start_copy_in<'a>(
-        &'a self,
-        sql: &'a str,
-    ) -> impl std::future::Future<
-        Output = std::result::Result<CopyInSink<Bytes>, tokio_postgres::Error>,
-    > + 'a {
-        self.copy_in(sql)
+    async fn start_copy_in(
+        &self,
+        sql: &str,
+    ) -> std::result::Result<CopyInSink<Bytes>, tokio_postgres::Error> {
+        self.copy_in(sql).await
     }
 }
 
 impl CopyTarget for tokio_postgres::Transaction<'_> {
-    fn start_copy_in<'a>(
-        &'a self,
-        sql: &'a str,
-    ) -> impl std::future::Future<
-        Output = std::result::Result<CopyInSink<Bytes>, tokio_postgres::Error>,
-    > + 'a {
-        self.copy_in(sql)
+    async fn start_copy_in(
+        &self,
+        sql: &str,
+    ) -> std::result::Result<CopyInSink<Bytes>, tokio_postgres::Error> {
+        self.copy_in(sql).await
     }
 }
 
