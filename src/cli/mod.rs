@@ -297,7 +297,9 @@ fn trust_extra_ca(pem: &[u8]) -> Result<()> {
     let mut bundle = std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
     bundle.push(b'\n');
     bundle.extend_from_slice(pem);
-    let path = std::env::temp_dir().join(format!("drydock-bsl-ca-{}.pem", std::process::id()));
+    // Named by content: one file per distinct CA however many runs, not one per process.
+    let name = hex::encode(&crate::ids::sha256(&bundle)[..8]);
+    let path = std::env::temp_dir().join(format!("drydock-bsl-ca-{name}.pem"));
     std::fs::write(&path, bundle)
         .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
     // Set before any S3 client exists; nothing else reads it concurrently at this point.

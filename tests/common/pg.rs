@@ -348,6 +348,8 @@ pub fn shared() -> &'static Postgres {
     extern "C" fn stop_shared() {
         if let Some(pg) = SHARED.get() {
             pg.pg_ctl_stop();
+            // A static's TempDir is never dropped: remove the data directory here.
+            let _ = std::fs::remove_dir_all(pg.dir.path());
         }
     }
     SHARED.get_or_init(|| {
