@@ -638,12 +638,17 @@ fn a_database_without_the_secret_key_warns_and_strict_exits_3() {
     let url = pg.url("sk_src");
     let etc = config_dir(dir.path());
     let etc_s = etc.to_str().unwrap();
+    // backup --postgres with these extra arguments, as the CronJob would run it.
+    let backup = |extra: &[&str]| {
+        let args = [
+            &["--json", "backup", "--postgres", &url, "--config", etc_s][..],
+            extra,
+        ]
+        .concat();
+        repo.with_key_env(&repo.backup_key, &args, PG_ENV)
+    };
 
-    let r = repo.with_key_env(
-        &repo.backup_key,
-        &["--json", "backup", "--postgres", &url, "--config", etc_s],
-        PG_ENV,
-    );
+    let r = backup(&[]);
     r.expect(0);
     assert_eq!(r.json()["secret_key_found"], false);
     let warnings: Vec<&str> = r
@@ -658,19 +663,7 @@ fn a_database_without_the_secret_key_warns_and_strict_exits_3() {
         warnings[0]
     );
 
-    let r = repo.with_key_env(
-        &repo.backup_key,
-        &[
-            "--json",
-            "backup",
-            "--postgres",
-            &url,
-            "--config",
-            etc_s,
-            "--strict",
-        ],
-        PG_ENV,
-    );
+    let r = backup(&["--strict"]);
     r.expect(3);
     let j = r.json();
     assert_eq!(j["secret_key_found"], false);
@@ -681,41 +674,13 @@ fn a_database_without_the_secret_key_warns_and_strict_exits_3() {
     std::fs::create_dir_all(&keys).unwrap();
     std::fs::write(keys.join("secretkey"), "short\n").unwrap();
     let data = dir.path().join("data");
-    let r = repo.with_key_env(
-        &repo.backup_key,
-        &[
-            "--json",
-            "backup",
-            "--postgres",
-            &url,
-            "--config",
-            etc_s,
-            "--config",
-            data.to_str().unwrap(),
-            "--strict",
-        ],
-        PG_ENV,
-    );
+    let r = backup(&["--config", data.to_str().unwrap(), "--strict"]);
     r.expect(3);
     assert!(r.stderr.contains("is 6 bytes, not 16"), "{}", r.stderr);
 
     // docker-compose's 16-byte secretkey among the --config paths: no warning, exit 0.
     std::fs::write(keys.join("secretkey"), "0123456789abcdef\n").unwrap();
-    let r = repo.with_key_env(
-        &repo.backup_key,
-        &[
-            "--json",
-            "backup",
-            "--postgres",
-            &url,
-            "--config",
-            etc_s,
-            "--config",
-            data.to_str().unwrap(),
-            "--strict",
-        ],
-        PG_ENV,
-    );
+    let r = backup(&["--config", data.to_str().unwrap(), "--strict"]);
     r.expect(0);
     assert_eq!(r.json()["secret_key_found"], true);
     assert!(!r.stderr.contains("secretKey"), "{}", r.stderr);
