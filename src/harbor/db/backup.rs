@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::{pin_mut, StreamExt};
 use tokio_postgres::Client;
 
-use super::conn::{pg_error, PgTarget};
+use super::conn::{in_database, pg_error, PgTarget};
 use super::tools::{self, Tool};
 use super::{
     table_node_name, ChannelReader, DatabasePart, SequenceEntry, TableEntry, POST_DATA, PRE_DATA,
@@ -389,6 +389,17 @@ pub struct DbBackup {
 
 /// Back up the database at `target` as one consistent snapshot.
 pub async fn backup(
+    target: &PgTarget,
+    writer: Arc<BlobWriter>,
+    opts: &DbBackupOptions,
+    progress: Progress,
+) -> Result<DbBackup> {
+    backup_part(target, writer, opts, progress)
+        .await
+        .map_err(|e| in_database(target, e))
+}
+
+async fn backup_part(
     target: &PgTarget,
     writer: Arc<BlobWriter>,
     opts: &DbBackupOptions,

@@ -490,6 +490,16 @@ fn connect_error(target: &PgTarget, e: tokio_postgres::Error) -> Error {
     ))
 }
 
+/// Name the database in a failure that does not already: "copying table x: the connection
+/// was closed" alone does not say which server went away.
+pub fn in_database(target: &PgTarget, e: Error) -> Error {
+    let place = target.describe();
+    match e {
+        Error::Other(m) if !m.contains(&place) => Error::Other(format!("database {place}: {m}")),
+        other => other,
+    }
+}
+
 /// Map a PostgreSQL error to drydock's kinds, saying what was being done.
 pub fn pg_error(doing: &str, e: tokio_postgres::Error) -> Error {
     match e.as_db_error() {

@@ -11,9 +11,9 @@ use tokio::io::AsyncWriteExt;
 use tokio_postgres::{Client, CopyInSink, GenericClient};
 
 use super::backup::{harbor_schema, server_version};
-use super::conn::{pg_error, PgTarget};
+use super::conn::{in_database, pg_error, PgTarget};
 use super::tools;
-use super::{table_node_name, DatabasePart, TableEntry, POST_DATA, PRE_DATA};
+use super::{table_node_name, DatabasePart, SequenceEntry, TableEntry, POST_DATA, PRE_DATA};
 use crate::error::{Error, Result};
 use crate::ids::BlobId;
 use crate::repo::blob::BlobType;
@@ -187,8 +187,8 @@ async fn apply_sql(
     Ok(())
 }
 
-async fn set_sequences<C: GenericClient>(client: &C, part: &DatabasePart) -> Result<()> {
-    for s in &part.sequences {
+async fn set_sequences<C: GenericClient>(client: &C, sequences: &[SequenceEntry]) -> Result<()> {
+    for s in sequences {
         client
             .execute(
                 &format!(
@@ -225,6 +225,19 @@ pub async fn restore(
     parallel: usize,
     progress: Progress,
 ) -> Result<DbRestoreReport> {
+    restore_part(target, reader, part, mode, parallel, progress)
+        .await
+        .map_err(|e| in_database(target, e))
+}
+
+async fn restore_part(
+    target: &PgTarget,
+    reader: &BlobReader,
+    part: &DatabasePart,
+    mode: Mode,
+    parallel: usize,
+    progress: Progress,
+) -> Result<DbRestoreReport> {
     let nodes = nodes(reader, part).await?;
     let client = target.connect().await?;
     check_versions(&client, part, target).await?;
@@ -233,7 +246,9 @@ pub async fn restore(
         Mode::Empty => {
             restore_empty(target, &client, reader, part, &nodes, parallel, &progress).await
         }
-        Mode::Running => restore_running(client, reader, part, &nodes, parallel, &progress).await,
+        Mode::Running => {
+            restore_running(target, client, reader, part, &nodes, parallel, &progress).await
+        }
     }
 }
 
@@ -284,7 +299,7 @@ async fn restore_empty(
         "post-data",
     )
     .await?;
-    set_sequences(client, part).await?;
+    set_sequences(client, &part.sequences).await?;
     Ok(DbRestoreReport {
         tables: part.tables.len(),
         rows: rows.into_inner(),
@@ -337,7 +352,52 @@ async fn check_same_shape(client: &Client, part: &DatabasePart) -> Result<()> {
     Ok(())
 }
 
+/// After a running-mode restore failed once it had set sequences (setval is not
+/// transactional), put the values read before it back. When the server dropped the
+/// connection (a restart), reconnect, and first ask whether the transaction committed after
+/// all: a connection lost in COMMIT leaves that open. `Ok(true)`: it did commit.
+async fn put_back_sequences(
+    target: &PgTarget,
+    client: &Client,
+    before: &[SequenceEntry],
+    xid: Option<i64>,
+) -> Result<bool> {
+    if !client.is_closed() {
+        // COMMIT failed on a live connection: the transaction rolled back.
+        set_sequences(client, before).await?;
+        return Ok(false);
+    }
+    // A restarting server takes a moment to accept connections again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let fresh = loop {
+        match target.connect().await {
+            Ok(c) => break c,
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+        }
+    };
+    if let Some(xid) = xid {
+        let status: Option<String> = fresh
+            .query_one("SELECT txid_status($1)", &[&xid])
+            .await
+            .map_err(|e| pg_error("asking whether the restore committed", e))?
+            .get(0);
+        match status.as_deref() {
+            Some("committed") => return Ok(true),
+            Some("in progress") => {
+                return Err(Error::Other(format!(
+                    "the restore's transaction {xid} is still open on the server, so its outcome is unknown"
+                )))
+            }
+            _ => {}
+        }
+    }
+    set_sequences(&fresh, before).await?;
+    Ok(false)
+}
+
 async fn restore_running(
+    target: &PgTarget,
     mut client: Client,
     reader: &BlobReader,
     part: &DatabasePart,
@@ -357,7 +417,7 @@ async fn restore_running(
             )
             .await
             .map_err(|e| pg_error(&format!("reading sequence {}.{}", s.schema, s.name), e))?;
-        before.push(super::SequenceEntry {
+        before.push(SequenceEntry {
             last_value: r.get(0),
             is_called: r.get(1),
             ..s.clone()
@@ -373,7 +433,16 @@ async fn restore_running(
         .await
         .map_err(|e| pg_error("starting the restore transaction", e))?;
     let mut sequences_touched = false;
+    let mut xid: Option<i64> = None;
+    let mut loaded = (0, false);
     let outcome = async {
+        // The transaction's id: after a connection lost in COMMIT, it tells what happened.
+        xid = Some(
+            tx.query_one("SELECT txid_current()", &[])
+                .await
+                .map_err(|e| pg_error("starting the restore transaction", e))?
+                .get(0),
+        );
         if !part.tables.is_empty() {
             let all: Vec<String> = part.tables.iter().map(TableEntry::qualified).collect();
             tx.batch_execute(&format!("TRUNCATE TABLE {}", all.join(", ")))
@@ -395,28 +464,37 @@ async fn restore_running(
                 .map_err(|e| pg_error("clearing Harbor's read_only flag", e))?
                 > 0;
         }
+        loaded = (rows, cleared);
         sequences_touched = true;
-        set_sequences(&tx, part).await?;
+        set_sequences(&tx, &part.sequences).await?;
         tx.commit().await.map_err(|e| pg_error("committing the restore", e))?;
-        Ok::<_, Error>((rows, cleared))
+        Ok::<_, Error>(())
     }
     .await;
-    let (rows, read_only_cleared) = match outcome {
-        Ok(x) => x,
-        Err(e) => {
-            // The transaction rolled back; setval did not. Put the live values back.
-            if sequences_touched {
-                let back = DatabasePart {
-                    sequences: before,
-                    ..part.clone()
-                };
-                if let Err(again) = set_sequences(&client, &back).await {
-                    tracing::error!(error = %again, "could not put sequence values back after a failed restore");
-                }
-            }
+    if let Err(e) = outcome {
+        if !sequences_touched {
             return Err(e);
         }
-    };
+        // The transaction rolled back; setval did not. Put the live values back.
+        match put_back_sequences(target, &client, &before, xid).await {
+            Ok(false) => return Err(e),
+            Ok(true) => tracing::warn!(
+                error = %e,
+                "the connection was lost in COMMIT, but the restore transaction committed"
+            ),
+            Err(again) => {
+                let values: Vec<String> = before
+                    .iter()
+                    .map(|s| format!("{}={}", s.qualified(), s.last_value))
+                    .collect();
+                tracing::error!(sequences = %values.join(","), "the values to set back");
+                return Err(Error::Other(format!(
+                    "{e}; the sequences it had set could not be put back ({again}): set them to the values logged above"
+                )));
+            }
+        }
+    }
+    let (rows, read_only_cleared) = loaded;
     Ok(DbRestoreReport {
         tables: part.tables.len(),
         rows,
