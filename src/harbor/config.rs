@@ -8,17 +8,16 @@
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncWriteExt;
 
 use crate::error::{Error, Result};
 use crate::ids::BlobId;
 use crate::repo::blob::BlobType;
 use crate::repo::reader::BlobReader;
+use crate::repo::restorer::{self, FileJob};
 use crate::repo::tree::{Node, NodeKind, Tree};
 use crate::repo::writer::{BlobWriter, OnBytes};
 use crate::repo::Repository;
@@ -353,20 +352,7 @@ pub async fn restore(
             }
         }
     }
-    let written = AtomicU64::new(0);
-    stream::iter(items.iter().filter(|(_, n)| n.kind == NodeKind::File))
-        .map(|(path, node)| {
-            let progress = progress.clone();
-            let written = &written;
-            async move {
-                restore_file(reader, path, node, opts.parallel, &*progress).await?;
-                written.fetch_add(1, Ordering::Relaxed);
-                Ok::<_, Error>(())
-            }
-        })
-        .buffer_unordered(opts.parallel.max(1))
-        .try_collect::<Vec<()>>()
-        .await?;
+    restore_files(reader, &items, opts.parallel, &*progress).await?;
     // Symlinks only once every file is written, so no write can pass through one.
     for (path, node) in items.iter().filter(|(_, n)| n.kind == NodeKind::Symlink) {
         no_symlink_between(&opts.target, path)?;
@@ -452,30 +438,52 @@ fn remove_existing(path: &Path) -> Result<()> {
     r.map_err(|e| Error::io(format!("cannot replace {}", path.display()), e))
 }
 
-/// Write a file to a temporary name, verify its length, then move it into place: an
-/// interrupted or failed restore never leaves a partial file under the real name.
-async fn restore_file(
+/// Write every file to a temporary name beside it, then move each into place as soon as it
+/// is complete: an interrupted or failed restore never leaves a partial file under the real
+/// name. Files are fetched together, pack by pack ([`restorer`]).
+async fn restore_files(
     reader: &BlobReader,
-    path: &Path,
-    node: &Node,
+    items: &[(PathBuf, Node)],
     parallel: usize,
     progress: &dyn OnBytes,
 ) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = TempFile(path.with_file_name(format!(".{name}.drydock-tmp")));
-    write_content(reader, &tmp.0, &node.content, node.size, parallel, progress).await?;
-    if fs::symlink_metadata(path)
-        .map(|m| m.is_dir())
-        .unwrap_or(false)
-    {
-        remove_existing(path)?;
-    }
-    fs::rename(&tmp.0, path)
-        .map_err(|e| Error::io(format!("cannot move {} into place", path.display()), e))?;
-    apply_metadata(path, node)
+    let files: Vec<(&PathBuf, &Node)> = items
+        .iter()
+        .filter(|(_, n)| n.kind == NodeKind::File)
+        .map(|(p, n)| (p, n))
+        .collect();
+    let temps: Vec<TempFile> = files
+        .iter()
+        .map(|(path, _)| {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            TempFile(path.with_file_name(format!(".{name}.drydock-tmp")))
+        })
+        .collect();
+    let jobs: Vec<FileJob> = files
+        .iter()
+        .zip(&temps)
+        .map(|((_, node), tmp)| FileJob {
+            path: tmp.0.clone(),
+            content: node.content.clone(),
+            size: node.size,
+        })
+        .collect();
+    let done = |i: usize| -> Result<()> {
+        let (path, node) = files[i];
+        if fs::symlink_metadata(path)
+            .map(|m| m.is_dir())
+            .unwrap_or(false)
+        {
+            remove_existing(path)?;
+        }
+        fs::rename(&temps[i].0, path)
+            .map_err(|e| Error::io(format!("cannot move {} into place", path.display()), e))?;
+        apply_metadata(path, node)
+    };
+    restorer::restore_files(reader, &jobs, parallel, progress, done).await
 }
 
 /// A temporary file removed when dropped: on error, and also when the restore of this file
@@ -486,38 +494,6 @@ impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = fs::remove_file(&self.0);
     }
-}
-
-async fn write_content(
-    reader: &BlobReader,
-    tmp: &Path,
-    content: &[BlobId],
-    size: u64,
-    parallel: usize,
-    progress: &dyn OnBytes,
-) -> Result<()> {
-    let mut file = tokio::fs::File::create(tmp)
-        .await
-        .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
-    let mut chunks = std::pin::pin!(reader.load_stream(content, BlobType::Data, parallel));
-    let mut written = 0u64;
-    while let Some(data) = chunks.next().await {
-        let data = data?;
-        file.write_all(&data)
-            .await
-            .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
-        written += data.len() as u64;
-        progress.bytes(data.len() as u64);
-    }
-    if written != size {
-        return Err(Error::Integrity(format!(
-            "restored {written} bytes for {}, the snapshot records {size}",
-            tmp.display()
-        )));
-    }
-    file.sync_all()
-        .await
-        .map_err(|e| Error::io(format!("cannot sync {}", tmp.display()), e))
 }
 
 /// Mode, owner (when running as root) and mtime.

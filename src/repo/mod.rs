@@ -17,6 +17,7 @@ pub mod index;
 pub mod pack;
 pub mod prune;
 pub mod reader;
+pub mod restorer;
 pub mod retention;
 pub mod snapshot;
 pub mod tree;

@@ -1,8 +1,9 @@
 //! Reading blobs back: locate in the index, fetch the bytes, decrypt, authenticate.
 //!
 //! Requests are what a restore from S3 pays for, so the reader makes few of them:
-//! - a run of blobs that sit next to each other in one pack (a file's chunks, written in
-//!   order) is fetched with one range request ([`BlobReader::load_stream`]);
+//! - consecutive blobs of a file that sit close together in one pack (a file's chunks,
+//!   written by parallel workers, so nearly but not exactly in order) are fetched with one
+//!   range request ([`BlobReader::load_stream`]), up to a whole pack;
 //! - a small blob (a tree, a config file, a manifest) pulls in a 4 MiB window of its pack,
 //!   kept in a small cache, so its neighbours — written by the same backup — come free.
 
@@ -26,8 +27,10 @@ const SMALL: u32 = 256 * 1024;
 const WINDOW: u64 = 4 * 1024 * 1024;
 /// Windows kept (memory: WINDOWS × WINDOW at most).
 const WINDOWS: usize = 8;
-/// Largest single range request for a run of neighbouring blobs.
-const RUN_MAX: u64 = 8 * 1024 * 1024;
+/// Largest single range request for a run of neighbouring blobs: a pack's worth.
+pub(super) const RUN_MAX: u64 = 16 * 1024 * 1024;
+/// Bytes of other blobs a run may fetch and throw away to stay one request.
+pub(super) const RUN_WASTE: u64 = 2 * 1024 * 1024;
 
 struct Window {
     pack: PackId,
@@ -40,14 +43,36 @@ pub struct BlobReader {
     repo: Arc<Repository>,
     index: Arc<MasterIndex>,
     windows: Arc<Mutex<VecDeque<Window>>>,
+    /// Held while a window is fetched: concurrent readers of neighbouring small blobs (a
+    /// restore plans directories 16 at a time) wait for it instead of fetching it again.
+    window_fetch: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// Neighbouring blobs of one pack, fetched together.
+/// Blobs close together in one pack, fetched with one request and returned in the order
+/// asked for (which need not be their order in the pack).
 struct Run {
     pack: PackId,
     start: u64,
     end: u64,
+    /// Bytes of the blobs asked for (`end - start - wanted` is fetched and thrown away).
+    wanted: u64,
     blobs: Vec<(BlobId, BlobLocation)>,
+}
+
+impl Run {
+    /// Take `loc` into this run if the covering range stays small and mostly wanted.
+    fn absorb(&mut self, id: BlobId, loc: BlobLocation) -> bool {
+        let (start, end) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);
+        let (from, to) = (self.start.min(start), self.end.max(end));
+        // A chunk repeated within a file counts twice: that only makes merging easier.
+        let wanted = self.wanted + loc.length as u64;
+        if loc.pack != self.pack || to - from > RUN_MAX || to - from > wanted + RUN_WASTE {
+            return false;
+        }
+        (self.start, self.end, self.wanted) = (from, to, wanted);
+        self.blobs.push((id, loc));
+        true
+    }
 }
 
 impl BlobReader {
@@ -58,10 +83,11 @@ impl BlobReader {
             repo,
             index,
             windows: Arc::new(Mutex::new(VecDeque::new())),
+            window_fetch: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
-    fn locate(&self, id: &BlobId, expected: BlobType) -> Result<BlobLocation> {
+    pub(super) fn locate(&self, id: &BlobId, expected: BlobType) -> Result<BlobLocation> {
         let loc = self.index.get(id).ok_or_else(|| {
             Error::Integrity(format!(
                 "blob {} is not in the index (its pack or index object is missing)",
@@ -78,7 +104,7 @@ impl BlobReader {
         Ok(loc)
     }
 
-    async fn get_range(&self, pack: &PackId, start: u64, len: u64) -> Result<Bytes> {
+    pub(super) async fn get_range(&self, pack: &PackId, start: u64, len: u64) -> Result<Bytes> {
         self.repo
             .store
             .get_range(&pack::key(pack), start, len)
@@ -104,24 +130,7 @@ impl BlobReader {
     /// The stored bytes of one blob.
     async fn fetch(&self, id: &BlobId, loc: &BlobLocation) -> Result<Bytes> {
         let bytes = if loc.length < SMALL {
-            match self.cached(loc) {
-                Some(b) => b,
-                None => {
-                    let window = self.get_range(&loc.pack, loc.offset as u64, WINDOW).await?;
-                    let n = window.len().min(loc.length as usize);
-                    let blob = window.slice(..n);
-                    let mut windows = self.windows.lock().expect("lock");
-                    if windows.len() == WINDOWS {
-                        windows.pop_back();
-                    }
-                    windows.push_front(Window {
-                        pack: loc.pack,
-                        start: loc.offset as u64,
-                        bytes: window,
-                    });
-                    blob
-                }
-            }
+            self.fetch_small(loc).await?
         } else {
             self.get_range(&loc.pack, loc.offset as u64, loc.length as u64)
                 .await?
@@ -136,8 +145,32 @@ impl BlobReader {
         Ok(bytes)
     }
 
+    /// A small blob, through the window cache (possibly cut short if the pack is).
+    async fn fetch_small(&self, loc: &BlobLocation) -> Result<Bytes> {
+        if let Some(b) = self.cached(loc) {
+            return Ok(b);
+        }
+        let _fetching = self.window_fetch.lock().await;
+        if let Some(b) = self.cached(loc) {
+            return Ok(b); // another reader fetched it meanwhile
+        }
+        let window = self.get_range(&loc.pack, loc.offset as u64, WINDOW).await?;
+        let n = window.len().min(loc.length as usize);
+        let blob = window.slice(..n);
+        let mut windows = self.windows.lock().expect("lock");
+        if windows.len() == WINDOWS {
+            windows.pop_back();
+        }
+        windows.push_front(Window {
+            pack: loc.pack,
+            start: loc.offset as u64,
+            bytes: window,
+        });
+        Ok(blob)
+    }
+
     /// Decrypt, decompress and authenticate, off the async threads.
-    async fn decode(
+    pub(super) async fn decode(
         &self,
         items: Vec<(BlobId, BlobLocation, Bytes)>,
         expected: BlobType,
@@ -187,18 +220,16 @@ impl BlobReader {
                     continue;
                 }
             };
-            let (start, end) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);
             if let Some(Ok(run)) = runs.last_mut() {
-                if run.pack == loc.pack && run.end == start && end - run.start <= RUN_MAX {
-                    run.end = end;
-                    run.blobs.push((*id, loc));
+                if run.absorb(*id, loc) {
                     continue;
                 }
             }
             runs.push(Ok(Run {
                 pack: loc.pack,
-                start,
-                end,
+                start: loc.offset as u64,
+                end: loc.offset as u64 + loc.length as u64,
+                wanted: loc.length as u64,
                 blobs: vec![(*id, loc)],
             }));
         }

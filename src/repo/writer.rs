@@ -2,7 +2,8 @@
 //!
 //! CPU work runs on a rayon pool of `parallel` threads; uploads run on the tokio runtime,
 //! at most `parallel` at once. Memory stays bounded: a reader holds one chunker buffer,
-//! each worker one chunk, and at most `parallel + 2` packs exist at a time.
+//! each worker one chunk, and at most `parallel + 3` packs exist at a time (one being filled
+//! with data, one with trees, one waiting, `parallel` uploading).
 
 use std::collections::HashSet;
 use std::io::Read;
@@ -55,10 +56,20 @@ impl OnBytes for () {
     fn bytes(&self, _: u64) {}
 }
 
+/// Which pack a blob goes into: trees and registry entries (the small blobs a restore
+/// or check reads first, to plan) apart from data, as restic does, so they sit together in
+/// a few packs and a restore fetches them with a few requests instead of one per directory.
+fn packer_for(blob_type: BlobType) -> usize {
+    match blob_type {
+        BlobType::Data => 0,
+        BlobType::Tree | BlobType::Registry => 1,
+    }
+}
+
 pub struct BlobWriter {
     repo: Arc<Repository>,
     known: RwLock<HashSet<BlobId>>,
-    packer: Mutex<PackBuilder>,
+    packers: [Mutex<PackBuilder>; 2],
     tx: Mutex<Option<mpsc::Sender<FinishedPack>>>,
     uploader: Mutex<Option<tokio::task::JoinHandle<Result<UploadTotals>>>>,
     pool: rayon::ThreadPool,
@@ -79,7 +90,7 @@ impl BlobWriter {
         Ok(BlobWriter {
             known: RwLock::new(index.blob_ids().copied().collect()),
             repo,
-            packer: Mutex::new(PackBuilder::default()),
+            packers: Default::default(),
             tx: Mutex::new(Some(tx)),
             uploader: Mutex::new(Some(uploader)),
             pool,
@@ -130,7 +141,7 @@ impl BlobWriter {
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         self.stats.new_blobs.fetch_add(1, Ordering::Relaxed);
         let full = {
-            let mut packer = self.packer.lock().expect("lock");
+            let mut packer = self.packers[packer_for(blob_type)].lock().expect("lock");
             packer.add(encoded);
             if packer.len() as u64 >= self.repo.config.pack_size {
                 Some(std::mem::take(&mut *packer))
@@ -184,8 +195,11 @@ impl BlobWriter {
 
     /// Upload what is buffered, wait for every upload and write the last index object.
     pub async fn finish(&self) -> Result<WriteTotals> {
-        let last = std::mem::take(&mut *self.packer.lock().expect("lock"));
-        if !last.is_empty() {
+        for packer in &self.packers {
+            let last = std::mem::take(&mut *packer.lock().expect("lock"));
+            if last.is_empty() {
+                continue;
+            }
             let finished = last.finish();
             self.stats
                 .stored_bytes
@@ -217,7 +231,9 @@ impl BlobWriter {
     /// After a failure elsewhere: stop, and prefer the upload error if there was one
     /// (a failed send only says that uploads stopped).
     pub async fn abort(&self, err: Error) -> Error {
-        *self.packer.lock().expect("lock") = PackBuilder::default();
+        for packer in &self.packers {
+            *packer.lock().expect("lock") = PackBuilder::default();
+        }
         self.tx.lock().expect("lock").take();
         let handle = self.uploader.lock().expect("lock").take();
         match handle {
