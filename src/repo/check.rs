@@ -333,7 +333,7 @@ async fn check_snapshots(
                         &mut missing,
                         &mut tree_errors,
                     )
-                    .await,
+                    .await?,
                 ),
             };
             reached.extend(f.bad.iter().copied());
@@ -378,23 +378,25 @@ async fn tree_facts(
     bad: &HashSet<BlobId>,
     missing: &mut HashSet<BlobId>,
     errors: &mut Vec<(BlobId, String)>,
-) -> TreeFacts {
+) -> Result<TreeFacts> {
     let broken = || TreeFacts {
         bad: vec![id],
         children: Vec::new(),
     };
     if !index.contains(&id) {
         missing.insert(id);
-        return broken();
+        return Ok(broken());
     }
     if bad.contains(&id) {
-        return broken();
+        return Ok(broken());
     }
     let refs = match reader.children(&id, blob_type).await {
         Ok(r) => r,
+        // The store failing (after retries) is not damage: stop, exit 1, not 4.
+        Err(e @ (Error::Store(_) | Error::Io { .. })) => return Err(e),
         Err(e) => {
             errors.push((id, e.to_string()));
-            return broken();
+            return Ok(broken());
         }
     };
     let mut facts = TreeFacts {
@@ -411,7 +413,7 @@ async fn tree_facts(
             facts.bad.push(blob);
         }
     }
-    facts
+    Ok(facts)
 }
 
 fn attribute(report: &mut CheckReport, damaged_by: &HashMap<SnapshotId, BTreeSet<BlobId>>) {

@@ -98,15 +98,17 @@ impl Repository {
         }
         let chunk_key = ChunkKey::generate();
         let config = RepoConfig::new(recipient, &chunk_key);
+        let bytes = Bytes::from(config.to_bytes());
         match store
-            .put(
-                config::KEY,
-                Bytes::from(config.to_bytes()),
-                PutMode::CreateNew,
-            )
+            .put(config::KEY, bytes.clone(), PutMode::CreateNew)
             .await?
         {
             PutOutcome::Written => Ok((config, chunk_key)),
+            // Our own write, whose answer was lost and whose retry found it (the config holds
+            // a random id, so nobody else wrote these bytes).
+            PutOutcome::AlreadyExists if store.get(config::KEY).await? == bytes => {
+                Ok((config, chunk_key))
+            }
             PutOutcome::AlreadyExists => Err(Error::Usage(format!(
                 "a repository was created at {} at the same time; use that one",
                 store.describe()
@@ -346,6 +348,16 @@ impl Repository {
             .buffer_unordered(LOAD_CONCURRENCY)
             .collect()
             .await;
+        // A snapshot the store failed to return (network or server, after retries) is not a
+        // damaged one: fail, rather than report it corrupt or let `latest` skip to an older one.
+        if let Some(i) = all
+            .iter()
+            .position(|(_, s)| matches!(s, Err(Error::Store(_) | Error::Io { .. })))
+        {
+            if let (_, Err(e)) = all.swap_remove(i) {
+                return Err(e);
+            }
+        }
         all.sort_by_key(|(id, s)| (s.as_ref().map(|s| s.time).ok(), *id));
         Ok(all)
     }

@@ -2,7 +2,8 @@
 //!
 //! Requests go through the SDK's standard retry strategy (exponential backoff with jitter on
 //! throttling, 5xx, timeouts and connection errors); reading a body is retried here too,
-//! because a connection can break after the headers arrived.
+//! because a connection can break after the headers arrived (a streamed read resumes with a
+//! range request where it stopped).
 
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ pub const MULTIPART_THRESHOLD: usize = 32 * 1024 * 1024;
 pub const PART_SIZE: usize = 8 * 1024 * 1024;
 const BODY_READ_ATTEMPTS: u32 = 4;
 
+#[derive(Clone)]
 pub struct S3Store {
     client: Client,
     bucket: String,
@@ -143,11 +145,29 @@ impl S3Store {
                 "no usable S3 credentials for {target}: {}; check the credentials file, its profile, or AWS_* variables",
                 error_chain(&err)
             )),
+            (SdkError::DispatchFailure(_), _, _) if connection_broke(&error_chain(&err)) => Error::Store(format!(
+                "the connection to the S3 endpoint {} broke ({op} {target}), {} attempts: {}; check the network and the server",
+                self.endpoint,
+                max_attempts(),
+                error_chain(&err)
+            )),
             (SdkError::DispatchFailure(_) | SdkError::TimeoutError(_), _, _) => Error::Store(format!(
                 "cannot reach the S3 endpoint {} ({op} {target}): {}; check --s3-endpoint and the network",
                 self.endpoint,
                 error_chain(&err)
             )),
+            // What the server said, not the SDK's debug dump of it.
+            (SdkError::ServiceError(_), Some(status), code) if !code.is_empty() => {
+                let message = err.message().map(|m| format!(" ({m})")).unwrap_or_default();
+                let tries = if status >= 500 || code == "SlowDown" {
+                    format!(", {} attempts", max_attempts())
+                } else {
+                    String::new()
+                };
+                Error::Store(format!(
+                    "{op} {target} failed: the S3 server answered HTTP {status} {code}{message}{tries}"
+                ))
+            }
             _ => Error::Store(format!("{op} {target} failed: {}", error_chain(&err))),
         }
     }
@@ -257,7 +277,8 @@ impl S3Store {
 
     async fn get_with_range(&self, key: &str, range: Option<String>) -> Result<Bytes> {
         let mut last = None;
-        for attempt in 0..BODY_READ_ATTEMPTS {
+        let attempts = BODY_READ_ATTEMPTS.min(max_attempts());
+        for attempt in 0..attempts {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
             }
@@ -280,18 +301,31 @@ impl S3Store {
             match out.body.collect().await {
                 Ok(body) => return Ok(body.into_bytes()),
                 Err(e) => {
+                    let e = error_chain(&e);
                     tracing::warn!(key, attempt, error = %e, "reading an S3 body failed; retrying");
                     last = Some(e);
                 }
             }
         }
         Err(Error::Store(format!(
-            "read s3://{}/{} failed: {}",
+            "read s3://{}/{} failed: the connection broke while the object was being received, {attempts} attempts: {}",
             self.bucket,
             self.full_key(key),
-            last.map(|e| e.to_string()).unwrap_or_default()
+            last.unwrap_or_default()
         )))
     }
+}
+
+/// An object being read by `open_read`: where it stopped, and how to ask for the rest.
+struct Resume {
+    store: S3Store,
+    key: String,
+    etag: Option<String>,
+    size: Option<u64>,
+    body: Option<ByteStream>,
+    offset: u64,
+    /// Breaks since the last bytes arrived.
+    failures: u32,
 }
 
 /// The HTTP status of a raw response, whatever its type.
@@ -303,6 +337,15 @@ impl HttpStatus for aws_smithy_runtime_api::http::Response {
     fn status_code(&self) -> u16 {
         self.status().as_u16()
     }
+}
+
+/// A connection that was made and then reset or closed under a request, as opposed to one
+/// that could not be made.
+fn connection_broke(chain: &str) -> bool {
+    let chain = chain.to_lowercase();
+    ["reset by peer", "connection closed", "broken pipe"]
+        .iter()
+        .any(|s| chain.contains(s))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -399,6 +442,8 @@ impl Store for S3Store {
         Ok(out)
     }
 
+    /// A body that breaks off is resumed where it stopped (a range request for the same
+    /// ETag), up to the body-read attempts without progress.
     async fn open_read(&self, key: &str) -> Result<ByteReader> {
         let out = self
             .client
@@ -408,7 +453,69 @@ impl Store for S3Store {
             .send()
             .await
             .map_err(|e| self.error("read", key, e))?;
-        Ok(Box::new(out.body.into_async_read()))
+        let state = Resume {
+            store: self.clone(),
+            key: key.to_string(),
+            etag: out.e_tag().map(str::to_string),
+            size: out.content_length().map(|n| n.max(0) as u64),
+            body: Some(out.body),
+            offset: 0,
+            failures: 0,
+        };
+        let stream = futures::stream::try_unfold(state, |mut s| async move {
+            let attempts = BODY_READ_ATTEMPTS.min(max_attempts());
+            loop {
+                if let Some(body) = s.body.as_mut() {
+                    match body.next().await {
+                        Some(Ok(bytes)) => {
+                            s.offset += bytes.len() as u64;
+                            s.failures = 0;
+                            return Ok(Some((bytes, s)));
+                        }
+                        None => return Ok(None),
+                        Some(Err(e)) => {
+                            let e = error_chain(&e);
+                            s.failures += 1;
+                            if s.failures >= attempts {
+                                return Err(std::io::Error::other(format!(
+                                    "read s3://{}/{} failed: the connection broke while the object was being received, {attempts} attempts: {e}",
+                                    s.store.bucket,
+                                    s.store.full_key(&s.key),
+                                )));
+                            }
+                            tracing::warn!(key = s.key, offset = s.offset, error = %e, "reading an S3 body failed; resuming");
+                            tokio::time::sleep(Duration::from_millis(250 << s.failures)).await;
+                            s.body = None;
+                        }
+                    }
+                }
+                if s.size.is_some_and(|n| s.offset >= n) {
+                    return Ok(None);
+                }
+                let out = s
+                    .store
+                    .client
+                    .get_object()
+                    .bucket(&s.store.bucket)
+                    .key(s.store.full_key(&s.key))
+                    .range(format!("bytes={}-", s.offset))
+                    .set_if_match(s.etag.clone())
+                    .send()
+                    .await
+                    .map_err(|e| std::io::Error::other(s.store.error("read", &s.key, e)))?;
+                if out.content_range().is_none() {
+                    return Err(std::io::Error::other(format!(
+                        "read s3://{}/{}: the server ignored the range asked for to resume",
+                        s.store.bucket,
+                        s.store.full_key(&s.key),
+                    )));
+                }
+                s.body = Some(out.body);
+            }
+        });
+        Ok(Box::new(tokio_util::io::StreamReader::new(Box::pin(
+            stream,
+        ))))
     }
 
     async fn put_stream(&self, key: &str, mut data: BoxStream<'_, Result<Bytes>>) -> Result<()> {
