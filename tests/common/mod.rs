@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod faultproxy;
 pub mod pg;
 pub mod registry;
 pub mod tls;
