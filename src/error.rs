@@ -68,7 +68,11 @@ impl Error {
     /// The operator's next step, appended to the one-line message where it helps.
     pub fn hint(&self) -> Option<&'static str> {
         match self {
-            Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+            // By kind as well: wrappers that add the path (tempfile's) hide the OS error.
+            Error::Io { source, .. }
+                if source.raw_os_error() == Some(libc::ENOSPC)
+                    || source.kind() == io::ErrorKind::StorageFull =>
+            {
                 Some("free space on the target and run the command again")
             }
             Error::Integrity(_) => {

@@ -131,9 +131,11 @@ pub fn decode(
     raw_length: u32,
     stored: &[u8],
 ) -> Result<Vec<u8>> {
+    // The identity was proven to be the repository's when the repository was opened (it
+    // unsealed the chunk key), so a blob it cannot open has a damaged or foreign header.
     let framed = crypto::decrypt(identity, stored).map_err(|e| match e {
-        DecryptFailure::WrongKey => Error::Key(format!(
-            "blob {} is not encrypted to this identity; is --key the identity of this repository?",
+        DecryptFailure::WrongKey => Error::Integrity(format!(
+            "blob {} is corrupt: its encryption header does not open with the repository identity",
             id.short()
         )),
         DecryptFailure::Corrupt(why) => {
@@ -182,6 +184,19 @@ mod tests {
         bad[n - 5] ^= 0x10;
         assert!(matches!(
             decode(&ident, &key, BlobType::Tree, &e.id, 2, &bad),
+            Err(Error::Integrity(_))
+        ));
+        // A header that does not open with the repository identity (another recipient, or
+        // an altered X25519 stanza) is damage, not a wrong --key: the key was checked on open.
+        let foreign = encode(
+            &key,
+            &Identity::generate().to_public(),
+            BlobType::Tree,
+            b"{}",
+            3,
+        );
+        assert!(matches!(
+            decode(&ident, &key, BlobType::Tree, &foreign.id, 2, &foreign.bytes),
             Err(Error::Integrity(_))
         ));
         // Right bytes, claimed under another type: the id check fails.

@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::blob::{self, BlobType};
 use super::index::MasterIndex;
 use super::pack::{self, PackEntry};
+use super::prune;
 use super::reader::BlobReader;
 use super::snapshot::Snapshot;
 use super::Repository;
@@ -79,6 +80,7 @@ pub async fn check(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRe
     report.packs = sizes.len();
     report.blobs = index.len();
     check_pack_sizes(&pack_entries, &sizes, &mut report);
+    check_deletion_records(&repo, &sizes, &mut report).await?;
     if opts.read_data > 0.0 {
         read_packs(&repo, &pack_entries, &sizes, opts, &mut report).await?;
     }
@@ -149,6 +151,45 @@ fn check_pack_sizes(packs: &PackMap, sizes: &HashMap<PackId, u64>, report: &mut 
             "{unindexed} pack(s) are in no index: left by an interrupted backup; the next backup reuses them"
         ));
     }
+}
+
+/// `deletions/` records (FORMAT.md §11): one that does not parse stops every backup and
+/// prune, so it is a problem even though no snapshot depends on it.
+async fn check_deletion_records(
+    repo: &Repository,
+    sizes: &HashMap<PackId, u64>,
+    report: &mut CheckReport,
+) -> Result<()> {
+    for o in repo.store.list(prune::DELETIONS).await? {
+        let bytes = match repo.store.get(&o.key).await {
+            Ok(b) => b,
+            Err(Error::NotFound(_)) => continue, // deleted since listing (a prune)
+            Err(e) => return Err(e),
+        };
+        match serde_json::from_slice::<prune::DeletionRecord>(&bytes) {
+            Ok(record) => {
+                let gone = record
+                    .packs
+                    .iter()
+                    .filter(|p| !sizes.contains_key(p))
+                    .count();
+                if gone > 0 {
+                    report.warnings.push(format!(
+                        "{} names {gone} pack(s) that are not in the repository: left by an interrupted prune, or altered",
+                        o.key
+                    ));
+                }
+            }
+            Err(e) => report.problem(
+                o.key,
+                format!(
+                    "not a deletion record ({e}); backup and prune refuse to run until it is removed (the next prune marks its packs again)"
+                ),
+                [],
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// A downloaded pack, its size, and each problem found with the blobs it damages.

@@ -82,10 +82,12 @@ impl RepoConfig {
         let config: RepoConfig = serde_json::from_slice(bytes).map_err(|e| {
             Error::Integrity(format!("the repository config object is damaged: {e}"))
         })?;
-        config.chunker.validate()?;
+        config.chunker.validate().map_err(|e| {
+            Error::Integrity(format!("the repository config object is damaged: {e}"))
+        })?;
         if config.pack_size < 1024 * 1024 || config.pack_size > 1 << 31 {
             return Err(Error::Integrity(format!(
-                "unsupported pack size {}",
+                "the repository config object is damaged: unsupported pack size {}",
                 config.pack_size
             )));
         }
@@ -104,6 +106,8 @@ impl RepoConfig {
 
     /// Recover the chunk key with the identity, proving the identity fits.
     pub fn unseal_chunk_key(&self, identity: &Identity) -> Result<ChunkKey> {
+        // A recipient that does not parse is damage, not someone else's identity.
+        self.recipient()?;
         if identity.to_public().to_string() != self.recipient {
             return Err(Error::Key(format!(
                 "this identity (public key {}) does not belong to repository {}, whose recipient is {}",
@@ -115,17 +119,66 @@ impl RepoConfig {
         let sealed = hex::decode(&self.sealed_chunk_key).map_err(|_| {
             Error::Integrity("the repository config's sealed key is not hex".into())
         })?;
+        // From here on the identity is the recipient's, so every failure is a damaged config.
         let plain = crypto::decrypt(identity, &sealed).map_err(|e| match e {
-            DecryptFailure::WrongKey => {
-                Error::Key("this identity cannot open the repository key".into())
-            }
-            DecryptFailure::Corrupt(why) => {
-                Error::Integrity(format!("the repository's sealed key is damaged: {why}"))
-            }
+            DecryptFailure::WrongKey => Error::Integrity(
+                "the repository config's sealed key is damaged: it does not open with the identity of its recipient".into(),
+            ),
+            DecryptFailure::Corrupt(why) => Error::Integrity(format!(
+                "the repository config's sealed key is damaged: {why}"
+            )),
         })?;
-        let key = ChunkKey::from_hex(&String::from_utf8_lossy(&plain))?;
-        self.verify_chunk_key(&key)?;
+        let key = ChunkKey::from_hex(&String::from_utf8_lossy(&plain)).map_err(|_| {
+            Error::Integrity(
+                "the repository config's sealed key is damaged: not a chunk key".into(),
+            )
+        })?;
+        self.verify_chunk_key(&key).map_err(|_| {
+            Error::Integrity(format!(
+                "the repository config is damaged: its key check does not match its sealed key (repository {})",
+                self.id.short()
+            ))
+        })?;
         Ok(key)
+    }
+
+    /// Check a backup-only key against this config. It cannot open the sealed key, but its
+    /// own key check tells a damaged config (exit 4) from a key of another repository.
+    pub fn verify_backup_key(
+        &self,
+        repository: &RepoId,
+        chunk_key: &ChunkKey,
+        recipient: &Recipient,
+        location: &str,
+    ) -> Result<()> {
+        self.recipient()?;
+        let passes = chunk_key.check_value(repository) == self.key_check;
+        if *repository != self.id {
+            if passes {
+                return Err(Error::Integrity(format!(
+                    "the repository config is damaged: its id {} does not match its key check, which the backup-only key of repository {} passes",
+                    self.id.short(),
+                    repository.short()
+                )));
+            }
+            return Err(Error::Key(format!(
+                "the backup-only key is for repository {}, but {location} holds repository {}",
+                repository.short(),
+                self.id.short()
+            )));
+        }
+        if !passes {
+            return Err(Error::Key(format!(
+                "the backup-only key fails repository {}'s key check: the key file or the repository config (its key_check) is damaged; `drydock check` with the identity tells which",
+                self.id.short()
+            )));
+        }
+        if recipient.to_string() != self.recipient {
+            return Err(Error::Key(
+                "the backup-only key's recipient does not match the repository".into(),
+            ));
+        }
+        Ok(())
     }
 
     pub fn verify_chunk_key(&self, key: &ChunkKey) -> Result<()> {

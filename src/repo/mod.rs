@@ -78,6 +78,23 @@ fn check_named(bytes: &[u8], expected: &[u8; 32], what: &str) -> Result<()> {
     Ok(())
 }
 
+/// No `config` object: no repository here — or a repository that lost its config, when
+/// index or snapshot objects are there (an integrity error, not a wrong location).
+async fn missing_config(store: &Arc<dyn Store>) -> Error {
+    for prefix in ["snapshots/", "index/"] {
+        if store.list(prefix).await.is_ok_and(|v| !v.is_empty()) {
+            return Error::Integrity(format!(
+                "the repository at {} has lost its config object ({prefix} objects are there, `config` is not); put back a copy of `config` — it holds the sealed chunk key, without which nothing can be read",
+                store.describe()
+            ));
+        }
+    }
+    Error::Usage(format!(
+        "no drydock repository at {}; create one with `drydock init` or fix --repo",
+        store.describe()
+    ))
+}
+
 impl Repository {
     /// Create a repository; fails if one already exists there.
     pub async fn init(
@@ -117,13 +134,11 @@ impl Repository {
     }
 
     pub async fn open(store: Arc<dyn Store>, key: KeyFile) -> Result<Self> {
-        let bytes = store.get(config::KEY).await.map_err(|e| match e {
-            Error::NotFound(_) => Error::Usage(format!(
-                "no drydock repository at {}; create one with `drydock init` or fix --repo",
-                store.describe()
-            )),
-            other => other,
-        })?;
+        let bytes = match store.get(config::KEY).await {
+            Ok(b) => b,
+            Err(Error::NotFound(_)) => return Err(missing_config(&store).await),
+            Err(e) => return Err(e),
+        };
         let config = RepoConfig::parse(&bytes)?;
         let keys = match key {
             KeyFile::Identity(identity) => Keys {
@@ -132,20 +147,12 @@ impl Repository {
                 identity: Some(*identity),
             },
             KeyFile::BackupOnly(k) => {
-                if k.repository != config.id {
-                    return Err(Error::Key(format!(
-                        "the backup-only key is for repository {}, but {} holds repository {}",
-                        k.repository.short(),
-                        store.describe(),
-                        config.id.short()
-                    )));
-                }
-                config.verify_chunk_key(&k.chunk_key)?;
-                if k.recipient.to_string() != config.recipient {
-                    return Err(Error::Key(
-                        "the backup-only key's recipient does not match the repository".into(),
-                    ));
-                }
+                config.verify_backup_key(
+                    &k.repository,
+                    &k.chunk_key,
+                    &k.recipient,
+                    &store.describe(),
+                )?;
                 Keys {
                     recipient: k.recipient,
                     chunk_key: k.chunk_key,

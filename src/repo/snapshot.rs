@@ -62,10 +62,13 @@ impl Parts {
         v
     }
 
-    /// The tree blobs at the roots of every part.
+    /// The tree blobs at the roots of every part. `check` and `prune` walk from these: a
+    /// tree left out here is neither checked nor kept by prune.
     pub fn root_trees(&self) -> Vec<BlobId> {
         let db = self.database.iter().map(|d| d.tree);
-        db.chain(self.config.iter().flat_map(|c| c.root_trees()))
+        let registry = self.registry.iter().map(|r| r.blobs);
+        db.chain(registry)
+            .chain(self.config.iter().flat_map(|c| c.root_trees()))
             .collect()
     }
 

@@ -191,6 +191,10 @@ impl Store for LocalStore {
         while let Some(piece) = data.next().await {
             file.write_all(&piece?).await.map_err(|e| io("write", e))?;
         }
+        // tokio reports a failed write (a full disk) on the next write or flush, never on
+        // sync_all: without the flush the last write's failure would be lost and a short
+        // file renamed into place.
+        file.flush().await.map_err(|e| io("write", e))?;
         file.sync_all().await.map_err(|e| io("sync", e))?;
         drop(file);
         tmp_path
