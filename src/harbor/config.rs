@@ -438,40 +438,27 @@ fn remove_existing(path: &Path) -> Result<()> {
     r.map_err(|e| Error::io(format!("cannot replace {}", path.display()), e))
 }
 
-/// Write every file to a temporary name beside it, then move each into place as soon as it
-/// is complete: an interrupted or failed restore never leaves a partial file under the real
-/// name. Files are fetched together, pack by pack ([`restorer`]).
+/// Write every file, then move each into place as soon as it is complete; files are
+/// fetched together, pack by pack ([`restorer`]).
 async fn restore_files(
     reader: &BlobReader,
     items: &[(PathBuf, Node)],
     parallel: usize,
     progress: &dyn OnBytes,
 ) -> Result<()> {
-    let files: Vec<(&PathBuf, &Node)> = items
+    let files: Vec<&(PathBuf, Node)> = items
         .iter()
         .filter(|(_, n)| n.kind == NodeKind::File)
-        .map(|(p, n)| (p, n))
-        .collect();
-    let temps: Vec<TempFile> = files
-        .iter()
-        .map(|(path, _)| {
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            TempFile(path.with_file_name(format!(".{name}.drydock-tmp")))
-        })
         .collect();
     let jobs: Vec<FileJob> = files
         .iter()
-        .zip(&temps)
-        .map(|((_, node), tmp)| FileJob {
-            path: tmp.0.clone(),
+        .map(|(path, node)| FileJob {
+            path: path.clone(),
             content: node.content.clone(),
             size: node.size,
         })
         .collect();
-    let done = |i: usize| -> Result<()> {
+    let done = |i: usize, tmp: &Path| -> Result<()> {
         let (path, node) = files[i];
         if fs::symlink_metadata(path)
             .map(|m| m.is_dir())
@@ -479,21 +466,11 @@ async fn restore_files(
         {
             remove_existing(path)?;
         }
-        fs::rename(&temps[i].0, path)
+        fs::rename(tmp, path)
             .map_err(|e| Error::io(format!("cannot move {} into place", path.display()), e))?;
         apply_metadata(path, node)
     };
     restorer::restore_files(reader, &jobs, parallel, progress, done).await
-}
-
-/// A temporary file removed when dropped: on error, and also when the restore of this file
-/// is cancelled because another file failed. After the rename there is nothing to remove.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.0);
-    }
 }
 
 /// Mode, owner (when running as root) and mtime.

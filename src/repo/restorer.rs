@@ -6,11 +6,17 @@
 //! holds it. A restore of many small files then costs about one request per pack instead of
 //! one or more per file, and memory is `parallel` ranges, whatever the number or size of the
 //! files.
+//!
+//! Each file is written under a temporary name beside its own (`.NAME.drydock-tmp`) and only
+//! handed to the caller, to check and move into place, once complete and synced: an
+//! interrupted or failed restore never leaves a partial file under the real name, and the
+//! temporary files of a failed restore are removed.
 
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
@@ -28,7 +34,7 @@ const RANGE_MAX: u64 = 26 * 1024 * 1024;
 
 /// One file to write.
 pub struct FileJob {
-    /// Where the content goes (a temporary name: the caller moves it into place in `done`).
+    /// Where the file belongs (its parent directory must exist).
     pub path: PathBuf,
     pub content: Vec<BlobId>,
     pub size: u64,
@@ -49,9 +55,28 @@ struct Range {
     blobs: Vec<Wanted>,
 }
 
-/// Write every job's content; `done(i)` is called once job `i` is complete (its file
-/// synced), exactly once per job, from a blocking context. Blocking file I/O runs on the
-/// runtime's blocking threads.
+/// The temporary name a file is written under: `.NAME.drydock-tmp` beside it.
+pub fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.drydock-tmp"))
+}
+
+/// A temporary file removed when dropped: on error, and also when the restore is cancelled.
+/// After the caller moved it into place there is nothing to remove.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Write every job's content; `done(i, temp)` is called once job `i` is complete (written
+/// to `temp` and synced), exactly once per job, from a blocking context, and must move
+/// `temp` into place (or fail). Blocking file I/O runs on the runtime's blocking threads.
 pub async fn restore_files<F>(
     reader: &BlobReader,
     jobs: &[FileJob],
@@ -60,28 +85,99 @@ pub async fn restore_files<F>(
     done: F,
 ) -> Result<()>
 where
-    F: Fn(usize) -> Result<()> + Sync,
+    F: Fn(usize, &Path) -> Result<()> + Sync,
 {
     let (ranges, remaining) = plan(reader, jobs)?;
-    tokio::task::block_in_place(|| -> Result<()> {
+    let temps: Vec<TempFile> = jobs.iter().map(|j| TempFile(temp_path(&j.path))).collect();
+    let out = Output {
+        temps: &temps,
+        remaining: &remaining,
+        done: &done,
+    };
+    // Downloads and decoding run on the runtime while `parallel` scoped threads write, so
+    // neither waits for the other (a writer may be syncing or hashing a large file).
+    tokio::task::block_in_place(|| {
         for (i, job) in jobs.iter().enumerate() {
-            create(job)?;
+            create(&temps[i].0, job.size)?;
             if remaining[i].load(Ordering::Relaxed) == 0 {
-                finish(job, i, &done)?;
+                out.finish(i)?;
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Range, Vec<Vec<u8>>)>(1);
+        let rx = Mutex::new(rx);
+        let failed: Mutex<Option<Error>> = Mutex::new(None);
+        let fetched = std::thread::scope(|scope| {
+            for _ in 0..parallel.max(1) {
+                scope.spawn(|| {
+                    // Keep receiving after a failure, so the sender never blocks.
+                    while let Ok((range, plain)) = rx.lock().expect("lock").recv() {
+                        if failed.lock().expect("lock").is_some() {
+                            continue;
+                        }
+                        if let Err(e) = out.write_range(range, plain, progress) {
+                            failed.lock().expect("lock").get_or_insert(e);
+                        }
+                    }
+                });
+            }
+            let fetched = tokio::runtime::Handle::current().block_on(
+                stream::iter(ranges)
+                    .map(|range| fetch(reader, range))
+                    .buffer_unordered(parallel.max(1))
+                    .try_for_each(|item| {
+                        let stop = failed.lock().expect("lock").is_some() || tx.send(item).is_err();
+                        futures::future::ready(if stop {
+                            Err(Error::Other("stopped".into()))
+                        } else {
+                            Ok(())
+                        })
+                    }),
+            );
+            drop(tx);
+            fetched
+        });
+        // A writer's error explains a stopped download better than "stopped".
+        match failed.into_inner().expect("lock") {
+            Some(e) => Err(e),
+            None => fetched,
+        }
+    })
+}
+
+/// Where fetched blobs go.
+struct Output<'a, F> {
+    temps: &'a [TempFile],
+    remaining: &'a [AtomicUsize],
+    done: &'a F,
+}
+
+impl<F: Fn(usize, &Path) -> Result<()>> Output<'_, F> {
+    fn write_range(&self, range: Range, plain: Vec<Vec<u8>>, progress: &dyn OnBytes) -> Result<()> {
+        for (w, data) in range.blobs.iter().zip(plain) {
+            for &(i, offset) in &w.places {
+                let tmp = &self.temps[i].0;
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(tmp)
+                    .map_err(|e| Error::io(format!("cannot open {}", tmp.display()), e))?;
+                file.write_all_at(&data, offset)
+                    .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
+                progress.bytes(data.len() as u64);
+                if self.remaining[i].fetch_sub(1, Ordering::AcqRel) == 1 {
+                    self.finish(i)?;
+                }
             }
         }
         Ok(())
-    })?;
-    stream::iter(ranges)
-        .map(|range| fetch(reader, range))
-        .buffer_unordered(parallel.max(1))
-        .try_for_each(|(range, plain)| {
-            let r = tokio::task::block_in_place(|| {
-                write_range(jobs, &remaining, range, plain, progress, &done)
-            });
-            futures::future::ready(r)
-        })
-        .await
+    }
+
+    fn finish(&self, i: usize) -> Result<()> {
+        let tmp = &self.temps[i].0;
+        std::fs::File::open(tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(format!("cannot sync {}", tmp.display()), e))?;
+        (self.done)(i, tmp)
+    }
 }
 
 type Plan = (Vec<Range>, Vec<AtomicUsize>);
@@ -178,43 +274,10 @@ async fn fetch(reader: &BlobReader, range: Range) -> Result<(Range, Vec<Vec<u8>>
     Ok((range, plain))
 }
 
-fn write_range<F: Fn(usize) -> Result<()>>(
-    jobs: &[FileJob],
-    remaining: &[AtomicUsize],
-    range: Range,
-    plain: Vec<Vec<u8>>,
-    progress: &dyn OnBytes,
-    done: &F,
-) -> Result<()> {
-    for (w, data) in range.blobs.iter().zip(plain) {
-        for &(i, offset) in &w.places {
-            let job = &jobs[i];
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&job.path)
-                .map_err(|e| Error::io(format!("cannot open {}", job.path.display()), e))?;
-            file.write_all_at(&data, offset)
-                .map_err(|e| Error::io(format!("cannot write {}", job.path.display()), e))?;
-            progress.bytes(data.len() as u64);
-            if remaining[i].fetch_sub(1, Ordering::AcqRel) == 1 {
-                finish(job, i, done)?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn create(job: &FileJob) -> Result<()> {
-    let file = std::fs::File::create(&job.path)
-        .map_err(|e| Error::io(format!("cannot create {}", job.path.display()), e))?;
+fn create(tmp: &Path, size: u64) -> Result<()> {
+    let file = std::fs::File::create(tmp)
+        .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
     // Sized up front: blobs arrive in pack order, not file order.
-    file.set_len(job.size)
-        .map_err(|e| Error::io(format!("cannot size {}", job.path.display()), e))
-}
-
-fn finish<F: Fn(usize) -> Result<()>>(job: &FileJob, i: usize, done: &F) -> Result<()> {
-    std::fs::File::open(&job.path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(format!("cannot sync {}", job.path.display()), e))?;
-    done(i)
+    file.set_len(size)
+        .map_err(|e| Error::io(format!("cannot size {}", tmp.display()), e))
 }

@@ -118,6 +118,10 @@ impl Store for LocalStore {
         self.root.display().to_string()
     }
 
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        Some(self.path(key))
+    }
+
     async fn put(&self, key: &str, data: Bytes, mode: PutMode) -> Result<PutOutcome> {
         let path = self.path(key);
         blocking(move || write_atomic(&path, &data, mode)).await

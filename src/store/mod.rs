@@ -54,6 +54,11 @@ pub trait Store: Send + Sync {
     /// Write an object of any size from a stream, atomically: readers see all of it or
     /// nothing. Memory stays bounded by one part.
     async fn put_stream(&self, key: &str, data: BoxStream<'_, Result<Bytes>>) -> Result<()>;
+    /// The file an object is, for a store that is a local directory (restores write such a
+    /// target in place, pack by pack); `None` for others.
+    fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 /// A store that refuses every write: a Velero BSL with `accessMode: ReadOnly`.

@@ -16,7 +16,8 @@ use super::{parse_links, Digest, Link, RegistryPart, BLOBS};
 use crate::error::{Error, Result};
 use crate::repo::blob::BlobType;
 use crate::repo::reader::BlobReader;
-use crate::repo::tree::Node;
+use crate::repo::restorer::{self, FileJob};
+use crate::repo::tree::{Node, RegistryEntry};
 use crate::repo::writer::OnBytes;
 use crate::store::{PutMode, Store};
 
@@ -73,6 +74,15 @@ pub async fn links(reader: &BlobReader, part: &RegistryPart) -> Result<Vec<Link>
     parse_links(&text)
 }
 
+/// Whether the target holds this blob already, complete and correct.
+async fn is_present(target: &dyn Store, node: &Node, size: Option<u64>) -> Result<bool> {
+    if size != Some(node.size) {
+        return Ok(false);
+    }
+    let digest = Digest::parse(&node.name)?;
+    Ok(hash_object(target, &digest.data_key()).await?.as_deref() == Some(digest.hex()))
+}
+
 /// SHA-256 of a stored object, if it exists.
 pub async fn hash_object(store: &dyn Store, key: &str) -> Result<Option<String>> {
     let mut r = match store.open_read(key).await {
@@ -95,13 +105,8 @@ pub async fn hash_object(store: &dyn Store, key: &str) -> Result<Option<String>>
     Ok(Some(hex::encode(h.finalize())))
 }
 
-async fn write_blob(
-    reader: &BlobReader,
-    target: &Arc<dyn Store>,
-    node: &Node,
-    parallel: usize,
-    progress: &Progress,
-) -> Result<u64> {
+/// The chunk list of a digest node, checked against the node.
+async fn load_entry(reader: &BlobReader, node: &Node) -> Result<(Digest, RegistryEntry)> {
     let digest = Digest::parse(&node.name)?;
     let entry = reader
         .load_registry(node.registry.as_ref().expect("checked"))
@@ -112,6 +117,79 @@ async fn write_blob(
             entry.digest, entry.size
         )));
     }
+    Ok((digest, entry))
+}
+
+/// Write blobs into a target that is a local directory: all together, pack by pack
+/// ([`restorer`]); each is checked against its digest before it is moved into place.
+async fn write_local(
+    reader: &BlobReader,
+    target: &dyn Store,
+    nodes: &[&Node],
+    parallel: usize,
+    progress: &Progress,
+) -> Result<u64> {
+    let entries: Vec<(Digest, RegistryEntry)> = stream::iter(nodes)
+        .map(|n| load_entry(reader, n))
+        .buffered(16)
+        .try_collect()
+        .await?;
+    let mut jobs = Vec::with_capacity(entries.len());
+    for (digest, entry) in &entries {
+        let path = target
+            .local_path(&digest.data_key())
+            .expect("a local target");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
+        }
+        jobs.push(FileJob {
+            path,
+            content: entry.content.clone(),
+            size: entry.size,
+        });
+    }
+    let done = |i: usize, tmp: &std::path::Path| -> Result<()> {
+        let digest = &entries[i].0;
+        if sha256_file(tmp)? != digest.hex() {
+            return Err(Error::Integrity(format!(
+                "restored bytes of {digest} do not match the digest"
+            )));
+        }
+        std::fs::rename(tmp, &jobs[i].path).map_err(|e| {
+            Error::io(
+                format!("cannot move {} into place", jobs[i].path.display()),
+                e,
+            )
+        })
+    };
+    restorer::restore_files(reader, &jobs, parallel, &**progress, done).await?;
+    Ok(entries.iter().map(|(_, e)| e.size).sum())
+}
+
+fn sha256_file(path: &std::path::Path) -> Result<String> {
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf)
+            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        if n == 0 {
+            return Ok(hex::encode(h.finalize()));
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+async fn write_blob(
+    reader: &BlobReader,
+    target: &Arc<dyn Store>,
+    node: &Node,
+    parallel: usize,
+    progress: &Progress,
+) -> Result<u64> {
+    let (digest, entry) = load_entry(reader, node).await?;
     let hasher = Arc::new(std::sync::Mutex::new(Sha256::new()));
     let written = Arc::new(AtomicU64::new(0));
     let (h, w, p) = (hasher.clone(), written.clone(), progress.clone());
@@ -165,49 +243,40 @@ pub async fn restore(
         .collect();
     progress.total(nodes.iter().map(|n| n.size).sum());
     let mut report = RegistryRestoreReport::default();
-    let results: Vec<Result<(String, bool, u64)>> = stream::iter(nodes.iter())
+    // Blobs already there with the right content are kept (a re-run after an interruption).
+    let present: Vec<bool> = stream::iter(nodes.iter())
         .map(|node| {
-            let target = &target;
-            let progress = &progress;
-            let present_size = existing
-                .get(
-                    &Digest::parse(&node.name)
-                        .map(|d| d.data_key())
-                        .unwrap_or_default(),
-                )
-                .copied();
-            async move {
-                let digest = Digest::parse(&node.name)?;
-                if present_size == Some(node.size)
-                    && hash_object(target.as_ref(), &digest.data_key())
-                        .await?
-                        .as_deref()
-                        == Some(digest.hex())
-                {
-                    progress.bytes(node.size);
-                    return Ok((node.name.clone(), true, 0));
-                }
-                if dry_run {
-                    return Ok((node.name.clone(), false, 0));
-                }
-                let n = write_blob(reader, target, node, parallel, progress).await?;
-                Ok((node.name.clone(), false, n))
-            }
+            let size = Digest::parse(&node.name)
+                .ok()
+                .and_then(|d| existing.get(&d.data_key()).copied());
+            is_present(target.as_ref(), node, size)
         })
-        .buffer_unordered(parallel.max(1))
-        .collect()
-        .await;
-    for r in results {
-        let (name, present, bytes) = r?;
+        .buffered(parallel.max(1))
+        .try_collect()
+        .await?;
+    let mut missing: Vec<&Node> = Vec::new();
+    for (node, present) in nodes.iter().zip(present) {
         if present {
             report.blobs_present += 1;
+            progress.bytes(node.size);
         } else if dry_run {
-            report.would_write.push(name);
+            report.would_write.push(node.name.clone());
         } else {
-            report.blobs_written += 1;
-            report.bytes_written += bytes;
+            missing.push(node);
         }
     }
+    if target.local_path("").is_some() {
+        report.bytes_written =
+            write_local(reader, target.as_ref(), &missing, parallel, &progress).await?;
+    } else {
+        let written: Vec<u64> = stream::iter(missing.iter())
+            .map(|node| write_blob(reader, &target, node, parallel, &progress))
+            .buffer_unordered(parallel.max(1))
+            .try_collect()
+            .await?;
+        report.bytes_written = written.iter().sum();
+    }
+    report.blobs_written = missing.len() as u64;
     report.would_write.sort();
     if dry_run {
         return Ok(report);
