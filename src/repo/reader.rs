@@ -242,20 +242,31 @@ impl BlobReader {
             let bytes = self.fetch(id, loc).await?;
             return self.decode(vec![(*id, *loc, bytes)], expected).await;
         }
-        let bytes = self
-            .get_range(&run.pack, run.start, run.end - run.start)
-            .await?;
-        if (bytes.len() as u64) < run.end - run.start {
+        self.load_range(&run.pack, run.start, run.end, &run.blobs, expected)
+            .await
+    }
+
+    /// Fetch `start..end` of a pack with one request and decode the blobs in it, in the
+    /// order given (any order within the range).
+    pub(super) async fn load_range(
+        &self,
+        pack: &PackId,
+        start: u64,
+        end: u64,
+        blobs: &[(BlobId, BlobLocation)],
+        expected: BlobType,
+    ) -> Result<Vec<Vec<u8>>> {
+        let bytes = self.get_range(pack, start, end - start).await?;
+        if (bytes.len() as u64) < end - start {
             return Err(Error::Integrity(format!(
                 "pack {} is truncated",
-                run.pack.short()
+                pack.short()
             )));
         }
-        let items = run
-            .blobs
-            .into_iter()
-            .map(|(id, loc)| {
-                let from = (loc.offset as u64 - run.start) as usize;
+        let items = blobs
+            .iter()
+            .map(|&(id, loc)| {
+                let from = (loc.offset as u64 - start) as usize;
                 (id, loc, bytes.slice(from..from + loc.length as usize))
             })
             .collect();

@@ -18,7 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
-use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::blob::BlobType;
@@ -253,24 +252,10 @@ fn plan(reader: &BlobReader, jobs: &[FileJob]) -> Result<Plan> {
 
 /// Fetch one range and authenticate its blobs.
 async fn fetch(reader: &BlobReader, range: Range) -> Result<(Range, Vec<Vec<u8>>)> {
-    let bytes: Bytes = reader
-        .get_range(&range.pack, range.start, range.end - range.start)
+    let blobs: Vec<(BlobId, BlobLocation)> = range.blobs.iter().map(|w| (w.id, w.loc)).collect();
+    let plain = reader
+        .load_range(&range.pack, range.start, range.end, &blobs, BlobType::Data)
         .await?;
-    if (bytes.len() as u64) < range.end - range.start {
-        return Err(Error::Integrity(format!(
-            "pack {} is truncated",
-            range.pack.short()
-        )));
-    }
-    let items = range
-        .blobs
-        .iter()
-        .map(|w| {
-            let from = (w.loc.offset as u64 - range.start) as usize;
-            (w.id, w.loc, bytes.slice(from..from + w.loc.length as usize))
-        })
-        .collect();
-    let plain = reader.decode(items, BlobType::Data).await?;
     Ok((range, plain))
 }
 
