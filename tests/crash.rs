@@ -10,7 +10,7 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -84,18 +84,6 @@ fn small_packs(repo: &Repo) {
         }
         _ => unreachable!(),
     }
-}
-
-/// Start drydock on `repo` with `key`, output piped.
-fn spawn(repo: &Repo, key: &Path, args: &[&str]) -> Child {
-    let mut all: Vec<&str> = repo.args.iter().map(String::as_str).collect();
-    all.extend_from_slice(&["--key", key.to_str().unwrap()]);
-    all.extend_from_slice(args);
-    command(&all)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn drydock")
 }
 
 /// SIGKILL `child` after `delay` unless it exits first. True when the kill landed.
@@ -190,7 +178,7 @@ fn backup_kills(repo: &Repo, dir: &Path, series: &str, trials: u64, seed: u64) {
     for trial in 0..trials {
         fs::write(src.join("layer.bin"), noise(layer, 100 + trial)).unwrap();
         let delay = kill_delay(&mut seed, span);
-        let (killed, status) = kill_after(spawn(repo, &repo.backup_key, &backup), delay);
+        let (killed, status) = kill_after(repo.spawn_bk(&backup), delay);
         landed += killed as u64;
         let after_kill = pack_count(repo);
         check(
@@ -317,7 +305,7 @@ fn prune_kills(repo: &Repo, dir: &Path, series: &str, trials: u64, seed: u64) {
         new_round(repo, &src, 3 + trial);
         let before = (pack_count(repo), records(repo));
         let delay = kill_delay(&mut seed, span);
-        let (killed, status) = kill_after(spawn(repo, &repo.identity, &prune), delay);
+        let (killed, status) = kill_after(repo.spawn_with(&repo.identity, &prune), delay);
         landed += killed as u64;
         let after = (pack_count(repo), records(repo));
         check(
@@ -430,8 +418,7 @@ fn restore_kills(repo: &Repo, dir: &Path, series: &str, trials: u64, seed: u64) 
         let target = dir.join(format!("target-{trial}"));
         let t = target.to_str().unwrap();
         let delay = kill_delay(&mut seed, span);
-        let child = spawn(
-            repo,
+        let child = repo.spawn_with(
             &repo.identity,
             &["restore", "latest", "--config-dir", t, "--parallel", "2"],
         );

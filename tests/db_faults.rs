@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::pg::{Postgres, PASSWORD};
@@ -38,14 +38,9 @@ fn big_harbor_db(pg: &Postgres, name: &str) {
 
 /// Start drydock with `key` and the password in the environment.
 fn spawn(repo: &Repo, key: &std::path::Path, args: &[&str]) -> Child {
-    let mut all: Vec<&str> = repo.args.iter().map(String::as_str).collect();
-    all.extend_from_slice(&["--key", key.to_str().unwrap()]);
-    all.extend_from_slice(args);
-    command(&all)
+    repo.command_with(key, args)
         .env_remove("DRYDOCK_POSTGRES")
         .env("PGPASSWORD", PASSWORD)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn drydock")
 }
@@ -116,6 +111,29 @@ fn assert_clear_connection_error(r: &Run, pg: &Postgres, db: &str) {
     assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
 }
 
+/// Hit the server under drydock (`child`) with `fault` (`Postgres::restart` or
+/// `Postgres::stop`): drydock must fail with a clear connection error naming `db`.
+fn fault_now(pg: &mut Postgres, db: &str, child: Child, fault: fn(&mut Postgres), what: &str) {
+    let at = Instant::now();
+    fault(pg);
+    let r = wait(child, what, at);
+    println!("{what}: {}", r.stderr.trim());
+    assert_clear_connection_error(&r, pg, db);
+}
+
+/// `fault_now` once drydock streams a COPY of audit_log in direction `dir`.
+fn fault_mid_copy(
+    pg: &mut Postgres,
+    db: &str,
+    dir: &str,
+    mut child: Child,
+    fault: fn(&mut Postgres),
+    what: &str,
+) {
+    wait_for_copy(pg, db, dir, &mut child, Duration::from_millis(200));
+    fault_now(pg, db, child, fault, what);
+}
+
 fn snapshot_count(repo: &Repo) -> usize {
     let r = repo.id(&["--json", "snapshots"]);
     r.expect(0);
@@ -142,19 +160,9 @@ fn a_server_restart_or_stop_mid_copy_fails_the_backup_clearly_and_records_nothin
     assert_eq!(snapshot_count(&repo), 1);
 
     // A restart (immediate shutdown, then up again on the same port) mid-COPY.
-    let mut child = spawn(&repo, &repo.backup_key, &backup_args(&url));
-    wait_for_copy(
-        &pg,
-        "src",
-        "TO STDOUT",
-        &mut child,
-        Duration::from_millis(200),
-    );
-    let fault = Instant::now();
-    pg.restart();
-    let r = wait(child, "backup, server restarted", fault);
-    println!("restart mid-COPY: {}", r.stderr.trim());
-    assert_clear_connection_error(&r, &pg, "src");
+    let child = spawn(&repo, &repo.backup_key, &backup_args(&url));
+    let what = "backup, server restarted mid-COPY";
+    fault_mid_copy(&mut pg, "src", "TO STDOUT", child, Postgres::restart, what);
     assert_eq!(
         snapshot_count(&repo),
         1,
@@ -163,19 +171,9 @@ fn a_server_restart_or_stop_mid_copy_fails_the_backup_clearly_and_records_nothin
     repo.id(&["check"]).expect(0);
 
     // A stop mid-COPY: drydock gives up while the server is still down; it does not hang.
-    let mut child = spawn(&repo, &repo.backup_key, &backup_args(&url));
-    wait_for_copy(
-        &pg,
-        "src",
-        "TO STDOUT",
-        &mut child,
-        Duration::from_millis(200),
-    );
-    let fault = Instant::now();
-    pg.stop();
-    let r = wait(child, "backup, server stopped", fault);
-    println!("stop mid-COPY: {}", r.stderr.trim());
-    assert_clear_connection_error(&r, &pg, "src");
+    let child = spawn(&repo, &repo.backup_key, &backup_args(&url));
+    let what = "backup, server stopped mid-COPY";
+    fault_mid_copy(&mut pg, "src", "TO STDOUT", child, Postgres::stop, what);
     pg.restart();
     assert_eq!(
         snapshot_count(&repo),
@@ -260,43 +258,25 @@ fn a_server_restart_or_stop_mid_running_restore_leaves_the_target_unchanged() {
         "--mode",
         "running",
     ];
-    let started = Instant::now();
     // A restart mid-COPY of the restore's one transaction.
-    let mut child = spawn(&repo, &repo.identity, &restore);
-    wait_for_copy(
-        &pg,
+    let child = spawn(&repo, &repo.identity, &restore);
+    let what = "running restore, server restarted mid-COPY";
+    fault_mid_copy(
+        &mut pg,
         "live",
         "FROM STDIN",
-        &mut child,
-        Duration::from_millis(200),
+        child,
+        Postgres::restart,
+        what,
     );
-    let fault = Instant::now();
-    pg.restart();
-    let r = wait(child, "running restore, server restarted", fault);
-    println!(
-        "restart mid-restore after {:?}: {}",
-        started.elapsed(),
-        r.stderr.trim()
-    );
-    assert_clear_connection_error(&r, &pg, "live");
     assert_unchanged(&pg, "live", &before, "after a restart mid-restore");
 
     // A stop mid-COPY: drydock gives up while the server is down; once it is back, the
     // database is as it was.
     pg.sql("live", "CHECKPOINT");
-    let mut child = spawn(&repo, &repo.identity, &restore);
-    wait_for_copy(
-        &pg,
-        "live",
-        "FROM STDIN",
-        &mut child,
-        Duration::from_millis(200),
-    );
-    let fault = Instant::now();
-    pg.stop();
-    let r = wait(child, "running restore, server stopped", fault);
-    println!("stop mid-restore: {}", r.stderr.trim());
-    assert_clear_connection_error(&r, &pg, "live");
+    let child = spawn(&repo, &repo.identity, &restore);
+    let what = "running restore, server stopped mid-COPY";
+    fault_mid_copy(&mut pg, "live", "FROM STDIN", child, Postgres::stop, what);
     pg.restart();
     assert_unchanged(&pg, "live", &before, "after a stop mid-restore");
 
@@ -320,11 +300,8 @@ fn a_server_restart_or_stop_mid_running_restore_leaves_the_target_unchanged() {
     // A checkpoint (PostgreSQL makes one every few minutes) writes the sequence pages as
     // setval left them: the crash keeps those values.
     pg.sql("postgres", "CHECKPOINT");
-    let fault = Instant::now();
-    pg.restart();
-    let r = wait(child, "running restore, server restarted in COMMIT", fault);
-    println!("restart in COMMIT: {}", r.stderr.trim());
-    assert_clear_connection_error(&r, &pg, "live");
+    let what = "running restore, server restarted in COMMIT";
+    fault_now(&mut pg, "live", child, Postgres::restart, what);
     assert_unchanged(&pg, "live", &before, "after a restart in COMMIT");
     pg.sql(
         "live",

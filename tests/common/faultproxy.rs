@@ -710,17 +710,7 @@ pub fn proxied_s3_repo(dir: &std::path::Path, prefix: &str, proxy: &FaultProxy) 
         proxy.url.clone(),
         "--s3-path-style".to_string(),
     ];
-    let identity = dir.join("identity.txt");
-    let backup_key = dir.join("backup.key");
-    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
-    all.extend_from_slice(&[
-        "init",
-        "--identity-out",
-        identity.to_str().unwrap(),
-        "--backup-key-out",
-        backup_key.to_str().unwrap(),
-    ]);
-    super::run_env(&all, &[("DRYDOCK_S3_MAX_ATTEMPTS", "8")]).expect(0);
+    let (identity, backup_key) = super::init(&args, dir, &[("DRYDOCK_S3_MAX_ATTEMPTS", "8")]);
     super::Repo {
         args,
         identity,

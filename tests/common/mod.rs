@@ -123,11 +123,15 @@ impl Repo {
     }
 
     pub fn with_key_env(&self, key: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+        run_env(&self.key_args(key, args), env)
+    }
+
+    /// This repository's arguments, `--key key`, then `args`.
+    fn key_args<'a>(&'a self, key: &'a Path, args: &[&'a str]) -> Vec<&'a str> {
         let mut all: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        all.push("--key");
-        all.push(key.to_str().unwrap());
+        all.extend_from_slice(&["--key", key.to_str().unwrap()]);
         all.extend_from_slice(args);
-        run_env(&all, env)
+        all
     }
 
     /// With the identity (can do everything).
@@ -140,15 +144,20 @@ impl Repo {
         self.with_key(&self.backup_key, args)
     }
 
+    /// drydock with `key` and `args`, output piped, to be spawned.
+    pub fn command_with(&self, key: &Path, args: &[&str]) -> Command {
+        let mut c = command(&self.key_args(key, args));
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        c
+    }
+
+    /// Start drydock with `key`, output piped.
+    pub fn spawn_with(&self, key: &Path, args: &[&str]) -> Child {
+        self.command_with(key, args).spawn().expect("spawn drydock")
+    }
+
     pub fn spawn_bk(&self, args: &[&str]) -> Child {
-        let mut all: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        all.extend_from_slice(&["--key", self.backup_key.to_str().unwrap()]);
-        all.extend_from_slice(args);
-        command(&all)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn drydock")
+        self.spawn_with(&self.backup_key, args)
     }
 
     /// `backup --json` with the backup-only key; returns the summary.
@@ -165,7 +174,9 @@ impl Repo {
     }
 }
 
-fn init(args: Vec<String>, keys: &Path) -> (PathBuf, PathBuf) {
+/// `init` the repository `args` locate, with extra environment variables, writing the
+/// identity and the backup-only key in `keys`; their paths.
+fn init(args: &[String], keys: &Path, env: &[(&str, &str)]) -> (PathBuf, PathBuf) {
     let identity = keys.join("identity.txt");
     let backup_key = keys.join("backup.key");
     let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -176,14 +187,14 @@ fn init(args: Vec<String>, keys: &Path) -> (PathBuf, PathBuf) {
         "--backup-key-out",
         backup_key.to_str().unwrap(),
     ]);
-    run(&all).expect(0);
+    run_env(&all, env).expect(0);
     (identity, backup_key)
 }
 
 pub fn local_repo(dir: &Path) -> Repo {
     let root = dir.join("repo");
     let args = vec!["--repo".to_string(), root.to_str().unwrap().to_string()];
-    let (identity, backup_key) = init(args.clone(), dir);
+    let (identity, backup_key) = init(&args, dir, &[]);
     Repo {
         args,
         identity,
@@ -203,7 +214,7 @@ pub fn s3_repo(dir: &Path, prefix: &str) -> Repo {
         endpoint.clone(),
         "--s3-path-style".to_string(),
     ];
-    let (identity, backup_key) = init(args.clone(), dir);
+    let (identity, backup_key) = init(&args, dir, &[]);
     Repo {
         args,
         identity,

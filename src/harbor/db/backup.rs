@@ -1,9 +1,9 @@
 //! Database backup: one exported snapshot, parallel COPY, schema by pg_dump.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io::Read;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{pin_mut, StreamExt};
@@ -11,6 +11,7 @@ use tokio_postgres::Client;
 
 use super::conn::{in_database, pg_error, PgTarget};
 use super::tools::{self, Tool};
+use super::workers::{for_each_table, join_snapshot, TableWork, SNAPSHOT_TX};
 use super::{
     table_node_name, ChannelReader, DatabasePart, SequenceEntry, TableEntry, POST_DATA, PRE_DATA,
 };
@@ -45,8 +46,6 @@ struct TableData {
 
 /// Bytes of COPY text handed to the chunker at a time.
 const COPY_BATCH: usize = 256 * 1024;
-
-const SNAPSHOT_TX: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
 
 pub async fn server_version(client: &Client) -> Result<(String, i32)> {
     let v: String = client
@@ -294,7 +293,38 @@ async fn copy_table(
     }
 }
 
-/// Copy every table over `parallel` connections that share the exported snapshot.
+/// Copies tables out inside the exported snapshot.
+struct CopyOut<'a> {
+    snapshot: &'a str,
+    tables: &'a [TableInfo],
+    writer: &'a Arc<BlobWriter>,
+    progress: &'a Progress,
+}
+
+impl TableWork for CopyOut<'_> {
+    type Output = TableData;
+
+    async fn setup(&self, client: &Client) -> Result<()> {
+        join_snapshot(client, self.snapshot).await
+    }
+
+    async fn table(&self, client: &Client, i: usize) -> Result<TableData> {
+        let entry = &self.tables[i].entry;
+        let data = copy_table(client, entry, self.writer, self.progress).await?;
+        tracing::debug!(table = %entry.display(), rows = data.rows, "copied");
+        Ok(data)
+    }
+
+    async fn finish(&self, client: &Client) -> Result<()> {
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| pg_error("ending the snapshot transaction", e))
+    }
+}
+
+/// Copy every table, largest first, over `parallel` connections that share the exported
+/// snapshot.
 async fn copy_tables(
     target: &PgTarget,
     snapshot: &str,
@@ -305,42 +335,14 @@ async fn copy_tables(
 ) -> Result<Vec<TableData>> {
     let mut order: Vec<usize> = (0..tables.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(tables[i].size));
-    let queue = Mutex::new(VecDeque::from(order));
-    let results: Mutex<Vec<Option<TableData>>> =
-        Mutex::new((0..tables.len()).map(|_| None).collect());
-    let workers = (0..parallel.clamp(1, tables.len().max(1))).map(|_| async {
-        let client = target.connect().await?;
-        client
-            .batch_execute(SNAPSHOT_TX)
-            .await
-            .map_err(|e| pg_error("starting a snapshot transaction", e))?;
-        client
-            .batch_execute(&format!(
-                "SET TRANSACTION SNAPSHOT {}",
-                super::quote_literal(snapshot)
-            ))
-            .await
-            .map_err(|e| pg_error("importing the exported snapshot", e))?;
-        loop {
-            let next = queue.lock().expect("lock").pop_front();
-            let Some(i) = next else { break };
-            let data = copy_table(&client, &tables[i].entry, writer, progress).await?;
-            tracing::debug!(table = %tables[i].entry.display(), rows = data.rows, "copied");
-            results.lock().expect("lock")[i] = Some(data);
-        }
-        client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(|e| pg_error("ending the snapshot transaction", e))?;
-        Ok::<_, Error>(())
-    });
-    futures::future::try_join_all(workers).await?;
-    Ok(results
-        .into_inner()
-        .expect("lock")
-        .into_iter()
-        .map(|d| d.expect("every table copied"))
-        .collect())
+    let work = CopyOut {
+        snapshot,
+        tables,
+        writer,
+        progress,
+    };
+    let done = for_each_table(target, parallel, order, &work).await?;
+    Ok(done.into_iter().map(|(_, data)| data).collect())
 }
 
 fn file_node(name: &str, content: Vec<BlobId>, size: u64) -> Node {

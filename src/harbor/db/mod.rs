@@ -11,6 +11,7 @@ pub mod conn;
 pub mod restore;
 pub mod tools;
 pub mod verify;
+mod workers;
 
 use std::io::Read;
 

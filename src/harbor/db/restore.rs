@@ -2,7 +2,7 @@
 //! (all data replaced in one transaction, so a failure changes nothing).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{pin_mut, SinkExt, StreamExt};
@@ -13,6 +13,7 @@ use tokio_postgres::{Client, CopyInSink, GenericClient};
 use super::backup::{harbor_schema, server_version};
 use super::conn::{in_database, pg_error, PgTarget};
 use super::tools;
+use super::workers::{for_each_table, TableWork};
 use super::{table_node_name, DatabasePart, SequenceEntry, TableEntry, POST_DATA, PRE_DATA};
 use crate::error::{Error, Result};
 use crate::ids::BlobId;
@@ -130,15 +131,17 @@ async fn copy_in<C: CopyTarget>(
     Ok(rows)
 }
 
-/// Feed a schema section to psql, stopping at the first error.
+/// Feed the schema section stored as `name` to psql, stopping at the first error.
 async fn apply_sql(
     target: &PgTarget,
-    major: i32,
     reader: &BlobReader,
-    node: &Node,
+    part: &DatabasePart,
+    nodes: &HashMap<String, Node>,
+    name: &str,
     section: &str,
 ) -> Result<()> {
-    let psql = tools::find("psql", major)?;
+    let node = node(nodes, name)?;
+    let psql = tools::find("psql", part.major())?;
     let mut child = tokio::process::Command::new(&psql.path)
         .args([
             "-X",
@@ -225,30 +228,47 @@ pub async fn restore(
     parallel: usize,
     progress: Progress,
 ) -> Result<DbRestoreReport> {
-    restore_part(target, reader, part, mode, parallel, progress)
-        .await
-        .map_err(|e| in_database(target, e))
+    let restored = async {
+        let nodes = nodes(reader, part).await?;
+        let client = target.connect().await?;
+        check_versions(&client, part, target).await?;
+        progress.total(part.total_bytes());
+        match mode {
+            Mode::Empty => {
+                restore_empty(target, &client, reader, part, &nodes, parallel, &progress).await
+            }
+            Mode::Running => {
+                restore_running(target, client, reader, part, &nodes, parallel, &progress).await
+            }
+        }
+    };
+    restored.await.map_err(|e| in_database(target, e))
 }
 
-async fn restore_part(
-    target: &PgTarget,
-    reader: &BlobReader,
-    part: &DatabasePart,
-    mode: Mode,
+/// Loads tables into an empty database, each over its own connection's COPY.
+struct CopyIn<'a> {
+    reader: &'a BlobReader,
+    part: &'a DatabasePart,
+    nodes: &'a HashMap<String, Node>,
     parallel: usize,
-    progress: Progress,
-) -> Result<DbRestoreReport> {
-    let nodes = nodes(reader, part).await?;
-    let client = target.connect().await?;
-    check_versions(&client, part, target).await?;
-    progress.total(part.total_bytes());
-    match mode {
-        Mode::Empty => {
-            restore_empty(target, &client, reader, part, &nodes, parallel, &progress).await
-        }
-        Mode::Running => {
-            restore_running(target, client, reader, part, &nodes, parallel, &progress).await
-        }
+    progress: &'a Progress,
+}
+
+impl TableWork for CopyIn<'_> {
+    type Output = u64;
+
+    async fn table(&self, client: &Client, i: usize) -> Result<u64> {
+        let n = node(self.nodes, &table_node_name(i))?;
+        let table = &self.part.tables[i];
+        copy_in(
+            client,
+            self.reader,
+            table,
+            &n.content,
+            self.parallel,
+            self.progress,
+        )
+        .await
     }
 }
 
@@ -268,41 +288,22 @@ async fn restore_empty(
             target.describe()
         )));
     }
-    apply_sql(
-        target,
-        part.major(),
+    apply_sql(target, reader, part, nodes, PRE_DATA, "pre-data").await?;
+    let work = CopyIn {
         reader,
-        node(nodes, PRE_DATA)?,
-        "pre-data",
-    )
-    .await?;
-    let queue = Mutex::new((0..part.tables.len()).collect::<std::collections::VecDeque<usize>>());
-    let rows = std::sync::atomic::AtomicU64::new(0);
-    let workers = (0..parallel.clamp(1, part.tables.len().max(1))).map(|_| async {
-        let c = target.connect().await?;
-        loop {
-            let next = queue.lock().expect("lock").pop_front();
-            let Some(i) = next else { break };
-            let n = node(nodes, &table_node_name(i))?;
-            let loaded =
-                copy_in(&c, reader, &part.tables[i], &n.content, parallel, progress).await?;
-            rows.fetch_add(loaded, std::sync::atomic::Ordering::Relaxed);
-        }
-        Ok::<_, Error>(())
-    });
-    futures::future::try_join_all(workers).await?;
-    apply_sql(
-        target,
-        part.major(),
-        reader,
-        node(nodes, POST_DATA)?,
-        "post-data",
-    )
-    .await?;
+        part,
+        nodes,
+        parallel,
+        progress,
+    };
+    let order = (0..part.tables.len()).collect();
+    let loaded = for_each_table(target, parallel, order, &work).await?;
+    let rows = loaded.into_iter().map(|(_, rows)| rows).sum();
+    apply_sql(target, reader, part, nodes, POST_DATA, "post-data").await?;
     set_sequences(client, &part.sequences).await?;
     Ok(DbRestoreReport {
         tables: part.tables.len(),
-        rows: rows.into_inner(),
+        rows,
         bytes: part.total_bytes(),
         sequences: part.sequences.len(),
         read_only_cleared: false,

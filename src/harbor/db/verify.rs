@@ -1,16 +1,17 @@
 //! Compare a live database with a snapshot: per table row count and content checksum,
 //! computed the same way on both sides, inside one consistent snapshot of the live side.
 
-use std::collections::{BTreeSet, VecDeque};
-use std::sync::Mutex;
+use std::collections::BTreeSet;
 
 use futures::{pin_mut, StreamExt};
 use serde::Serialize;
+use tokio_postgres::Client;
 
 use super::backup::harbor_schema;
 use super::conn::{pg_error, PgTarget};
+use super::workers::{for_each_table, join_snapshot, TableWork, SNAPSHOT_TX};
 use super::{DatabasePart, RowDigest, TableEntry};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 #[derive(Debug, Default, Serialize)]
 pub struct DbVerifyReport {
@@ -20,7 +21,7 @@ pub struct DbVerifyReport {
     pub differences: Vec<String>,
 }
 
-async fn digest(client: &tokio_postgres::Client, table: &TableEntry) -> Result<RowDigest> {
+async fn digest(client: &Client, table: &TableEntry) -> Result<RowDigest> {
     let what = format!("reading table {}", table.display());
     let stream = client
         .copy_out(&table.copy_sql("TO STDOUT"))
@@ -34,13 +35,32 @@ async fn digest(client: &tokio_postgres::Client, table: &TableEntry) -> Result<R
     Ok(d)
 }
 
+/// Digests tables inside the exported snapshot: row count and checksum.
+struct Digests<'a> {
+    snapshot: &'a str,
+    tables: &'a [TableEntry],
+}
+
+impl TableWork for Digests<'_> {
+    type Output = (u64, String);
+
+    async fn setup(&self, client: &Client) -> Result<()> {
+        join_snapshot(client, self.snapshot).await
+    }
+
+    async fn table(&self, client: &Client, i: usize) -> Result<(u64, String)> {
+        let d = digest(client, &self.tables[i]).await?;
+        Ok((d.rows, d.checksum()))
+    }
+}
+
 pub async fn verify(
     target: &PgTarget,
     part: &DatabasePart,
     parallel: usize,
 ) -> Result<DbVerifyReport> {
     let main = target.connect().await?;
-    main.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+    main.batch_execute(SNAPSHOT_TX)
         .await
         .map_err(|e| pg_error("starting the verify transaction", e))?;
     let snapshot: String = main
@@ -91,31 +111,12 @@ pub async fn verify(
             here
         })
         .collect();
-    let queue = Mutex::new(present.into_iter().collect::<VecDeque<usize>>());
-    let found = Mutex::new(Vec::new());
-    let workers = (0..parallel.clamp(1, part.tables.len().max(1))).map(|_| async {
-        let c = target.connect().await?;
-        c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            .await
-            .map_err(|e| pg_error("starting a verify transaction", e))?;
-        c.batch_execute(&format!(
-            "SET TRANSACTION SNAPSHOT {}",
-            super::quote_literal(&snapshot)
-        ))
-        .await
-        .map_err(|e| pg_error("importing the snapshot", e))?;
-        loop {
-            let next = queue.lock().expect("lock").pop_front();
-            let Some(i) = next else { break };
-            let d = digest(&c, &part.tables[i]).await?;
-            found.lock().expect("lock").push((i, d.rows, d.checksum()));
-        }
-        Ok::<_, Error>(())
-    });
-    futures::future::try_join_all(workers).await?;
-    let mut found = found.into_inner().expect("lock");
-    found.sort();
-    for (i, rows, checksum) in found {
+    let work = Digests {
+        snapshot: &snapshot,
+        tables: &part.tables,
+    };
+    let found = for_each_table(target, parallel, present, &work).await?;
+    for (i, (rows, checksum)) in found {
         let t = &part.tables[i];
         report.tables_checked += 1;
         report.rows_checked += rows;
