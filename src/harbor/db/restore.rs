@@ -131,16 +131,23 @@ async fn copy_in<C: CopyTarget>(
     Ok(rows)
 }
 
-/// Feed the schema section stored as `name` to psql, stopping at the first error.
-async fn apply_sql(
-    target: &PgTarget,
+/// The schema section stored as `name` (pg_dump's SQL; kilobytes to a few megabytes).
+async fn load_sql(
     reader: &BlobReader,
-    part: &DatabasePart,
     nodes: &HashMap<String, Node>,
     name: &str,
-    section: &str,
-) -> Result<()> {
+) -> Result<Vec<u8>> {
     let node = node(nodes, name)?;
+    let mut sql = Vec::with_capacity(node.size as usize);
+    let mut chunks = std::pin::pin!(reader.load_stream(&node.content, BlobType::Data, 4));
+    while let Some(data) = chunks.next().await {
+        sql.extend(data?);
+    }
+    Ok(sql)
+}
+
+/// Feed SQL to psql, stopping at the first error.
+async fn run_psql(target: &PgTarget, part: &DatabasePart, sql: &[u8], section: &str) -> Result<()> {
     let psql = tools::find("psql", part.major())?;
     let mut child = tokio::process::Command::new(&psql.path)
         .args([
@@ -160,21 +167,14 @@ async fn apply_sql(
         .spawn()
         .map_err(|e| Error::Usage(format!("cannot run {}: {e}", psql.path.display())))?;
     let mut stdin = child.stdin.take().expect("piped");
-    let mut feed_error = None;
-    let mut chunks = std::pin::pin!(reader.load_stream(&node.content, BlobType::Data, 4));
-    while let Some(data) = chunks.next().await {
-        let data = data?;
-        if let Err(e) = stdin.write_all(&data).await {
-            feed_error = Some(e); // psql stopped early; its stderr says why
-            break;
-        }
-    }
+    // An error here means psql stopped early; its stderr says why.
+    let fed = stdin.write_all(sql).await;
     drop(stdin);
     let out = child
         .wait_with_output()
         .await
         .map_err(|e| Error::Other(format!("waiting for psql: {e}")))?;
-    if !out.status.success() || feed_error.is_some() {
+    if !out.status.success() || fed.is_err() {
         let err = String::from_utf8_lossy(&out.stderr);
         let first = err
             .lines()
@@ -188,6 +188,100 @@ async fn apply_sql(
         )));
     }
     Ok(())
+}
+
+/// pg_dump's post-data section split for parallel application, as `pg_restore -j` does:
+/// indexes and non-foreign-key constraints (each builds an index over one table's rows: the
+/// slow part) are independent of each other; foreign keys, triggers and the rest need them.
+struct PostData {
+    /// Everything before the first entry: SET commands every session needs.
+    preamble: String,
+    independent: Vec<String>,
+    rest: Vec<String>,
+}
+
+/// Every entry of pg_dump's SQL starts with a comment header
+/// `--\n-- Name: …; Type: TYPE; Schema: …; Owner: …\n--`.
+const ENTRY: &str = "\n--\n-- Name: ";
+
+impl PostData {
+    fn split(sql: &str) -> PostData {
+        let (preamble, entries) = match sql.find(ENTRY) {
+            Some(i) => (&sql[..i + 1], &sql[i + 1..]),
+            None => (sql, ""),
+        };
+        let (mut independent, mut rest) = (Vec::new(), Vec::new());
+        let mut starts: Vec<usize> = entries.match_indices(&ENTRY[1..]).map(|(i, _)| i).collect();
+        starts.push(entries.len());
+        for w in starts.windows(2) {
+            let entry = &entries[w[0]..w[1]];
+            let kind = entry
+                .lines()
+                .nth(1)
+                .and_then(|l| l.split("; Type: ").nth(1))
+                .and_then(|t| t.split(';').next())
+                .unwrap_or("");
+            if matches!(kind, "INDEX" | "CONSTRAINT") {
+                independent.push(entry.to_string());
+            } else {
+                rest.push(entry.to_string());
+            }
+        }
+        PostData {
+            preamble: preamble.to_string(),
+            independent,
+            rest,
+        }
+    }
+}
+
+/// Bytes of COPY text of the table an index or constraint entry is on (0 if none is named).
+fn entry_weight(part: &DatabasePart, entry: &str) -> u64 {
+    part.tables
+        .iter()
+        .filter(|t| {
+            let q = t.qualified();
+            entry.contains(&format!("{q} ")) || entry.contains(&format!("{q}\n"))
+        })
+        .map(|t| t.bytes)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Apply the post-data section: indexes and constraints on `parallel` psql sessions at
+/// once (those of the largest tables first, each to the least loaded session), then the
+/// rest in order on one.
+async fn apply_post_data(
+    target: &PgTarget,
+    part: &DatabasePart,
+    sql: &[u8],
+    parallel: usize,
+) -> Result<()> {
+    let post = PostData::split(&String::from_utf8_lossy(sql));
+    let sessions = parallel.max(1).min(post.independent.len().max(1));
+    let mut scripts = vec![(0u64, post.preamble.clone()); sessions];
+    let mut entries: Vec<(u64, &String)> = post
+        .independent
+        .iter()
+        .map(|e| (entry_weight(part, e), e))
+        .collect();
+    entries.sort_by_key(|e| std::cmp::Reverse(e.0));
+    for (weight, entry) in entries {
+        let least = scripts
+            .iter_mut()
+            .min_by_key(|(w, _)| *w)
+            .expect("a session");
+        least.0 += weight.max(1);
+        least.1.push_str(entry);
+    }
+    futures::future::try_join_all(
+        scripts
+            .iter()
+            .map(|(_, s)| run_psql(target, part, s.as_bytes(), "post-data")),
+    )
+    .await?;
+    let rest = post.preamble + &post.rest.concat();
+    run_psql(target, part, rest.as_bytes(), "post-data").await
 }
 
 async fn set_sequences<C: GenericClient>(client: &C, sequences: &[SequenceEntry]) -> Result<()> {
@@ -288,7 +382,8 @@ async fn restore_empty(
             target.describe()
         )));
     }
-    apply_sql(target, reader, part, nodes, PRE_DATA, "pre-data").await?;
+    let pre = load_sql(reader, nodes, PRE_DATA).await?;
+    run_psql(target, part, &pre, "pre-data").await?;
     let work = CopyIn {
         reader,
         part,
@@ -299,7 +394,8 @@ async fn restore_empty(
     let order = (0..part.tables.len()).collect();
     let loaded = for_each_table(target, parallel, order, &work).await?;
     let rows = loaded.into_iter().map(|(_, rows)| rows).sum();
-    apply_sql(target, reader, part, nodes, POST_DATA, "post-data").await?;
+    let post = load_sql(reader, nodes, POST_DATA).await?;
+    apply_post_data(target, part, &post, parallel).await?;
     set_sequences(client, &part.sequences).await?;
     Ok(DbRestoreReport {
         tables: part.tables.len(),
@@ -503,4 +599,37 @@ async fn restore_running(
         sequences: part.sequences.len(),
         read_only_cleared,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PostData;
+
+    #[test]
+    fn post_data_splits_indexes_and_constraints_from_the_rest() {
+        let sql = "\\restrict k\nSET statement_timeout = 0;\n\n\
+            --\n-- Name: project project_pkey; Type: CONSTRAINT; Schema: public; Owner: o\n--\n\n\
+            ALTER TABLE ONLY public.project\n    ADD CONSTRAINT project_pkey PRIMARY KEY (project_id);\n\n\
+            --\n-- Name: idx_a; Type: INDEX; Schema: public; Owner: o\n--\n\n\
+            CREATE INDEX idx_a ON public.audit_log USING btree (op_time);\n\n\
+            --\n-- Name: blob fk; Type: FK CONSTRAINT; Schema: public; Owner: o\n--\n\n\
+            ALTER TABLE ONLY public.blob ADD CONSTRAINT fk FOREIGN KEY (x) REFERENCES public.project(project_id);\n\n\
+            --\n-- Name: t tr; Type: TRIGGER; Schema: public; Owner: o\n--\n\n\
+            CREATE TRIGGER tr BEFORE UPDATE ON public.t FOR EACH ROW EXECUTE FUNCTION public.f();\n\n\
+            \\unrestrict k\n";
+        let post = PostData::split(sql);
+        assert_eq!(
+            post.preamble,
+            "\\restrict k\nSET statement_timeout = 0;\n\n"
+        );
+        assert_eq!(post.independent.len(), 2);
+        assert!(post.independent[0].contains("PRIMARY KEY"));
+        assert!(post.independent[1].contains("CREATE INDEX idx_a"));
+        assert_eq!(post.rest.len(), 2);
+        assert!(post.rest[0].contains("FOREIGN KEY"));
+        assert!(post.rest[1].contains("CREATE TRIGGER") && post.rest[1].contains("\\unrestrict"));
+        // Nothing lost or repeated.
+        let joined = post.preamble.clone() + &post.independent.concat() + &post.rest.concat();
+        assert_eq!(joined.len(), sql.len());
+    }
 }
