@@ -62,6 +62,21 @@ impl S3Store {
             );
         if let Some(region) = &opts.region {
             loader = loader.region(Region::new(region.clone()));
+        } else if opts.endpoint.is_some() {
+            // Not AWS: the environment or profile may name a region, but asking the EC2
+            // instance metadata service (the SDK's last resort) only times out with warnings.
+            use aws_config::meta::region::RegionProviderChain;
+            let mut profile = aws_config::profile::ProfileFileRegionProvider::builder();
+            if let Some(name) = &opts.profile {
+                profile = profile.profile_name(name);
+            }
+            loader = loader.region(
+                RegionProviderChain::first_try(
+                    aws_config::environment::EnvironmentVariableRegionProvider::new(),
+                )
+                .or_else(profile.build())
+                .or_else(Region::new("us-east-1")),
+            );
         }
         if opts.credentials_file.is_some() || opts.profile.is_some() {
             use aws_runtime::env_config::file::{
