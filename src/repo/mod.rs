@@ -329,20 +329,7 @@ impl Repository {
             }
             DecryptFailure::Corrupt(why) => Error::Integrity(format!("{what} is corrupt: {why}")),
         })?;
-        let snap: Snapshot = serde_json::from_slice(&plain)
-            .map_err(|e| Error::Integrity(format!("{what} is malformed: {e}")))?;
-        if snap.version > snapshot::VERSION {
-            return Err(Error::Usage(format!(
-                "{what} was written by a newer drydock (snapshot version {}); upgrade drydock",
-                snap.version
-            )));
-        }
-        if let Some(part) = snap.parts.unknown.keys().next() {
-            return Err(Error::Usage(format!(
-                "{what} holds a {part:?} part this drydock does not know; upgrade drydock"
-            )));
-        }
-        Ok(snap)
+        Snapshot::parse(&plain, &what)
     }
 
     /// Every snapshot, oldest first; each with its load result so one bad object does not

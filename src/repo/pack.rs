@@ -115,10 +115,17 @@ pub fn parse_header(header: &[u8], pack_len: u64) -> Result<Vec<PackEntry>> {
         })?;
         let length = u32::from_le_bytes(raw[33..37].try_into().expect("4 bytes"));
         let raw_length = u32::from_le_bytes(raw[37..41].try_into().expect("4 bytes"));
+        // Offsets are u32 in the index: a blob starting past 4 GiB cannot be recorded
+        // (drydock writes packs of at most 2 GiB and one blob; found by fuzzing).
+        let offset32 = u32::try_from(offset).map_err(|_| {
+            Error::Integrity(format!(
+                "pack header places a blob at offset {offset}, beyond the format's 4 GiB"
+            ))
+        })?;
         entries.push(PackEntry {
             blob_type,
             id: BlobId(raw[1..33].try_into().expect("32 bytes")),
-            offset: offset as u32,
+            offset: offset32,
             length,
             raw_length,
         });
@@ -172,6 +179,23 @@ mod tests {
         bad[n - 1] ^= 1;
         assert!(header_len(&bad[n - TRAILER_LEN..], total).is_err());
         assert!(parse_header(b"", 0).is_err());
+        // Blobs past the 4 GiB an index offset can hold (they used to wrap around).
+        let mut far = Vec::new();
+        for n in 0..3u8 {
+            far.push(BlobType::Data as u8);
+            far.extend_from_slice(&[n; 32]);
+            far.extend_from_slice(&u32::MAX.to_le_bytes());
+            far.extend_from_slice(&7u32.to_le_bytes());
+        }
+        far.extend_from_slice(&3u32.to_le_bytes());
+        far.extend_from_slice(MAGIC);
+        let far_len = 3 * u32::MAX as u64 + far.len() as u64;
+        assert!(parse_header(&far, far_len).is_err());
+        far.truncate(2 * ENTRY_LEN);
+        far.extend_from_slice(&2u32.to_le_bytes());
+        far.extend_from_slice(MAGIC);
+        let two = parse_header(&far, 2 * u32::MAX as u64 + far.len() as u64).unwrap();
+        assert_eq!(two[1].offset, u32::MAX);
         // A count claiming more entries than fit.
         let mut huge = p.bytes.to_vec();
         huge[n - TRAILER_LEN..n - 8].copy_from_slice(&u32::MAX.to_le_bytes());

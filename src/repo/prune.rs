@@ -36,6 +36,13 @@ pub struct DeletionRecord {
     pub packs: Vec<PackId>,
 }
 
+impl DeletionRecord {
+    /// Parse a `deletions/` object.
+    pub fn parse(bytes: &[u8]) -> std::result::Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
     pub safety_delay: chrono::Duration,
@@ -66,7 +73,7 @@ pub async fn pending(repo: &Repository) -> Result<Vec<(String, DeletionRecord)>>
             Err(Error::NotFound(_)) => continue,
             Err(e) => return Err(e),
         };
-        let rec: DeletionRecord = serde_json::from_slice(&bytes)
+        let rec = DeletionRecord::parse(&bytes)
             .map_err(|e| Error::Integrity(format!("{} is not a deletion record: {e}", o.key)))?;
         out.push((o.key, rec));
     }

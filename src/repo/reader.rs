@@ -325,7 +325,7 @@ impl BlobReader {
 
     pub async fn load_tree(&self, id: &BlobId) -> Result<Tree> {
         let bytes = self.load(id, BlobType::Tree).await?;
-        serde_json::from_slice(&bytes)
+        Tree::parse(&bytes)
             .map_err(|e| Error::Integrity(format!("tree {} is malformed: {e}", id.short())))
     }
 }

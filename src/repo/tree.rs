@@ -79,6 +79,11 @@ impl Tree {
         serde_json::to_vec(self).expect("trees serialise")
     }
 
+    /// Parse the plaintext of a tree blob (the inverse of [`Tree::to_bytes`]).
+    pub fn parse(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
     /// Every blob this tree names directly, with its type.
     pub fn referenced_blobs(&self) -> impl Iterator<Item = (&BlobId, BlobType)> {
         self.nodes.iter().flat_map(|n| {
