@@ -33,6 +33,14 @@ install_missing() {
     fi
 }
 
+# cargo-fuzz for scripts/fuzz (the nightly toolchain is used when rustup has it).
+install_fuzz_tools() {
+    if ! have cargo-fuzz; then
+        log "installing cargo-fuzz"
+        cargo install cargo-fuzz --locked --quiet
+    fi
+}
+
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
