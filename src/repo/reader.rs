@@ -175,31 +175,38 @@ impl BlobReader {
         items: Vec<(BlobId, BlobLocation, Bytes)>,
         expected: BlobType,
     ) -> Result<Vec<Vec<u8>>> {
-        let repo = self.repo.clone();
+        let reader = self.clone();
         tokio::task::spawn_blocking(move || {
-            let identity = repo.keys.identity("reading data")?;
             items
                 .iter()
-                .map(|(id, loc, bytes)| {
-                    blob::decode(
-                        identity,
-                        &repo.keys.chunk_key,
-                        expected,
-                        id,
-                        loc.raw_length,
-                        bytes,
-                    )
-                    .map_err(|e| match e {
-                        Error::Integrity(m) => {
-                            Error::Integrity(format!("{m} (pack {})", loc.pack.short()))
-                        }
-                        other => other,
-                    })
-                })
+                .map(|(id, loc, bytes)| reader.decode_one(id, loc, bytes, expected))
                 .collect()
         })
         .await
         .map_err(|e| Error::Other(format!("decode task failed: {e}")))?
+    }
+
+    /// Decrypt, decompress and authenticate one blob's stored bytes. Blocking.
+    pub(super) fn decode_one(
+        &self,
+        id: &BlobId,
+        loc: &BlobLocation,
+        bytes: &[u8],
+        expected: BlobType,
+    ) -> Result<Vec<u8>> {
+        let keys = &self.repo.keys;
+        blob::decode(
+            keys.identity("reading data")?,
+            &keys.chunk_key,
+            expected,
+            id,
+            loc.raw_length,
+            bytes,
+        )
+        .map_err(|e| match e {
+            Error::Integrity(m) => Error::Integrity(format!("{m} (pack {})", loc.pack.short())),
+            other => other,
+        })
     }
 
     pub async fn load(&self, id: &BlobId, expected: BlobType) -> Result<Vec<u8>> {
@@ -246,6 +253,18 @@ impl BlobReader {
             .await
     }
 
+    /// `start..end` of a pack, whole (a short read is damage).
+    pub(super) async fn fetch_range(&self, pack: &PackId, start: u64, end: u64) -> Result<Bytes> {
+        let bytes = self.get_range(pack, start, end - start).await?;
+        if (bytes.len() as u64) < end - start {
+            return Err(Error::Integrity(format!(
+                "pack {} is truncated",
+                pack.short()
+            )));
+        }
+        Ok(bytes)
+    }
+
     /// Fetch `start..end` of a pack with one request and decode the blobs in it, in the
     /// order given (any order within the range).
     pub(super) async fn load_range(
@@ -256,13 +275,7 @@ impl BlobReader {
         blobs: &[(BlobId, BlobLocation)],
         expected: BlobType,
     ) -> Result<Vec<Vec<u8>>> {
-        let bytes = self.get_range(pack, start, end - start).await?;
-        if (bytes.len() as u64) < end - start {
-            return Err(Error::Integrity(format!(
-                "pack {} is truncated",
-                pack.short()
-            )));
-        }
+        let bytes = self.fetch_range(pack, start, end).await?;
         let items = blobs
             .iter()
             .map(|&(id, loc)| {

@@ -4,7 +4,7 @@
 //! each pack are grouped into a few range requests of neighbours (up to a pack's worth), and
 //! each blob, once fetched and authenticated, is written at its offset in every file that
 //! holds it. A restore of many small files then costs about one request per pack instead of
-//! one or more per file, and memory is `parallel` ranges, whatever the number or size of the
+//! one or more per file, and memory is a few ranges, whatever the number or size of the
 //! files.
 //!
 //! Each file is written under a temporary name beside its own (`.NAME.drydock-tmp`) and only
@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::blob::BlobType;
@@ -28,8 +29,13 @@ use crate::error::{Error, Result};
 use crate::ids::{BlobId, PackId};
 
 /// Largest range request: a whole pack (16 MiB, plus the blob that overflowed it and the
-/// header), so each pack is fetched once. Memory: `parallel` ranges and their plaintext.
+/// header), so each pack is fetched once. Memory: the ranges in flight ([`IN_FLIGHT`] more
+/// than `parallel`), one waiting, and one per writer with one blob's plaintext.
 const RANGE_MAX: u64 = 26 * 1024 * 1024;
+
+/// Ranges fetched at once beyond one per writer: a restore from S3 waits on request latency,
+/// not on the CPU, so two more requests in flight keep the writers busy.
+const IN_FLIGHT: usize = 2;
 
 /// One file to write.
 pub struct FileJob {
@@ -89,11 +95,12 @@ where
     let (ranges, remaining) = plan(reader, jobs)?;
     let temps: Vec<TempFile> = jobs.iter().map(|j| TempFile(temp_path(&j.path))).collect();
     let out = Output {
+        reader,
         temps: &temps,
         remaining: &remaining,
         done: &done,
     };
-    // Downloads and decoding run on the runtime while `parallel` scoped threads write, so
+    // Downloads run on the runtime while `parallel` scoped threads authenticate and write, so
     // neither waits for the other (a writer may be syncing or hashing a large file).
     tokio::task::block_in_place(|| {
         for (i, job) in jobs.iter().enumerate() {
@@ -102,18 +109,18 @@ where
                 out.finish(i)?;
             }
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(Range, Vec<Vec<u8>>)>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Range, Bytes)>(1);
         let rx = Mutex::new(rx);
         let failed: Mutex<Option<Error>> = Mutex::new(None);
         let fetched = std::thread::scope(|scope| {
             for _ in 0..parallel.max(1) {
                 scope.spawn(|| {
                     // Keep receiving after a failure, so the sender never blocks.
-                    while let Ok((range, plain)) = rx.lock().expect("lock").recv() {
+                    while let Ok((range, bytes)) = rx.lock().expect("lock").recv() {
                         if failed.lock().expect("lock").is_some() {
                             continue;
                         }
-                        if let Err(e) = out.write_range(range, plain, progress) {
+                        if let Err(e) = out.write_range(range, bytes, progress) {
                             failed.lock().expect("lock").get_or_insert(e);
                         }
                     }
@@ -122,7 +129,7 @@ where
             let fetched = tokio::runtime::Handle::current().block_on(
                 stream::iter(ranges)
                     .map(|range| fetch(reader, range))
-                    .buffer_unordered(parallel.max(1))
+                    .buffer_unordered(parallel.max(1) + IN_FLIGHT)
                     .try_for_each(|item| {
                         let stop = failed.lock().expect("lock").is_some() || tx.send(item).is_err();
                         futures::future::ready(if stop {
@@ -145,14 +152,22 @@ where
 
 /// Where fetched blobs go.
 struct Output<'a, F> {
+    reader: &'a BlobReader,
     temps: &'a [TempFile],
     remaining: &'a [AtomicUsize],
     done: &'a F,
 }
 
 impl<F: Fn(usize, &Path) -> Result<()>> Output<'_, F> {
-    fn write_range(&self, range: Range, plain: Vec<Vec<u8>>, progress: &dyn OnBytes) -> Result<()> {
-        for (w, data) in range.blobs.iter().zip(plain) {
+    /// Authenticate the range's blobs one by one and write each where it goes: only one
+    /// blob's plaintext is held at a time.
+    fn write_range(&self, range: Range, bytes: Bytes, progress: &dyn OnBytes) -> Result<()> {
+        for w in &range.blobs {
+            let from = (w.loc.offset as u64 - range.start) as usize;
+            let stored = &bytes[from..from + w.loc.length as usize];
+            let data = self
+                .reader
+                .decode_one(&w.id, &w.loc, stored, BlobType::Data)?;
             for &(i, offset) in &w.places {
                 let tmp = &self.temps[i].0;
                 let file = std::fs::OpenOptions::new()
@@ -250,13 +265,12 @@ fn plan(reader: &BlobReader, jobs: &[FileJob]) -> Result<Plan> {
     Ok((ranges, remaining))
 }
 
-/// Fetch one range and authenticate its blobs.
-async fn fetch(reader: &BlobReader, range: Range) -> Result<(Range, Vec<Vec<u8>>)> {
-    let blobs: Vec<(BlobId, BlobLocation)> = range.blobs.iter().map(|w| (w.id, w.loc)).collect();
-    let plain = reader
-        .load_range(&range.pack, range.start, range.end, &blobs, BlobType::Data)
+/// Fetch one range (its blobs are authenticated by the writer that takes it).
+async fn fetch(reader: &BlobReader, range: Range) -> Result<(Range, Bytes)> {
+    let bytes = reader
+        .fetch_range(&range.pack, range.start, range.end)
         .await?;
-    Ok((range, plain))
+    Ok((range, bytes))
 }
 
 fn create(tmp: &Path, size: u64) -> Result<()> {
