@@ -480,12 +480,7 @@ fn concurrent_backups(repo: &Repo, dir: &Path) {
     let ca = repo.spawn_bk(&["backup", "--config", a.to_str().unwrap()]);
     let cb = repo.spawn_bk(&["backup", "--config", b.to_str().unwrap()]);
     for c in [ca, cb] {
-        let out = c.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        wait(c).expect(0);
     }
     let list = repo.id(&["--json", "snapshots"]);
     list.expect(0);

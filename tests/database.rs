@@ -430,17 +430,14 @@ fn a_server_restart_during_backup_fails_clearly_and_records_nothing() {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     own.restart();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    let errors: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("drydock: error:"))
-        .collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
+    let run = wait(child);
+    run.expect(1);
+    let errors = run.error_lines();
+    assert_eq!(errors.len(), 1, "{}", run.stderr);
     assert!(
         errors[0].contains("table") || errors[0].contains("connection"),
-        "{stderr}"
+        "{}",
+        run.stderr
     );
     let snaps = repo.id(&["--json", "snapshots"]).json()["snapshots"]
         .as_array()

@@ -55,16 +55,12 @@ fn wait(mut child: Child, what: &str, fault: Instant) -> Run {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let out = child.wait_with_output().unwrap();
+    let run = common::wait(child);
     println!(
         "{what}: drydock exited {:?} after the fault",
         fault.elapsed()
     );
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    run
 }
 
 /// Wait until `query` (a count on pg_stat_activity) is not 0, while drydock runs.

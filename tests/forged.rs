@@ -140,6 +140,25 @@ fn a_tree_naming_a_symlink_and_a_directory_alike_is_refused() {
 }
 
 #[test]
+fn a_file_whose_chunks_do_not_add_up_to_its_size_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    forge(&repo, |w| {
+        let mut f = file_node(w, "f", b"twelve bytes");
+        f.size += 10;
+        vec![ConfigRoot {
+            path: "/f".into(),
+            node: f,
+        }]
+    });
+    let out = dir.path().join("out");
+    repo.id(&["restore", "latest", "--config-dir", out.to_str().unwrap()])
+        .expect_error(4, "its chunks hold");
+    let files: Vec<_> = walk(&out).into_iter().filter(|p| p.is_file()).collect();
+    assert!(files.is_empty(), "restore left files: {files:?}");
+}
+
+#[test]
 fn dot_dot_names_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let repo = local_repo(dir.path());

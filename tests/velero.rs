@@ -417,12 +417,7 @@ fn a_backup_running_while_packs_are_marked_keeps_them_alive() {
     // snapshot must stay whole after the next prune deletes what is unused.
     let child = repo.spawn_bk(&["backup", "--parallel", "1", "--config", x.to_str().unwrap()]);
     repo.id(&["prune", "--safety-delay", "0s"]).expect(0);
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    wait(child).expect(0);
     repo.id(&["prune", "--safety-delay", "0s"]).expect(0);
     repo.id(&["prune", "--safety-delay", "0s"]).expect(0);
     repo.id(&["check", "--read-data"]).expect(0);

@@ -454,7 +454,7 @@ async fn restore_files(
         .iter()
         .map(|(path, node)| FileJob {
             path: path.clone(),
-            content: node.content.clone(),
+            content: &node.content,
             size: node.size,
         })
         .collect();

@@ -38,10 +38,10 @@ const RANGE_MAX: u64 = 26 * 1024 * 1024;
 const IN_FLIGHT: usize = 2;
 
 /// One file to write.
-pub struct FileJob {
+pub struct FileJob<'a> {
     /// Where the file belongs (its parent directory must exist).
     pub path: PathBuf,
-    pub content: Vec<BlobId>,
+    pub content: &'a [BlobId],
     pub size: u64,
 }
 
@@ -84,7 +84,7 @@ impl Drop for TempFile {
 /// `temp` into place (or fail). Blocking file I/O runs on the runtime's blocking threads.
 pub async fn restore_files<F>(
     reader: &BlobReader,
-    jobs: &[FileJob],
+    jobs: &[FileJob<'_>],
     parallel: usize,
     progress: &dyn OnBytes,
     done: F,
@@ -198,13 +198,13 @@ type Plan = (Vec<Range>, Vec<AtomicUsize>);
 
 /// The ranges to fetch, packs in the order the files first need them, and per job the
 /// number of blob writes it waits for.
-fn plan(reader: &BlobReader, jobs: &[FileJob]) -> Result<Plan> {
+fn plan(reader: &BlobReader, jobs: &[FileJob<'_>]) -> Result<Plan> {
     let mut packs: Vec<PackId> = Vec::new();
     let mut by_pack: HashMap<PackId, HashMap<BlobId, Wanted>> = HashMap::new();
     let mut remaining = Vec::with_capacity(jobs.len());
     for (i, job) in jobs.iter().enumerate() {
         let mut offset = 0u64;
-        for id in &job.content {
+        for id in job.content {
             let loc = reader.locate(id, BlobType::Data)?;
             let blobs = by_pack.entry(loc.pack).or_insert_with(|| {
                 packs.push(loc.pack);

@@ -92,6 +92,11 @@ impl Run {
     }
 }
 
+/// Wait for a spawned drydock (`Repo::spawn_bk`, `spawn_with`) and collect its run.
+pub fn wait(child: Child) -> Run {
+    finish(child.wait_with_output().expect("wait for drydock"))
+}
+
 fn finish(out: Output) -> Run {
     Run {
         code: out.status.code().unwrap_or(-1),

@@ -145,7 +145,7 @@ async fn write_local(
         }
         jobs.push(FileJob {
             path,
-            content: entry.content.clone(),
+            content: &entry.content,
             size: entry.size,
         });
     }
