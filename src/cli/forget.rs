@@ -1,6 +1,12 @@
-//! `drydock forget`: drop snapshots by policy, expiry or Velero; `--prune` reclaims space.
+//! `drydock forget`: drop snapshots by name, policy, expiry or Velero; `--prune` reclaims
+//! space.
+//!
+//! Whatever the policy, forget keeps the newest trusted snapshot of every host and part set
+//! (unless it is named), and a snapshot whose time the store contradicts
+//! ([`crate::repo::retention::distrust`]) neither fills a `--keep-*` slot nor is forgotten by one: forged
+//! snapshots dated in the future cannot push real ones out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::Utc;
 use clap::Args;
@@ -10,12 +16,17 @@ use super::prune::{PruneArgs, SAFETY_DELAY};
 use super::{Context, Output};
 use crate::error::{Error, Result};
 use crate::ids::SnapshotId;
-use crate::repo::retention::KeepPolicy;
+use crate::repo::retention::{KeepPolicy, WriteTimes};
 use crate::repo::snapshot::{self, Snapshot};
+use crate::repo::Repository;
+use crate::store::Store;
 use crate::velero::{self, backups::VeleroBackup};
 
 #[derive(Args, Debug)]
 pub struct ForgetArgs {
+    /// Snapshots to forget by id or unique prefix, whatever the policy says.
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
     /// Keep the N newest snapshots.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub keep_last: usize,
@@ -31,6 +42,9 @@ pub struct ForgetArgs {
     /// … of each of the last N months.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub keep_monthly: usize,
+    /// Keep every snapshot taken within DURATION (`30d`, `72h`) of the newest one.
+    #[arg(long, value_name = "DURATION", value_parser = super::backup::parse_duration)]
+    pub keep_within: Option<chrono::Duration>,
     /// Forget snapshots past their expiry (backup --ttl), like Velero's TTL.
     #[arg(long)]
     pub expired: bool,
@@ -49,23 +63,49 @@ pub struct ForgetArgs {
     pub safety_delay: chrono::Duration,
 }
 
+impl ForgetArgs {
+    fn policy(&self) -> KeepPolicy {
+        KeepPolicy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            within: self.keep_within,
+        }
+    }
+}
+
+/// What is known of every snapshot before anything is decided.
+struct Facts {
+    snapshots: Vec<(SnapshotId, Snapshot)>,
+    /// Why a snapshot's time is not believed.
+    untrusted: HashMap<SnapshotId, String>,
+    /// Kept by the `--keep-*` policy (trusted snapshots only).
+    kept: HashSet<SnapshotId>,
+    /// The newest trusted snapshot of each host and part set.
+    newest: HashSet<SnapshotId>,
+    named: HashSet<SnapshotId>,
+    velero: BTreeMap<String, VeleroBackup>,
+}
+
 /// Why a snapshot goes.
-fn reasons(
-    id: &SnapshotId,
-    snap: &Snapshot,
-    args: &ForgetArgs,
-    kept: &std::collections::HashSet<SnapshotId>,
-    policy: &KeepPolicy,
-    velero_state: Option<&VeleroBackup>,
-) -> Vec<String> {
+fn reasons(id: &SnapshotId, snap: &Snapshot, args: &ForgetArgs, facts: &Facts) -> Vec<String> {
     let now = Utc::now();
     let mut why = Vec::new();
+    if facts.named.contains(id) {
+        why.push("named on the command line".into());
+    }
     if args.expired {
         if let Some(e) = snap.expires.filter(|e| *e <= now) {
             why.push(format!("expired {}", e.format("%Y-%m-%d %H:%M")));
         }
     }
-    match velero_state {
+    match snap
+        .tags
+        .get(velero::TAG_BACKUP)
+        .and_then(|n| facts.velero.get(n))
+    {
         Some(VeleroBackup::Gone) => why.push("its Velero backup is gone".into()),
         Some(VeleroBackup::Expired(t)) => why.push(format!(
             "its Velero backup expired {}",
@@ -73,31 +113,26 @@ fn reasons(
         )),
         _ => {}
     }
-    if !policy.is_empty() && !kept.contains(id) {
+    let policy = args.policy();
+    if !policy.is_empty() && !facts.kept.contains(id) && !facts.untrusted.contains_key(id) {
         why.push("not kept by the --keep-* policy".into());
     }
     why
 }
 
-pub async fn run(ctx: &Context, args: ForgetArgs) -> Result<Output> {
-    let policy = KeepPolicy {
-        last: args.keep_last,
-        hourly: args.keep_hourly,
-        daily: args.keep_daily,
-        weekly: args.keep_weekly,
-        monthly: args.keep_monthly,
-    };
-    if policy.is_empty() && !args.expired && !args.follow_velero {
-        return Err(Error::Usage(
-            "nothing to forget by: give --keep-* counts, --expired and/or --follow-velero".into(),
-        ));
+/// Why a snapshot that has reasons to go stays all the same.
+fn keep_anyway(id: &SnapshotId, snap: &Snapshot, facts: &Facts) -> Option<String> {
+    if facts.named.contains(id) || !facts.newest.contains(id) {
+        return None;
     }
-    let velero_store = if args.follow_velero {
-        Some(ctx.velero_store().await?)
-    } else {
-        None
-    };
-    let repo = ctx.open_repo().await?;
+    Some(format!(
+        "the newest snapshot of host {} with parts {}; name it to forget it",
+        snap.host,
+        snap.parts.names().join(",")
+    ))
+}
+
+async fn readable_snapshots(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
     let mut snapshots = Vec::new();
     for (id, s) in repo.load_snapshots().await? {
         let s = s.map_err(|e| {
@@ -108,44 +143,120 @@ pub async fn run(ctx: &Context, args: ForgetArgs) -> Result<Output> {
         })?;
         snapshots.push((id, s));
     }
-    let times: Vec<(SnapshotId, chrono::DateTime<Utc>)> =
-        snapshots.iter().map(|(id, s)| (*id, s.time)).collect();
-    let kept = policy.keep(&times);
-    let mut velero_states: BTreeMap<String, VeleroBackup> = BTreeMap::new();
-    if let Some(store) = &velero_store {
-        for (_, s) in &snapshots {
-            if let Some(name) = s.tags.get(velero::TAG_BACKUP) {
-                if !velero_states.contains_key(name) {
-                    let state = velero::backups::lookup(store.as_ref(), name, Utc::now()).await?;
-                    velero_states.insert(name.clone(), state);
-                }
+    Ok(snapshots)
+}
+
+/// The newest trusted snapshot of each (host, parts) group.
+fn newest_per_group(
+    snapshots: &[(SnapshotId, Snapshot)],
+    untrusted: &HashMap<SnapshotId, String>,
+) -> HashSet<SnapshotId> {
+    let mut newest: HashMap<(String, Vec<&str>), (SnapshotId, chrono::DateTime<Utc>)> =
+        HashMap::new();
+    for (id, s) in snapshots
+        .iter()
+        .filter(|(id, _)| !untrusted.contains_key(id))
+    {
+        let group = (s.host.clone(), s.parts.names());
+        let entry = newest.entry(group).or_insert((*id, s.time));
+        if (s.time, *id) > (entry.1, entry.0) {
+            *entry = (*id, s.time);
+        }
+    }
+    newest.into_values().map(|(id, _)| id).collect()
+}
+
+async fn velero_states(
+    store: Option<&dyn Store>,
+    snapshots: &[(SnapshotId, Snapshot)],
+) -> Result<BTreeMap<String, VeleroBackup>> {
+    let mut states = BTreeMap::new();
+    let Some(store) = store else {
+        return Ok(states);
+    };
+    for (_, s) in snapshots {
+        if let Some(name) = s.tags.get(velero::TAG_BACKUP) {
+            if !states.contains_key(name) {
+                let state = velero::backups::lookup(store, name, Utc::now()).await?;
+                states.insert(name.clone(), state);
             }
         }
     }
+    Ok(states)
+}
+
+async fn gather(
+    repo: &Repository,
+    args: &ForgetArgs,
+    velero_store: Option<&dyn Store>,
+) -> Result<Facts> {
+    let mut named = HashSet::new();
+    for spec in &args.snapshots {
+        named.insert(repo.find_snapshot(spec).await?.0);
+    }
+    let snapshots = readable_snapshots(repo).await?;
+    let written: WriteTimes = repo.snapshot_write_times().await?;
+    let untrusted: HashMap<SnapshotId, String> = snapshots
+        .iter()
+        .filter_map(|(id, s)| Some((*id, written.distrust(id, s.time)?)))
+        .collect();
+    let times: Vec<(SnapshotId, chrono::DateTime<Utc>)> = snapshots
+        .iter()
+        .filter(|(id, _)| !untrusted.contains_key(id))
+        .map(|(id, s)| (*id, s.time))
+        .collect();
+    Ok(Facts {
+        kept: args.policy().keep(&times),
+        newest: newest_per_group(&snapshots, &untrusted),
+        velero: velero_states(velero_store, &snapshots).await?,
+        untrusted,
+        named,
+        snapshots,
+    })
+}
+
+pub async fn run(ctx: &Context, args: ForgetArgs) -> Result<Output> {
+    if args.policy().is_empty() && !args.expired && !args.follow_velero && args.snapshots.is_empty()
+    {
+        return Err(Error::Usage(
+            "nothing to forget by: name snapshots, or give --keep-* counts, --expired and/or --follow-velero".into(),
+        ));
+    }
+    let velero_store = match args.follow_velero {
+        true => Some(ctx.velero_store().await?),
+        false => None,
+    };
+    let repo = ctx.open_repo().await?;
+    let facts = gather(&repo, &args, velero_store.as_deref()).await?;
+    let verb = if args.dry_run {
+        "would forget"
+    } else {
+        "forget"
+    };
     let mut text = String::new();
     let mut forgotten = Vec::new();
+    let mut kept_anyway = Vec::new();
     let mut remaining = 0;
-    for (id, s) in &snapshots {
-        let state = s
-            .tags
-            .get(velero::TAG_BACKUP)
-            .and_then(|n| velero_states.get(n));
-        let why = reasons(id, s, &args, &kept, &policy, state);
+    for (id, s) in &facts.snapshots {
+        let when = s.time.format("%Y-%m-%d %H:%M:%S");
+        if let Some(why) = facts.untrusted.get(id) {
+            text += &format!(
+                "untrusted {} {when}: {why}; no --keep-* policy counts it\n",
+                id.short()
+            );
+        }
+        let why = reasons(id, s, &args, &facts);
         if why.is_empty() {
             remaining += 1;
             continue;
         }
-        text += &format!(
-            "{} {} {} ({})\n",
-            if args.dry_run {
-                "would forget"
-            } else {
-                "forget"
-            },
-            id.short(),
-            s.time.format("%Y-%m-%d %H:%M:%S"),
-            why.join("; ")
-        );
+        if let Some(keep) = keep_anyway(id, s, &facts) {
+            remaining += 1;
+            text += &format!("keep {} {when} ({}): {keep}\n", id.short(), why.join("; "));
+            kept_anyway.push(json!({"id": id.to_hex(), "short_id": id.short(), "reasons": why, "kept_because": keep}));
+            continue;
+        }
+        text += &format!("{verb} {} {when} ({})\n", id.short(), why.join("; "));
         if !args.dry_run {
             repo.store.delete(&snapshot::key(id)).await?;
         }
@@ -161,7 +272,9 @@ pub async fn run(ctx: &Context, args: ForgetArgs) -> Result<Output> {
         "drydock_snapshots",
         remaining as f64,
     ));
-    let mut out = json!({"forgotten": forgotten, "remaining": remaining, "dry_run": args.dry_run});
+    let untrusted: Vec<String> = facts.untrusted.keys().map(|id| id.to_hex()).collect();
+    let mut out = json!({"forgotten": forgotten, "kept_anyway": kept_anyway, "untrusted": untrusted,
+        "remaining": remaining, "dry_run": args.dry_run});
     if args.prune {
         let p = super::prune::run_prune(
             repo,

@@ -13,6 +13,7 @@ pub struct SnapshotsArgs {}
 pub async fn run(ctx: &Context, _args: SnapshotsArgs) -> Result<Output> {
     let repo = ctx.open_repo().await?;
     let all = repo.load_snapshots().await?;
+    let written = repo.snapshot_write_times().await?;
     let mut text = format!(
         "{:<8}  {:<20}  {:<16}  {:<12}  {:>10}  {:>10}  {:<20}  {}\n",
         "ID", "TIME", "HOST", "PARTS", "LOGICAL", "STORED", "EXPIRES", "TAGS"
@@ -36,8 +37,14 @@ pub async fn run(ctx: &Context, _args: SnapshotsArgs) -> Result<Output> {
                         .unwrap_or_default(),
                     tags.join(" ")
                 );
+                let distrust = written.distrust(id, s.time);
+                if let Some(why) = &distrust {
+                    text += &format!("{:<8}  ! time not trusted: {why}\n", "");
+                }
                 rows.push(json!({
                     "id": id.to_hex(), "short_id": id.short(), "time": s.time, "host": s.host,
+                    "time_trusted": distrust.is_none(), "untrusted_because": distrust,
+                    "written": written.0.get(id),
                     "tags": s.tags, "parts": s.parts.names(), "expires": s.expires, "harbor_version": s.harbor_version,
                     "logical_bytes": s.summary.logical_bytes, "stored_bytes": s.summary.stored_bytes,
                 }));

@@ -400,6 +400,19 @@ async fn check_snapshots(
             missing.iter().copied(),
         );
     }
+    let written = repo.snapshot_write_times().await?;
+    for (sid, snap) in &snapshots {
+        if let Some(why) = snap
+            .as_ref()
+            .ok()
+            .and_then(|s| written.distrust(sid, s.time))
+        {
+            unreadable.push((
+                *sid,
+                format!("{why}: retention and `latest` ignore it; if it is not yours, `drydock forget {}` it", sid.short()),
+            ));
+        }
+    }
     for (sid, message) in unreadable {
         report.problems.push(Problem {
             object: format!("snapshots/{sid}"),

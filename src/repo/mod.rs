@@ -26,6 +26,7 @@ pub mod writer;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::crypto::{self, ChunkKey, DecryptFailure, Identity, KeyFile, Recipient};
@@ -35,6 +36,7 @@ use crate::store::{PutMode, PutOutcome, Store};
 use config::RepoConfig;
 use index::MasterIndex;
 use pack::PackEntry;
+use retention::WriteTimes;
 use snapshot::Snapshot;
 
 /// How many objects to fetch at once while loading indexes and snapshots.
@@ -302,10 +304,30 @@ impl Repository {
     }
 
     pub async fn list_snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        Ok(self
+            .list_snapshot_objects()
+            .await?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// When the store wrote each snapshot object: the clock retention and `latest` trust.
+    pub async fn snapshot_write_times(&self) -> Result<WriteTimes> {
+        Ok(WriteTimes(
+            self.list_snapshot_objects()
+                .await?
+                .into_iter()
+                .filter_map(|(id, t)| Some((id, t?)))
+                .collect(),
+        ))
+    }
+
+    async fn list_snapshot_objects(&self) -> Result<Vec<(SnapshotId, Option<DateTime<Utc>>)>> {
         let mut ids = Vec::new();
         for o in self.store.list("snapshots/").await? {
             match SnapshotId::from_hex(o.key.trim_start_matches("snapshots/")) {
-                Ok(id) => ids.push(id),
+                Ok(id) => ids.push((id, o.modified)),
                 Err(_) => {
                     tracing::warn!(key = %o.key, "ignoring an unexpected object under snapshots/")
                 }
@@ -360,6 +382,7 @@ impl Repository {
     pub async fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         self.keys.identity("reading a snapshot")?;
         if spec == "latest" {
+            let written = self.snapshot_write_times().await?;
             let mut newest: Option<(SnapshotId, Snapshot)> = None;
             for (id, s) in self.load_snapshots().await? {
                 let s = match s {
@@ -369,6 +392,10 @@ impl Repository {
                         continue;
                     }
                 };
+                if let Some(why) = written.distrust(&id, s.time) {
+                    tracing::warn!(snapshot = %id.short(), "`latest` skips a snapshot whose time is not trusted: {why}");
+                    continue;
+                }
                 if newest.as_ref().is_none_or(|(_, n)| s.time >= n.time) {
                     newest = Some((id, s));
                 }

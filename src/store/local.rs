@@ -106,6 +106,7 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ObjectInfo>) -> io::Result<()> {
             out.push(ObjectInfo {
                 key: rel.to_string_lossy().into_owned(),
                 size: meta.len(),
+                modified: meta.modified().ok().map(chrono::DateTime::from),
             });
         }
     }

@@ -20,6 +20,9 @@ pub struct ObjectInfo {
     /// Key relative to the store root.
     pub key: String,
     pub size: u64,
+    /// When the store wrote it (S3 `LastModified`, a file's mtime): the store's own clock,
+    /// which a snapshot's author does not control.
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// How a write treats an existing object.

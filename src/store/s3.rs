@@ -449,6 +449,9 @@ impl Store for S3Store {
                     out.push(ObjectInfo {
                         key: rel.to_string(),
                         size: obj.size().unwrap_or(0).max(0) as u64,
+                        modified: obj.last_modified().and_then(|t| {
+                            chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
+                        }),
                     });
                 }
             }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod faultproxy;
+pub mod forge;
 pub mod pg;
 pub mod registry;
 pub mod tls;
