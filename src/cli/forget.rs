@@ -151,19 +151,19 @@ fn newest_per_group(
     snapshots: &[(SnapshotId, Snapshot)],
     untrusted: &HashMap<SnapshotId, String>,
 ) -> HashSet<SnapshotId> {
-    let mut newest: HashMap<(String, Vec<&str>), (SnapshotId, chrono::DateTime<Utc>)> =
-        HashMap::new();
+    // Per (host, parts): the greatest (time, id).
+    type Newest = (chrono::DateTime<Utc>, SnapshotId);
+    let mut newest: HashMap<(&str, Vec<&str>), Newest> = HashMap::new();
     for (id, s) in snapshots
         .iter()
         .filter(|(id, _)| !untrusted.contains_key(id))
     {
-        let group = (s.host.clone(), s.parts.names());
-        let entry = newest.entry(group).or_insert((*id, s.time));
-        if (s.time, *id) > (entry.1, entry.0) {
-            *entry = (*id, s.time);
-        }
+        let entry = newest
+            .entry((&s.host, s.parts.names()))
+            .or_insert((s.time, *id));
+        *entry = (*entry).max((s.time, *id));
     }
-    newest.into_values().map(|(id, _)| id).collect()
+    newest.into_values().map(|(_, id)| id).collect()
 }
 
 async fn velero_states(
