@@ -17,7 +17,7 @@ use super::reader::BlobReader;
 use super::snapshot::Snapshot;
 use super::Repository;
 use crate::error::{Error, Result};
-use crate::ids::{sha256, BlobId, PackId, SnapshotId};
+use crate::ids::{sha256, BlobId, IndexId, PackId, SnapshotId};
 
 #[derive(Clone, Debug)]
 pub struct CheckOptions {
@@ -75,10 +75,19 @@ pub async fn check(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRe
         repo.keys.identity("check --read-data")?;
     }
     let mut report = CheckReport::default();
-    let (index, pack_entries) = check_indexes(&repo, &mut report).await?;
+    let (index, mut pack_entries, listings) = check_indexes(&repo, &mut report).await?;
     let sizes: HashMap<PackId, u64> = repo.list_packs().await?.into_iter().collect();
     report.packs = sizes.len();
     report.blobs = index.len();
+    check_listings(
+        &repo,
+        &listings,
+        &sizes,
+        &index,
+        &mut pack_entries,
+        &mut report,
+    )
+    .await?;
     check_pack_sizes(&pack_entries, &sizes, &mut report);
     check_deletion_records(&repo, &sizes, &mut report).await?;
     if opts.read_data > 0.0 {
@@ -98,12 +107,16 @@ pub async fn check(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRe
 
 type PackMap = HashMap<PackId, Vec<PackEntry>>;
 
+/// What each index object says a pack holds.
+type Listings = HashMap<PackId, Vec<(IndexId, Vec<PackEntry>)>>;
+
 async fn check_indexes(
     repo: &Repository,
     report: &mut CheckReport,
-) -> Result<(MasterIndex, PackMap)> {
+) -> Result<(MasterIndex, PackMap, Listings)> {
     let mut index = MasterIndex::default();
     let mut packs: PackMap = HashMap::new();
+    let mut listings: Listings = HashMap::new();
     let files = repo.load_index_files().await?;
     report.indexes = files.len();
     for (id, file) in files {
@@ -111,13 +124,79 @@ async fn check_indexes(
             Ok(file) => {
                 for (pack, entries) in file {
                     index.add_pack(pack, &entries);
+                    listings
+                        .entry(pack)
+                        .or_default()
+                        .push((id, entries.clone()));
                     packs.entry(pack).or_insert(entries);
                 }
             }
             Err(e) => report.problem(format!("index/{id}"), e.to_string(), []),
         }
     }
-    Ok((index, packs))
+    Ok((index, packs, listings))
+}
+
+/// Index objects the packs contradict. Indexes are not authenticated in format v1, so a
+/// bucket writer can add one that places blobs in a pack that does not exist, or in a real
+/// pack that does not hold them. Such an entry is named here (object `index/…`), and the
+/// pack's own header, not the false entry, is what the rest of check compares against.
+async fn check_listings(
+    repo: &Repository,
+    listings: &Listings,
+    sizes: &HashMap<PackId, u64>,
+    index: &MasterIndex,
+    packs: &mut PackMap,
+    report: &mut CheckReport,
+) -> Result<()> {
+    for (pack, lists) in listings {
+        let false_lists: Vec<IndexId> = match sizes.get(pack) {
+            None => {
+                // Only when the blobs are in other packs that exist: otherwise the pack was
+                // lost, which the size check reports.
+                let elsewhere = |e: &PackEntry| {
+                    index
+                        .locations(&e.id)
+                        .iter()
+                        .any(|l| l.pack != *pack && sizes.contains_key(&l.pack))
+                };
+                let lists: Vec<IndexId> = lists
+                    .iter()
+                    .filter(|(_, entries)| entries.iter().all(elsewhere))
+                    .map(|(iid, _)| *iid)
+                    .collect();
+                if lists.len() == listings[pack].len() {
+                    packs.remove(pack);
+                }
+                lists
+            }
+            Some(_) if lists.iter().all(|(_, e)| *e == lists[0].1) => continue,
+            Some(&size) => match repo.read_pack_header(pack, size).await {
+                Ok(header) => {
+                    let lying = lists
+                        .iter()
+                        .filter(|(_, e)| *e != header)
+                        .map(|(iid, _)| *iid)
+                        .collect();
+                    packs.insert(*pack, header);
+                    lying
+                }
+                Err(Error::Integrity(_)) => continue,
+                Err(e) => return Err(e),
+            },
+        };
+        for iid in false_lists {
+            report.problem(
+                format!("index/{iid}"),
+                format!(
+                    "says pack {} holds blobs it does not hold: a forged or stale index object; delete it",
+                    pack.short()
+                ),
+                [],
+            );
+        }
+    }
+    Ok(())
 }
 
 fn expected_pack_size(entries: &[PackEntry]) -> u64 {

@@ -105,10 +105,17 @@ pub struct BlobLocation {
     pub raw_length: u32,
 }
 
+/// A location with its pack as a number into `MasterIndex::packs`.
+type Slot = (u32, BlobType, u32, u32, u32);
+
 /// Every index object merged: blob id → location.
 #[derive(Default)]
 pub struct MasterIndex {
-    blobs: HashMap<BlobId, (u32, BlobType, u32, u32, u32)>,
+    blobs: HashMap<BlobId, Slot>,
+    /// Further locations of blobs that several index entries name: a blob stored twice, or
+    /// a false entry from a forged index (indexes are not authenticated in format v1).
+    /// Readers try them in turn, so one bad index cannot make a blob unreadable.
+    others: HashMap<BlobId, Vec<Slot>>,
     packs: Vec<PackId>,
     pack_numbers: HashMap<PackId, u32>,
 }
@@ -121,22 +128,45 @@ impl MasterIndex {
             self.packs.push(pack);
         }
         for e in entries {
-            self.blobs
-                .entry(e.id)
-                .or_insert((n, e.blob_type, e.offset, e.length, e.raw_length));
+            let slot = (n, e.blob_type, e.offset, e.length, e.raw_length);
+            let first = *self.blobs.entry(e.id).or_insert(slot);
+            if first != slot {
+                let others = self.others.entry(e.id).or_default();
+                if !others.contains(&slot) {
+                    others.push(slot);
+                }
+            }
+        }
+    }
+
+    fn location(&self, &(p, blob_type, offset, length, raw_length): &Slot) -> BlobLocation {
+        BlobLocation {
+            pack: self.packs[p as usize],
+            blob_type,
+            offset,
+            length,
+            raw_length,
         }
     }
 
     pub fn get(&self, id: &BlobId) -> Option<BlobLocation> {
+        self.blobs.get(id).map(|s| self.location(s))
+    }
+
+    /// Every location the indexes give for `id`, the one [`get`](Self::get) returns first.
+    pub fn locations(&self, id: &BlobId) -> Vec<BlobLocation> {
+        let others = self.others.get(id).into_iter().flatten();
         self.blobs
             .get(id)
-            .map(|&(p, blob_type, offset, length, raw_length)| BlobLocation {
-                pack: self.packs[p as usize],
-                blob_type,
-                offset,
-                length,
-                raw_length,
-            })
+            .into_iter()
+            .chain(others)
+            .map(|s| self.location(s))
+            .collect()
+    }
+
+    /// Whether the indexes name more than one location for `id`.
+    pub fn has_copies(&self, id: &BlobId) -> bool {
+        self.others.contains_key(id)
     }
 
     /// Forget every blob located in `packs` (packs marked for deletion by prune: a backup
@@ -146,9 +176,27 @@ impl MasterIndex {
             .iter()
             .filter_map(|p| self.pack_numbers.get(p).copied())
             .collect();
-        if !doomed.is_empty() {
-            self.blobs.retain(|_, v| !doomed.contains(&v.0));
+        if doomed.is_empty() {
+            return;
         }
+        for slots in self.others.values_mut() {
+            slots.retain(|s| !doomed.contains(&s.0));
+        }
+        let others = &mut self.others;
+        self.blobs.retain(|id, v| {
+            if !doomed.contains(&v.0) {
+                return true;
+            }
+            // Another copy outside the doomed packs takes its place.
+            match others.get_mut(id).and_then(|o| o.pop()) {
+                Some(slot) => {
+                    *v = slot;
+                    true
+                }
+                None => false,
+            }
+        });
+        self.others.retain(|_, slots| !slots.is_empty());
     }
 
     pub fn contains(&self, id: &BlobId) -> bool {
@@ -175,6 +223,26 @@ impl MasterIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_copy_is_kept_and_a_removed_pack_gives_way_to_the_next() {
+        let (real, forged) = (PackId([1; 32]), PackId([0; 32]));
+        let mut index = MasterIndex::default();
+        index.add_pack(forged, &[entry(5)]);
+        index.add_pack(real, &[entry(5), entry(6)]);
+        // The same entry twice is one copy.
+        index.add_pack(real, &[entry(5)]);
+        let id = BlobId([5; 32]);
+        let packs: Vec<PackId> = index.locations(&id).iter().map(|l| l.pack).collect();
+        assert_eq!(packs, vec![forged, real]);
+        assert!(index.has_copies(&id) && !index.has_copies(&BlobId([6; 32])));
+        index.remove_packs(&[forged].into());
+        assert_eq!(index.get(&id).unwrap().pack, real);
+        assert_eq!(index.locations(&id).len(), 1);
+        assert!(!index.has_copies(&id));
+        index.remove_packs(&[real].into());
+        assert!(index.is_empty());
+    }
 
     fn entry(n: u8) -> PackEntry {
         PackEntry {

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::blob::BlobType;
-use super::index::MasterIndex;
+use super::index::{BlobLocation, MasterIndex};
 use super::pack::{self, PackEntry};
 use super::reader::BlobReader;
 use super::snapshot::Snapshot;
@@ -58,6 +58,9 @@ pub struct PruneReport {
     pub bytes_unused_in_used_packs: u64,
     pub marked: usize,
     pub waiting: usize,
+    /// Packs that looked unused but hold blobs a snapshot uses with no other copy that
+    /// authenticates: kept (an index is not authenticated, so it may lie).
+    pub packs_kept_unverified: usize,
     pub deleted_packs: usize,
     pub deleted_bytes: u64,
     pub indexes_rewritten: usize,
@@ -138,8 +141,13 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
     let mut packs: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
     let mut index_of: HashMap<PackId, Vec<IndexId>> = HashMap::new();
     let mut index_packs: HashMap<IndexId, Vec<PackId>> = HashMap::new();
+    // Every location any index gives for each blob: the copies prune may rely on.
+    let mut listed: HashMap<BlobId, Vec<BlobLocation>> = HashMap::new();
     for (iid, file) in files {
         for (pack, entries) in file? {
+            for e in &entries {
+                listed.entry(e.id).or_default().push(e.at(pack));
+            }
             index.add_pack(pack, &entries);
             index_of.entry(pack).or_default().push(iid);
             index_packs.entry(iid).or_default().push(pack);
@@ -148,6 +156,24 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
     }
     let sizes: HashMap<PackId, u64> = repo.list_packs().await?.into_iter().collect();
     report.packs = sizes.len();
+    // Packs no index names (a backup killed before its index, or an index deleted): their
+    // own headers say what they hold, so a used blob in one counts as a copy.
+    for (pack, size) in &sizes {
+        if packs.contains_key(pack) {
+            continue;
+        }
+        match repo.read_pack_header(pack, *size).await {
+            Ok(entries) => {
+                for e in &entries {
+                    listed.entry(e.id).or_default().push(e.at(*pack));
+                }
+                index.add_pack(*pack, &entries);
+                packs.insert(*pack, entries);
+            }
+            Err(Error::Integrity(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
     let reader = BlobReader::new(repo.clone(), Arc::new(index), "prune")?;
     let used = referenced(&reader, &snapshots).await?;
 
@@ -160,7 +186,8 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
         .flat_map(|(_, r)| r.packs.iter().copied())
         .collect();
     let mut holder: HashMap<BlobId, PackId> = HashMap::new();
-    let mut ordered: Vec<&PackId> = packs.keys().collect();
+    // Only packs that exist can hold anything: an index may name packs that are gone.
+    let mut ordered: Vec<&PackId> = packs.keys().filter(|p| sizes.contains_key(p)).collect();
     ordered.sort_by_key(|p| (marked.contains(*p), **p));
     for p in ordered {
         for e in &packs[p] {
@@ -193,6 +220,26 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
             }
         }
     }
+    let mut listed_in: HashMap<PackId, Vec<BlobId>> = HashMap::new();
+    for (id, locs) in listed.iter().filter(|(id, _)| used.contains(id)) {
+        for l in locs {
+            listed_in.entry(l.pack).or_default().push(*id);
+        }
+    }
+    let guard = Guard {
+        repo: &repo,
+        reader: &reader,
+        used: &used,
+        listed: &listed,
+        listed_in,
+        sizes: &sizes,
+        kept: &needed,
+    };
+    let unverified = guard.unconfirmed(&unused).await?;
+    for p in &unverified {
+        unused.remove(p);
+    }
+    report.packs_kept_unverified = unverified.len();
     report.packs_unused = unused.len();
 
     let (due, waiting): (Vec<_>, Vec<_>) = records
@@ -271,4 +318,91 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
             .await?;
     }
     Ok(report)
+}
+
+/// What prune checks before it marks or deletes a pack. Indexes are not authenticated in
+/// format v1, so a bucket writer could add one claiming that every used blob lives in some
+/// other (or no) pack, and prune would then find the real packs unused. A pack is therefore
+/// only let go when every blob a snapshot uses that the pack's *own header* lists (and every
+/// one an index places in it) has a copy in a pack that stays, and that copy has been
+/// fetched and authenticated against its keyed id, which no one without the chunk key can
+/// forge.
+struct Guard<'a> {
+    repo: &'a Repository,
+    reader: &'a BlobReader,
+    used: &'a HashSet<BlobId>,
+    listed: &'a HashMap<BlobId, Vec<BlobLocation>>,
+    /// The used blobs each pack holds, by the indexes.
+    listed_in: HashMap<PackId, Vec<BlobId>>,
+    sizes: &'a HashMap<PackId, u64>,
+    /// Packs that stay.
+    kept: &'a HashSet<PackId>,
+}
+
+impl Guard<'_> {
+    /// The packs of `candidates` that must stay after all, each logged.
+    async fn unconfirmed(&self, candidates: &HashSet<PackId>) -> Result<HashSet<PackId>> {
+        let mut verified: HashSet<BlobId> = HashSet::new();
+        let mut keep = HashSet::new();
+        for pack in candidates {
+            if let Some(blob) = self.sole_copy(pack, &mut verified).await? {
+                tracing::warn!(
+                    pack = %pack.short(),
+                    blob = %blob.short(),
+                    "keeping a pack that an index calls unused: it holds a blob snapshots use, and no other copy authenticates (run `drydock check --read-data`)"
+                );
+                keep.insert(*pack);
+            }
+        }
+        Ok(keep)
+    }
+
+    /// A used blob in `pack` with no authenticated copy in a pack that stays, if any.
+    async fn sole_copy(
+        &self,
+        pack: &PackId,
+        verified: &mut HashSet<BlobId>,
+    ) -> Result<Option<BlobId>> {
+        for blob in self.used_blobs_in(pack).await? {
+            if !verified.contains(&blob) && !self.copy_elsewhere(&blob, pack).await? {
+                return Ok(Some(blob));
+            }
+            verified.insert(blob);
+        }
+        Ok(None)
+    }
+
+    /// Used blobs the pack's own header lists, and those an index places in it.
+    async fn used_blobs_in(&self, pack: &PackId) -> Result<Vec<BlobId>> {
+        let mut blobs: HashSet<BlobId> = self
+            .listed_in
+            .get(pack)
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        let size = self.sizes.get(pack).copied().unwrap_or(0);
+        match self.repo.read_pack_header(pack, size).await {
+            Ok(entries) => blobs.extend(
+                entries
+                    .into_iter()
+                    .map(|e| e.id)
+                    .filter(|id| self.used.contains(id)),
+            ),
+            // A damaged header tells nothing; what the indexes say still counts.
+            Err(Error::Integrity(_)) | Err(Error::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(blobs.into_iter().collect())
+    }
+
+    async fn copy_elsewhere(&self, blob: &BlobId, pack: &PackId) -> Result<bool> {
+        let copies = self.listed.get(blob).into_iter().flatten();
+        for loc in copies.filter(|l| l.pack != *pack && self.kept.contains(&l.pack)) {
+            if self.reader.authenticates_at(blob, *loc).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
 }

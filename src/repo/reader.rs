@@ -209,8 +209,41 @@ impl BlobReader {
         })
     }
 
+    /// Whether the copy of blob `id` at `loc` is really there: fetched and authenticated
+    /// against its keyed id. Damage answers `false`; a store failure is an error.
+    pub async fn authenticates_at(&self, id: &BlobId, loc: BlobLocation) -> Result<bool> {
+        let checked = async {
+            let bytes = self.fetch(id, &loc).await?;
+            self.decode(vec![(*id, loc, bytes)], loc.blob_type).await
+        };
+        match checked.await {
+            Ok(_) => Ok(true),
+            Err(Error::Integrity(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One blob, from the first of its locations that authenticates: a damaged copy, or a
+    /// false index entry, falls back to the next.
     pub async fn load(&self, id: &BlobId, expected: BlobType) -> Result<Vec<u8>> {
-        let loc = self.locate(id, expected)?;
+        self.locate(id, expected)?;
+        let mut failed = None;
+        for loc in self.index.locations(id) {
+            if loc.blob_type != expected {
+                continue;
+            }
+            match self.load_at(id, loc, expected).await {
+                Ok(data) => return Ok(data),
+                Err(e @ Error::Integrity(_)) => {
+                    failed.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(failed.expect("locate found a location"))
+    }
+
+    async fn load_at(&self, id: &BlobId, loc: BlobLocation, expected: BlobType) -> Result<Vec<u8>> {
         let bytes = self.fetch(id, &loc).await?;
         let mut out = self.decode(vec![(*id, loc, bytes)], expected).await?;
         Ok(out.pop().expect("one blob"))
@@ -245,12 +278,25 @@ impl BlobReader {
 
     async fn load_run(&self, run: Result<Run>, expected: BlobType) -> Result<Vec<Vec<u8>>> {
         let run = run?;
-        if let [(id, loc)] = run.blobs.as_slice() {
-            let bytes = self.fetch(id, loc).await?;
-            return self.decode(vec![(*id, *loc, bytes)], expected).await;
+        let once = if let [(id, loc)] = run.blobs.as_slice() {
+            self.load_at(id, *loc, expected).await.map(|b| vec![b])
+        } else {
+            self.load_range(&run.pack, run.start, run.end, &run.blobs, expected)
+                .await
+        };
+        match once {
+            // Blobs with other copies are tried one by one from those.
+            Err(Error::Integrity(_))
+                if run.blobs.iter().any(|(id, _)| self.index.has_copies(id)) =>
+            {
+                let mut out = Vec::with_capacity(run.blobs.len());
+                for (id, _) in &run.blobs {
+                    out.push(self.load(id, expected).await?);
+                }
+                Ok(out)
+            }
+            other => other,
         }
-        self.load_range(&run.pack, run.start, run.end, &run.blobs, expected)
-            .await
     }
 
     /// `start..end` of a pack, whole (a short read is damage).

@@ -1,0 +1,214 @@
+//! A bucket writer without any key can write plaintext index and deletion records. Prune
+//! must never let them make it delete the only copy of a blob a snapshot uses: it lets a
+//! pack go only when every used blob the pack's own header lists has another copy that
+//! authenticates.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use drydock::ids::{sha256, PackId};
+use drydock::repo::index::{self, IndexFile};
+
+fn indexes(root: &Path) -> Vec<(PathBuf, IndexFile)> {
+    walk(&root.join("index"))
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let parsed = index::parse(&fs::read(&p).unwrap()).unwrap();
+            (p, parsed)
+        })
+        .collect()
+}
+
+fn packs(root: &Path) -> Vec<PathBuf> {
+    walk(&root.join("packs"))
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect()
+}
+
+/// Write `file` as an index object, named as a real one would be; its path.
+fn plant_index(root: &Path, file: &IndexFile) -> PathBuf {
+    let bytes = index::encode(file);
+    let path = root.join("index").join(hex::encode(sha256(&bytes)));
+    fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A deletion record dated 2000 naming every pack, so its safety delay has long passed.
+fn plant_backdated_deletions(root: &Path) {
+    let names: Vec<String> = packs(root)
+        .iter()
+        .map(|p| format!("\"{}\"", p.file_name().unwrap().to_str().unwrap()))
+        .collect();
+    fs::create_dir_all(root.join("deletions")).unwrap();
+    fs::write(
+        root.join("deletions/20000101T000000.000Z-0badc0de"),
+        format!(
+            r#"{{"version":1,"created":"2000-01-01T00:00:00Z","packs":[{}]}}"#,
+            names.join(",")
+        ),
+    )
+    .unwrap();
+}
+
+/// The deployed retention and two prunes past the safety delay.
+fn forget_and_prune(repo: &Repo) {
+    repo.id(&[
+        "forget",
+        "--expired",
+        "--keep-daily",
+        "7",
+        "--keep-weekly",
+        "4",
+        "--keep-monthly",
+        "6",
+        "--prune",
+        "--safety-delay",
+        "0s",
+    ])
+    .expect(0);
+    repo.id(&["prune", "--safety-delay", "0s"]).expect(0);
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    repo: Repo,
+    root: PathBuf,
+    src: PathBuf,
+    snapshot: String,
+    real_packs: Vec<PathBuf>,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    let root = repo.local_root.clone().unwrap();
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("layer.bin"), noise(3 << 20, 11)).unwrap();
+    fs::write(src.join("harbor.yml"), b"hostname: h\n").unwrap();
+    let snapshot = repo.backup(&[&src])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let real_packs = packs(&root);
+    Setup {
+        dir,
+        repo,
+        root,
+        src,
+        snapshot,
+        real_packs,
+    }
+}
+
+/// Every real pack is still there, and (once the forged index is gone, as after an operator
+/// read `check`) the snapshot restores identical.
+fn assert_nothing_lost(s: &Setup, forged: &Path) {
+    for p in &s.real_packs {
+        assert!(p.exists(), "prune deleted a real pack: {}", p.display());
+    }
+    let check = s.repo.id(&["--json", "check", "--read-data"]);
+    assert_eq!(
+        check.code, 4,
+        "check must name the forged index: {}",
+        check.stdout
+    );
+    let forged_name = forged.file_name().unwrap().to_str().unwrap();
+    assert!(check.stdout.contains(forged_name), "{}", check.stdout);
+    fs::remove_file(forged).unwrap();
+    s.repo.id(&["check", "--read-data"]).expect(0);
+    let out = s.dir.path().join("out");
+    s.repo
+        .id(&[
+            "restore",
+            &s.snapshot,
+            "--config-dir",
+            out.to_str().unwrap(),
+        ])
+        .expect(0);
+    assert_same_tree(&s.src, &restored(&out, &s.src));
+}
+
+#[test]
+fn an_index_moving_every_blob_to_a_missing_pack_cannot_make_prune_delete_data() {
+    let s = setup();
+    // Every entry of every index, moved to pack 00…00, which does not exist.
+    let mut forged: IndexFile = Vec::new();
+    for (_, file) in indexes(&s.root) {
+        for (_, entries) in file {
+            forged.push((PackId([0; 32]), entries));
+        }
+    }
+    let forged = plant_index(&s.root, &forged);
+    plant_backdated_deletions(&s.root);
+    forget_and_prune(&s.repo);
+    assert_nothing_lost(&s, &forged);
+}
+
+#[test]
+fn an_index_pointing_at_a_decoy_pack_cannot_make_prune_delete_data() {
+    let s = setup();
+    // A decoy: a real pack of another backup, which holds none of the first one's blobs.
+    let other = s.dir.path().join("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("x.bin"), noise(1 << 20, 99)).unwrap();
+    // Another host, so that the deployed policy keeps both snapshots on its own.
+    s.repo
+        .bk(&[
+            "backup",
+            "--host",
+            "other",
+            "--config",
+            other.to_str().unwrap(),
+        ])
+        .expect(0);
+    let decoy = packs(&s.root)
+        .into_iter()
+        .find(|p| !s.real_packs.contains(p))
+        .unwrap();
+    let decoy = PackId::from_hex(decoy.file_name().unwrap().to_str().unwrap()).unwrap();
+    let mut forged: IndexFile = Vec::new();
+    for (_, file) in indexes(&s.root) {
+        for (pack, entries) in file {
+            if pack != decoy {
+                forged.push((decoy, entries));
+            }
+        }
+    }
+    let forged = plant_index(&s.root, &forged);
+    plant_backdated_deletions(&s.root);
+    forget_and_prune(&s.repo);
+    assert_nothing_lost(&s, &forged);
+}
+
+#[test]
+fn replacing_the_real_index_with_a_forged_one_cannot_make_prune_delete_data() {
+    let s = setup();
+    let mut forged: IndexFile = Vec::new();
+    for (path, file) in indexes(&s.root) {
+        fs::remove_file(path).unwrap();
+        for (_, entries) in file {
+            forged.push((PackId([0; 32]), entries));
+        }
+    }
+    let forged = plant_index(&s.root, &forged);
+    plant_backdated_deletions(&s.root);
+    forget_and_prune(&s.repo);
+    for p in &s.real_packs {
+        assert!(p.exists(), "prune deleted a real pack: {}", p.display());
+    }
+    // The real packs are unindexed now; the next backup adopts them again.
+    fs::remove_file(&forged).unwrap();
+    s.repo.backup(&[&s.src]);
+    s.repo.id(&["check", "--read-data"]).expect(0);
+    let out = s.dir.path().join("out");
+    s.repo
+        .id(&["restore", "latest", "--config-dir", out.to_str().unwrap()])
+        .expect(0);
+    assert_same_tree(&s.src, &restored(&out, &s.src));
+}
