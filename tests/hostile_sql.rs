@@ -204,6 +204,7 @@ fn both_refuse(pg: &Postgres, repo: &Repo, traps: &Traps, db: &str, code: i32, n
         r.expect(code);
         let lines = r.error_lines();
         assert_eq!(lines.len(), 1, "{command}: {}", r.stderr);
+        println!("{command}: {}", lines[0]);
         for n in needles {
             assert!(
                 lines[0].contains(n),
@@ -219,6 +220,8 @@ fn both_refuse(pg: &Postgres, repo: &Repo, traps: &Traps, db: &str, code: i32, n
     traps.assert_untouched();
     assert_eq!(scratch_roles(pg), "0", "a scratch role was left behind");
     assert_eq!(pg.psql_connections(), psql_before, "psql connected");
+    // The server logs application names: the count above can see a psql.
+    assert!(pg.log().contains("application_name=drydock-tests"));
 }
 
 const PRELUDE: &str = "--\n-- PostgreSQL database dump\n--\n\n\\restrict Ab12Cd34\n\nSET statement_timeout = 0;\nSELECT pg_catalog.set_config('search_path', '', false);\n\nCREATE TABLE public.t (x integer);\n\nALTER TABLE public.t OWNER TO postgres;\n";
@@ -378,8 +381,8 @@ const NAME_MARKER: &str = "/tmp/dd-inj";
 
 /// A table, column and sequence name that would end its quotes and run a payload if
 /// spliced into SQL unquoted.
-fn hostile_name() -> String {
-    format!("x\"; COPY (SELECT 1) TO PROGRAM 'touch {NAME_MARKER}'; -- \\'")
+fn hostile_name(first: char) -> String {
+    format!("{first}\"; COPY (SELECT 1) TO PROGRAM 'touch {NAME_MARKER}'; -- \\'")
 }
 
 fn quoted(s: &str) -> String {
@@ -391,18 +394,19 @@ fn forged_names_in_the_manifest_stay_identifiers() {
     let pg = pg::shared();
     let traps = Traps::new();
     let _ = fs::remove_file(NAME_MARKER);
-    let name = hostile_name();
+    let (name, seq) = (hostile_name('t'), hostile_name('s'));
     assert!(name.len() < 64, "{name}");
     let create = format!(
-        "CREATE TABLE public.{t} ({t} integer);\nCREATE SEQUENCE public.{t};\n",
-        t = quoted(&name)
+        "CREATE TABLE public.{t} ({t} integer);\nCREATE SEQUENCE public.{s};\n",
+        t = quoted(&name),
+        s = quoted(&seq)
     );
     let forged = || Forged {
         pre: format!("{PRELUDE}{create}"),
-        tables: vec![table(&name, &[&name], b"7\n8\n")],
+        tables: vec![table("t", &["x"], b""), table(&name, &[&name], b"7\n8\n")],
         sequences: vec![SequenceEntry {
             schema: "public".into(),
-            name: name.clone(),
+            name: seq.clone(),
             last_value: 42,
             is_called: true,
         }],
@@ -420,8 +424,9 @@ fn forged_names_in_the_manifest_stay_identifiers() {
             ),
             "7,8"
         );
+        let s = quoted(&seq);
         assert_eq!(
-            pg.sql(db, &format!("SELECT last_value FROM public.{t}")),
+            pg.sql(db, &format!("SELECT last_value FROM public.{s}")),
             "42"
         );
     };
@@ -435,6 +440,7 @@ fn forged_names_in_the_manifest_stay_identifiers() {
     assert!(d.stdout.contains("PASSED"), "{}", d.stdout);
     // Running mode, into a live database holding the same table and sequence.
     pg.createdb("names_live");
+    pg.sql("names_live", "CREATE TABLE public.t (x integer)");
     pg.sql("names_live", &create);
     pg.sql(
         "names_live",
