@@ -524,3 +524,63 @@ fn a_server_that_refuses_the_scratch_role_says_what_to_change() {
     assert_eq!(relations(&own, "hba_dst"), "0");
     assert_eq!(scratch_roles(&own), "0");
 }
+
+#[test]
+fn a_signal_mid_restore_still_removes_the_scratch_role() {
+    let pg = pg::shared();
+    let traps = Traps::new();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    // The schema waits for an advisory lock this test holds: the restore is surely
+    // running, as the scratch role, when the signal comes.
+    forge(
+        &repo,
+        Forged {
+            pre: format!("{PRELUDE}SELECT pg_catalog.pg_advisory_lock(4242);\n"),
+            ..Default::default()
+        },
+    );
+    pg.createdb("sig_dst");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let holder = rt.block_on(async {
+        let conf = format!(
+            // Advisory locks are per database.
+            "host=127.0.0.1 port={} user=postgres password={PASSWORD} dbname=sig_dst",
+            pg.port
+        );
+        let (client, conn) = tokio_postgres::connect(&conf, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute("SELECT pg_advisory_lock(4242)")
+            .await
+            .unwrap();
+        client
+    });
+    let url = pg.url("sig_dst");
+    let mut child = repo
+        .command_with(
+            &repo.identity,
+            &["restore", "latest", "--postgres", &url, "--mode", "empty"],
+        )
+        .env("PGPASSWORD", PASSWORD)
+        .env("PATH", &traps.path)
+        .spawn()
+        .unwrap();
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE datname = 'sig_dst' \
+                   AND usename LIKE 'drydock\\_restore\\_%' AND wait_event_type = 'Lock'";
+    while pg.sql("postgres", waiting) == "0" {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore ended early"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let r = wait(child);
+    r.expect_error(1, "interrupted by SIGTERM");
+    assert_eq!(scratch_roles(pg), "0", "the scratch role was left behind");
+    drop(holder);
+    traps.assert_untouched();
+}

@@ -391,7 +391,7 @@ async fn restore_empty(
     let pre = sql::checked(&load_sql(reader, nodes, PRE_DATA).await?)?;
     let post = sql::checked(&load_sql(reader, nodes, POST_DATA).await?)?;
     let loader = scratch::loader(client, target).await?;
-    let loaded = load_empty(
+    let load = load_empty(
         &loader,
         target,
         reader,
@@ -400,9 +400,16 @@ async fn restore_empty(
         (&pre, &post),
         parallel,
         progress,
-    )
-    .await;
-    loader.finish(client, target).await;
+    );
+    // On SIGTERM/SIGINT the scratch role is still removed before drydock stops.
+    let loaded = tokio::select! {
+        loaded = load => loaded,
+        signal = scratch::interrupted() => Err(Error::Other(format!(
+            "interrupted by {signal}; {} holds part of the snapshot: drop and recreate it before restoring again",
+            target.describe()
+        ))),
+    };
+    loader.finish(client).await;
     let rows = loaded?;
     Ok(DbRestoreReport {
         tables: part.tables.len(),

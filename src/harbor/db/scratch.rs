@@ -19,6 +19,8 @@ use crate::error::{Error, Result};
 pub struct Loader {
     pub target: PgTarget,
     scratch: Option<Scratch>,
+    /// The superuser's target, to remove the scratch role if the restore is dropped.
+    admin: PgTarget,
 }
 
 struct Scratch {
@@ -46,6 +48,7 @@ pub async fn loader(admin: &Client, target: &PgTarget) -> Result<Loader> {
         return Ok(Loader {
             target: target.clone(),
             scratch: None,
+            admin: target.clone(),
         });
     }
     let scratch = Scratch {
@@ -62,6 +65,7 @@ pub async fn loader(admin: &Client, target: &PgTarget) -> Result<Loader> {
     Ok(Loader {
         target: target.as_role(&scratch.role, &password),
         scratch: Some(scratch),
+        admin: target.clone(),
     })
 }
 
@@ -81,17 +85,54 @@ impl Loader {
 
     /// Drop the scratch role, if one was made, after giving what it owns to the database
     /// owner. Best effort: a failure is logged with what to run by hand.
-    pub async fn finish(self, admin: &Client, target: &PgTarget) {
-        let Some(s) = self.scratch else { return };
-        drop(self.target);
+    pub async fn finish(mut self, admin: &Client) {
+        let Some(s) = self.scratch.take() else {
+            return;
+        };
         if admin.is_closed() {
-            match target.connect().await {
+            match self.admin.connect().await {
                 Ok(fresh) => s.remove(&fresh).await,
                 Err(e) => s.left_behind(&e.to_string()),
             }
         } else {
             s.remove(admin).await;
         }
+    }
+}
+
+/// A restore dropped before [`Loader::finish`] (`--timeout`) still removes its role: a
+/// task does it on a fresh connection while the runtime shuts down (best effort).
+impl Drop for Loader {
+    fn drop(&mut self) {
+        let Some(s) = self.scratch.take() else {
+            return;
+        };
+        let admin = self.admin.clone();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return s.left_behind("the restore stopped outside a runtime");
+        };
+        rt.spawn(async move {
+            match admin.connect().await {
+                Ok(c) => s.remove(&c).await,
+                Err(e) => s.left_behind(&e.to_string()),
+            }
+        });
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT, so a restore can remove its scratch role before it
+/// stops (never, when the handlers cannot be installed).
+pub async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => std::future::pending().await,
     }
 }
 
