@@ -57,10 +57,8 @@ pub async fn loader(admin: &Client, target: &PgTarget) -> Result<Loader> {
         public_owner: row.get(2),
     };
     let password = hex::encode(rand::random::<[u8; 32]>());
-    if let Err(e) = scratch.create(admin, &password, &target.dbname).await {
-        scratch.remove(admin).await;
-        return Err(e);
-    }
+    // One simple query is one transaction: a failure leaves no role behind.
+    scratch.create(admin, &password, &target.dbname).await?;
     tracing::info!(role = %scratch.role, "the snapshot's SQL runs as a scratch role without superuser rights");
     Ok(Loader {
         target: target.as_role(&scratch.role, &password),
