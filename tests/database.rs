@@ -492,4 +492,40 @@ fn tls_is_verified_by_default() {
         &[],
     )
     .expect(0);
+    // require verifies too, and pg_dump is told verify-full with the same CA: it connects.
+    let r = backup(
+        &repo,
+        &format!("{by_name}?sslmode=require&sslrootcert={ca}"),
+        &[],
+    );
+    r.expect(0);
+    assert!(!r.stderr.contains("not encrypted"), "{}", r.stderr);
+    backup(
+        &repo,
+        &format!("{base}?sslmode=require&sslrootcert={ca}"),
+        &[],
+    )
+    .expect_error(5, "TLS");
+}
+
+#[test]
+fn prefer_without_tls_warns_naming_the_server() {
+    let pg = pg::shared();
+    pg.harbor_copy("prefer_src");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    let url = format!("postgresql://postgres@127.0.0.1:{}/prefer_src", pg.port);
+    let r = backup(&repo, &url, &[]);
+    r.expect(0);
+    let warnings: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("not encrypted"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", r.stderr);
+    assert!(
+        warnings[0].contains(&format!("127.0.0.1:{}/prefer_src", pg.port)),
+        "{}",
+        warnings[0]
+    );
 }

@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const PASSWORD: &str = "drydock-test";
+/// The application_name of the tests' own psql and pg_dump runs.
+const TEST_APP: &str = "drydock-tests";
 const BIN: &str = "/usr/lib/postgresql/15/bin";
 
 pub struct Postgres {
@@ -162,6 +164,9 @@ impl Postgres {
                 "synchronous_commit=off",
             ])
             .args(["-c", "full_page_writes=off", "-c", "max_connections=50"])
+            // Every connection is logged with its application_name: tests can tell that
+            // drydock never ran psql (the tests' own psql calls say "drydock-tests").
+            .args(["-c", "log_connections=on"])
             .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdout(Stdio::null())
             .stderr(log)
@@ -244,8 +249,25 @@ impl Postgres {
         ])
         .args(["-p", &self.port.to_string(), "-d", db])
         .env("PGPASSWORD", PASSWORD)
+        .env("PGAPPNAME", TEST_APP)
         .env_remove("PGSERVICE");
         c
+    }
+
+    /// Connections drydock (or a child it ran) made as `psql`.
+    pub fn psql_connections(&self) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("connection authorized") && l.contains("application_name=psql"))
+            .count()
+    }
+
+    /// Replace pg_hba.conf; restart, so the next connection surely sees it.
+    pub fn set_hba(&mut self, hba: &str) {
+        let path = self.data().join("pg_hba.conf");
+        std::fs::write(&path, hba).unwrap();
+        give_to_postgres(&path);
+        self.restart();
     }
 
     /// Run SQL, panic on error, return stdout.
@@ -300,6 +322,7 @@ impl Postgres {
                 db,
             ])
             .env("PGPASSWORD", PASSWORD)
+            .env("PGAPPNAME", TEST_APP)
             .output()
             .expect("pg_dump");
         assert!(

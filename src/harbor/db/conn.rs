@@ -6,6 +6,7 @@
 //! taken from the environment.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,16 +41,6 @@ impl SslMode {
             other => return Err(Error::Usage(format!("unknown sslmode {other:?}"))),
         })
     }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
 }
 
 /// Everything needed to reach one database.
@@ -64,6 +55,8 @@ pub struct PgTarget {
     pub sslmode: SslMode,
     pub sslrootcert: Option<PathBuf>,
     pub connect_timeout: Duration,
+    /// A `prefer` connection to this server ended up in plaintext (shared by clones).
+    plaintext: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for PgTarget {
@@ -177,6 +170,7 @@ impl PgTarget {
             sslmode,
             sslrootcert,
             connect_timeout: Duration::from_secs(timeout.max(1)),
+            plaintext: Arc::default(),
         };
         if target.password.is_none() {
             target.password = env("PGPASSWORD").or_else(|| target.pgpass_lookup());
@@ -221,14 +215,48 @@ impl PgTarget {
             })
     }
 
-    /// Environment for pg_dump and psql: the connection, with the password, never in argv.
+    /// The same server and database as another role (restore's scratch role). The
+    /// password stays in this process: it goes on the connection config, never to a child.
+    pub fn as_role(&self, user: &str, password: &str) -> Self {
+        PgTarget {
+            user: user.into(),
+            password: Some(password.into()),
+            ..self.clone()
+        }
+    }
+
+    /// The sslmode a libpq child must use to check the server as drydock does: drydock
+    /// verifies the chain and the host name whenever TLS is used (`prefer`, `require`),
+    /// while libpq's `prefer` and `require` verify nothing. After a `prefer` connection
+    /// that found no TLS, the child is told `disable`, as drydock was.
+    fn child_sslmode(&self) -> &'static str {
+        match self.sslmode {
+            SslMode::Disable => "disable",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::Prefer if self.plaintext_seen() => "disable",
+            SslMode::Prefer | SslMode::Require | SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// The root certificates drydock trusts, as a file libpq can read: `sslrootcert`, or
+    /// the system bundle drydock loaded (SSL_CERT_FILE, or where OpenSSL keeps it).
+    fn child_sslrootcert(&self) -> Option<PathBuf> {
+        if let Some(c) = &self.sslrootcert {
+            return Some(c.clone());
+        }
+        openssl_probe::probe().cert_file
+    }
+
+    /// Environment for pg_dump: the connection, with the password, never in argv. The
+    /// caller clears everything else (no drydock key or option reaches the child).
     pub fn libpq_env(&self) -> Vec<(&'static str, String)> {
+        let sslmode = self.child_sslmode();
         let mut v = vec![
             ("PGHOST", self.host.clone()),
             ("PGPORT", self.port.to_string()),
             ("PGUSER", self.user.clone()),
             ("PGDATABASE", self.dbname.clone()),
-            ("PGSSLMODE", self.sslmode.as_str().to_string()),
+            ("PGSSLMODE", sslmode.to_string()),
             (
                 "PGCONNECT_TIMEOUT",
                 self.connect_timeout.as_secs().to_string(),
@@ -237,10 +265,16 @@ impl PgTarget {
         if let Some(p) = &self.password {
             v.push(("PGPASSWORD", p.clone()));
         }
-        if let Some(c) = &self.sslrootcert {
-            v.push(("PGSSLROOTCERT", c.display().to_string()));
+        if sslmode != "disable" {
+            if let Some(c) = self.child_sslrootcert() {
+                v.push(("PGSSLROOTCERT", c.display().to_string()));
+            }
         }
         v
+    }
+
+    fn plaintext_seen(&self) -> bool {
+        self.plaintext.load(Ordering::Relaxed)
     }
 
     fn config(&self) -> Config {
@@ -314,7 +348,29 @@ impl PgTarget {
             (connect_error(self, e), transient)
         })?;
         prepare_session(&client).await.map_err(|e| (e, false))?;
+        if self.sslmode == SslMode::Prefer && !self.host.starts_with('/') {
+            self.note_plaintext(&client).await.map_err(|e| (e, false))?;
+        }
         Ok(client)
+    }
+
+    /// `prefer` falls back to plaintext when the server offers no TLS: say so, once.
+    async fn note_plaintext(&self, client: &Client) -> Result<()> {
+        let tls: Option<bool> = client
+            .query_one(
+                "SELECT ssl FROM pg_catalog.pg_stat_ssl WHERE pid = pg_catalog.pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_error("asking whether the connection uses TLS", e))?
+            .get(0);
+        if tls != Some(true) && !self.plaintext.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                server = %self.describe(),
+                "the PostgreSQL connection is not encrypted (sslmode=prefer and the server offers no TLS); the password and data cross the network in plaintext; use sslmode=verify-full, or sslmode=disable on a trusted network to silence this"
+            );
+        }
+        Ok(())
     }
 
     fn tls(&self) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
@@ -547,6 +603,37 @@ mod tests {
         assert!(PgTarget::parse("postgresql://h/db?foo=1", true).is_err());
         let t = PgTarget::parse("postgresql:///db?host=/tmp/sock&port=7000", true).unwrap();
         assert_eq!((t.host.as_str(), t.port), ("/tmp/sock", 7000));
+    }
+
+    #[test]
+    fn children_verify_the_server_as_drydock_does() {
+        let env_of = |url: &str| {
+            let t = PgTarget::parse(url, true).unwrap();
+            let env = t.libpq_env();
+            let get = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone());
+            (t, get("PGSSLMODE"), get("PGSSLROOTCERT"))
+        };
+        let ca = "sslrootcert=/etc/ca.pem";
+        for (mode, child) in [
+            ("prefer", "verify-full"),
+            ("require", "verify-full"),
+            ("verify-ca", "verify-ca"),
+            ("verify-full", "verify-full"),
+        ] {
+            let (_, m, root) = env_of(&format!("postgresql://u@h/db?sslmode={mode}&{ca}"));
+            assert_eq!(m.as_deref(), Some(child), "{mode}");
+            assert_eq!(root.as_deref(), Some("/etc/ca.pem"), "{mode}");
+        }
+        let (_, m, root) = env_of(&format!("postgresql://u@h/db?sslmode=disable&{ca}"));
+        assert_eq!((m.as_deref(), root), (Some("disable"), None));
+        // A prefer connection that found no TLS: the child does what drydock did.
+        let (t, _, _) = env_of("postgresql://u@h/db?sslmode=prefer");
+        t.plaintext.store(true, Ordering::Relaxed);
+        let env = t.libpq_env();
+        assert!(env.contains(&("PGSSLMODE", "disable".into())), "{env:?}");
+        // No key, option or other variable of drydock's reaches the child.
+        let names: Vec<&str> = env.iter().map(|(n, _)| *n).collect();
+        assert!(names.iter().all(|n| n.starts_with("PG")), "{names:?}");
     }
 
     #[test]

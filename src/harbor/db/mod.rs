@@ -9,6 +9,8 @@
 pub mod backup;
 pub mod conn;
 pub mod restore;
+mod scratch;
+pub mod sql;
 pub mod tools;
 pub mod verify;
 mod workers;

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{pin_mut, SinkExt, StreamExt};
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, CopyInSink, GenericClient};
 
 use super::backup::{harbor_schema, server_version};
 use super::conn::{in_database, pg_error, PgTarget};
-use super::tools;
+use super::scratch::{self, Loader};
+use super::sql;
 use super::workers::{for_each_table, TableWork};
 use super::{table_node_name, DatabasePart, SequenceEntry, TableEntry, POST_DATA, PRE_DATA};
 use crate::error::{Error, Result};
@@ -111,7 +112,7 @@ async fn copy_in<C: CopyTarget>(
     let sink = client
         .start_copy_in(&sql)
         .await
-        .map_err(|e| pg_error(&what, e))?;
+        .map_err(|e| refused(&what, e))?;
     pin_mut!(sink);
     let mut chunks = std::pin::pin!(reader.load_stream(content, BlobType::Data, parallel));
     while let Some(chunk) = chunks.next().await {
@@ -119,9 +120,9 @@ async fn copy_in<C: CopyTarget>(
         progress.bytes(chunk.len() as u64);
         sink.send(Bytes::from(chunk))
             .await
-            .map_err(|e| pg_error(&what, e))?;
+            .map_err(|e| refused(&what, e))?;
     }
-    let rows = sink.finish().await.map_err(|e| pg_error(&what, e))?;
+    let rows = sink.finish().await.map_err(|e| refused(&what, e))?;
     if rows != table.rows {
         return Err(Error::Integrity(format!(
             "{what}: loaded {rows} rows, the snapshot records {}",
@@ -138,7 +139,8 @@ async fn load_sql(
     name: &str,
 ) -> Result<Vec<u8>> {
     let node = node(nodes, name)?;
-    let mut sql = Vec::with_capacity(node.size as usize);
+    // The size comes from the snapshot: reserve no more than a large real schema needs.
+    let mut sql = Vec::with_capacity((node.size as usize).min(64 << 20));
     let mut chunks = std::pin::pin!(reader.load_stream(&node.content, BlobType::Data, 4));
     while let Some(data) = chunks.next().await {
         sql.extend(data?);
@@ -146,46 +148,51 @@ async fn load_sql(
     Ok(sql)
 }
 
-/// Feed SQL to psql, stopping at the first error.
-async fn run_psql(target: &PgTarget, part: &DatabasePart, sql: &[u8], section: &str) -> Result<()> {
-    let psql = tools::find("psql", part.major())?;
-    let mut child = tokio::process::Command::new(&psql.path)
-        .args([
-            "-X",
-            "-q",
-            "--no-password",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-f",
-            "-",
-        ])
-        .env_clear()
-        .envs(target.libpq_env())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Usage(format!("cannot run {}: {e}", psql.path.display())))?;
-    let mut stdin = child.stdin.take().expect("piped");
-    // An error here means psql stopped early; its stderr says why.
-    let fed = stdin.write_all(sql).await;
-    drop(stdin);
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| Error::Other(format!("waiting for psql: {e}")))?;
-    if !out.status.success() || fed.is_err() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let first = err
-            .lines()
-            .find(|l| l.contains("ERROR"))
-            .or_else(|| err.lines().next())
-            .unwrap_or("no message");
-        return Err(Error::Other(format!(
-            "applying the {section} schema to {} failed: {}",
-            target.describe(),
-            first.trim()
-        )));
+/// Control characters of a server message (it may quote the snapshot) escaped.
+fn escaped(s: &str) -> String {
+    s.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
+}
+
+/// The server refused SQL or data from the snapshot (exit 1). Its message may quote the
+/// snapshot, so control characters are escaped.
+fn refused(at: &str, e: tokio_postgres::Error) -> Error {
+    let Some(db) = e.as_db_error() else {
+        return pg_error(at, e);
+    };
+    let hint = if *db.code() == SqlState::INSUFFICIENT_PRIVILEGE {
+        "; the snapshot's SQL, triggers included, runs without superuser rights, so a snapshot that needs them is refused (otherwise grant the restoring role what it lacks)"
+    } else {
+        ""
+    };
+    Error::Other(format!(
+        "{at}: {} ({}){hint}",
+        escaped(db.message()),
+        db.code().code()
+    ))
+}
+
+/// Apply a section that [`sql::checked`] passed, one statement at a time over the simple
+/// query protocol (what psql does, without its meta-commands), stopping at the first error.
+/// pg_dump's `ALTER … OWNER TO` statements are skipped: the loading role owns everything.
+async fn apply_sql(client: &Client, script: &str, section: &str, place: &str) -> Result<()> {
+    for s in sql::statements(script) {
+        if s.is_owner_change() {
+            continue;
+        }
+        client.batch_execute(s.text).await.map_err(|e| {
+            refused(
+                &format!(
+                    "applying the {section} schema to {place} failed at {}",
+                    s.label()
+                ),
+                e,
+            )
+        })?;
     }
     Ok(())
 }
@@ -248,16 +255,17 @@ fn entry_weight(part: &DatabasePart, entry: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Apply the post-data section: indexes and constraints on `parallel` psql sessions at
-/// once (those of the largest tables first, each to the least loaded session), then the
-/// rest in order on one.
+/// Apply the post-data section: indexes and constraints on `parallel` sessions at once
+/// (those of the largest tables first, each to the least loaded session), then the rest in
+/// order on one.
 async fn apply_post_data(
-    target: &PgTarget,
+    loader: &Loader,
     part: &DatabasePart,
-    sql: &[u8],
+    sql: &str,
     parallel: usize,
+    place: &str,
 ) -> Result<()> {
-    let post = PostData::split(&String::from_utf8_lossy(sql));
+    let post = PostData::split(sql);
     let sessions = parallel.max(1).min(post.independent.len().max(1));
     let mut scripts = vec![(0u64, post.preamble.clone()); sessions];
     let mut entries: Vec<(u64, &String)> = post
@@ -274,25 +282,22 @@ async fn apply_post_data(
         least.0 += weight.max(1);
         least.1.push_str(entry);
     }
-    futures::future::try_join_all(
-        scripts
-            .iter()
-            .map(|(_, s)| run_psql(target, part, s.as_bytes(), "post-data")),
-    )
-    .await?;
-    let rest = post.preamble + &post.rest.concat();
-    run_psql(target, part, rest.as_bytes(), "post-data").await
+    let run = |script: String| async move {
+        let client = loader.connect().await?;
+        apply_sql(&client, &script, "post-data", place).await
+    };
+    futures::future::try_join_all(scripts.into_iter().map(|(_, s)| run(s))).await?;
+    run(post.preamble + &post.rest.concat()).await
 }
 
 async fn set_sequences<C: GenericClient>(client: &C, sequences: &[SequenceEntry]) -> Result<()> {
     for s in sequences {
+        // The name goes as a parameter, never spliced into a string literal: a target
+        // with standard_conforming_strings off would read backslashes in it as escapes.
         client
             .execute(
-                &format!(
-                    "SELECT setval({}, $1, $2)",
-                    super::quote_literal(&s.qualified())
-                ),
-                &[&s.last_value, &s.is_called],
+                "SELECT pg_catalog.setval($1::text::pg_catalog.regclass, $2, $3)",
+                &[&s.qualified(), &s.last_value, &s.is_called],
             )
             .await
             .map_err(|e| pg_error(&format!("setting sequence {}.{}", s.schema, s.name), e))?;
@@ -382,8 +387,54 @@ async fn restore_empty(
             target.describe()
         )));
     }
-    let pre = load_sql(reader, nodes, PRE_DATA).await?;
-    run_psql(target, part, &pre, "pre-data").await?;
+    // Both sections are checked before anything of them is sent.
+    let pre = sql::checked(&load_sql(reader, nodes, PRE_DATA).await?)?;
+    let post = sql::checked(&load_sql(reader, nodes, POST_DATA).await?)?;
+    let loader = scratch::loader(client, target).await?;
+    let load = load_empty(
+        &loader,
+        target,
+        reader,
+        part,
+        nodes,
+        (&pre, &post),
+        parallel,
+        progress,
+    );
+    // On SIGTERM/SIGINT the scratch role is still removed before drydock stops.
+    let loaded = tokio::select! {
+        loaded = load => loaded,
+        signal = scratch::interrupted() => Err(Error::Other(format!(
+            "interrupted by {signal}; {} holds part of the snapshot: drop and recreate it before restoring again",
+            target.describe()
+        ))),
+    };
+    loader.finish(client).await;
+    let rows = loaded?;
+    Ok(DbRestoreReport {
+        tables: part.tables.len(),
+        rows,
+        bytes: part.total_bytes(),
+        sequences: part.sequences.len(),
+        read_only_cleared: false,
+    })
+}
+
+/// Schema, data, constraints and sequences, all as the loading role.
+#[allow(clippy::too_many_arguments)]
+async fn load_empty(
+    loader: &Loader,
+    target: &PgTarget,
+    reader: &BlobReader,
+    part: &DatabasePart,
+    nodes: &HashMap<String, Node>,
+    (pre, post): (&str, &str),
+    parallel: usize,
+    progress: &Progress,
+) -> Result<u64> {
+    let place = target.describe();
+    let first = loader.connect().await?;
+    apply_sql(&first, pre, "pre-data", &place).await?;
     let work = CopyIn {
         reader,
         part,
@@ -392,18 +443,10 @@ async fn restore_empty(
         progress,
     };
     let order = (0..part.tables.len()).collect();
-    let loaded = for_each_table(target, parallel, order, &work).await?;
-    let rows = loaded.into_iter().map(|(_, rows)| rows).sum();
-    let post = load_sql(reader, nodes, POST_DATA).await?;
-    apply_post_data(target, part, &post, parallel).await?;
-    set_sequences(client, &part.sequences).await?;
-    Ok(DbRestoreReport {
-        tables: part.tables.len(),
-        rows,
-        bytes: part.total_bytes(),
-        sequences: part.sequences.len(),
-        read_only_cleared: false,
-    })
+    let loaded = for_each_table(&loader.target, parallel, order, &work).await?;
+    apply_post_data(loader, part, post, parallel, &place).await?;
+    set_sequences(&first, &part.sequences).await?;
+    Ok(loaded.into_iter().map(|(_, rows)| rows).sum())
 }
 
 /// Check that the live database has the snapshot's tables and columns.

@@ -1,5 +1,6 @@
-//! The PostgreSQL client programs drydock runs (pg_dump for the schema, psql to apply it),
-//! chosen to match the server: Debian keeps every major under /usr/lib/postgresql/N/bin.
+//! The PostgreSQL client program drydock runs: pg_dump, for the schema (restore applies it
+//! over its own connections, never through psql). Chosen to match the server: Debian keeps
+//! every major under /usr/lib/postgresql/N/bin.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,0 +1,206 @@
+//! Who runs a snapshot's SQL on an empty-mode restore: never a superuser, since the SQL
+//! comes from whoever could write the snapshot (the backup-only key is enough).
+//!
+//! When `--postgres` names a role that is not a superuser, that role runs it. When it is a
+//! superuser (the drill's usual case), drydock creates a scratch role
+//! `drydock_restore_<8 hex>` with a random password and no role attributes, lets it
+//! create in the target database (CONNECT and CREATE on it, and ownership of schema
+//! `public` for the restore's duration), and runs the schema, COPY and sequences as it.
+//! Afterwards the superuser gives everything the scratch role owns to the database's
+//! owner, puts schema `public` back, and drops the role, on failure too.
+
+use tokio_postgres::Client;
+
+use super::conn::{pg_error, PgTarget};
+use super::{quote_ident, quote_literal};
+use crate::error::{Error, Result};
+
+/// The role and connection settings the snapshot's SQL runs with.
+pub struct Loader {
+    pub target: PgTarget,
+    scratch: Option<Scratch>,
+    /// The superuser's target, to remove the scratch role if the restore is dropped.
+    admin: PgTarget,
+}
+
+struct Scratch {
+    role: String,
+    db_owner: String,
+    /// The owner of schema `public` before the restore, when the schema exists.
+    public_owner: Option<String>,
+}
+
+/// The role to load with: `target`'s own if it is not a superuser, else a new scratch role.
+pub async fn loader(admin: &Client, target: &PgTarget) -> Result<Loader> {
+    let row = admin
+        .query_one(
+            "SELECT r.rolsuper, pg_catalog.pg_get_userbyid(d.datdba)::text,
+                    (SELECT pg_catalog.pg_get_userbyid(n.nspowner)::text FROM pg_catalog.pg_namespace n
+                     WHERE n.nspname OPERATOR(pg_catalog.=) 'public')
+             FROM pg_catalog.pg_roles r, pg_catalog.pg_database d
+             WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER
+               AND d.datname OPERATOR(pg_catalog.=) pg_catalog.current_database()",
+            &[],
+        )
+        .await
+        .map_err(|e| pg_error("reading the restoring role's rights", e))?;
+    if !row.get::<_, bool>(0) {
+        return Ok(Loader {
+            target: target.clone(),
+            scratch: None,
+            admin: target.clone(),
+        });
+    }
+    let scratch = Scratch {
+        role: format!("drydock_restore_{:08x}", rand::random::<u32>()),
+        db_owner: row.get(1),
+        public_owner: row.get(2),
+    };
+    let password = hex::encode(rand::random::<[u8; 32]>());
+    // One simple query is one transaction: a failure leaves no role behind.
+    scratch.create(admin, &password, &target.dbname).await?;
+    tracing::info!(role = %scratch.role, "the snapshot's SQL runs as a scratch role without superuser rights");
+    Ok(Loader {
+        target: target.as_role(&scratch.role, &password),
+        scratch: Some(scratch),
+        admin: target.clone(),
+    })
+}
+
+impl Loader {
+    /// A connection as the loading role; a server that will not let the scratch role log
+    /// in by password gets a message saying what to change.
+    pub async fn connect(&self) -> Result<Client> {
+        let client = self.target.connect().await;
+        match (client, &self.scratch) {
+            (Err(Error::Key(why)), Some(s)) => Err(Error::Usage(format!(
+                "the server refused a password login for drydock's scratch restore role {} ({why}); connect --postgres as the target database's owner (a role that is not a superuser), or allow password (scram-sha-256) logins for this host in pg_hba.conf",
+                s.role
+            ))),
+            (client, _) => client,
+        }
+    }
+
+    /// Drop the scratch role, if one was made, after giving what it owns to the database
+    /// owner. Best effort: a failure is logged with what to run by hand.
+    pub async fn finish(mut self, admin: &Client) {
+        let Some(s) = self.scratch.take() else {
+            return;
+        };
+        if admin.is_closed() {
+            match self.admin.connect().await {
+                Ok(fresh) => s.remove(&fresh).await,
+                Err(e) => s.left_behind(&e.to_string()),
+            }
+        } else {
+            s.remove(admin).await;
+        }
+    }
+}
+
+/// A restore dropped before [`Loader::finish`] (`--timeout`) still removes its role: a
+/// task does it on a fresh connection while the runtime shuts down (best effort).
+impl Drop for Loader {
+    fn drop(&mut self) {
+        let Some(s) = self.scratch.take() else {
+            return;
+        };
+        let admin = self.admin.clone();
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return s.left_behind("the restore stopped outside a runtime");
+        };
+        rt.spawn(async move {
+            match admin.connect().await {
+                Ok(c) => s.remove(&c).await,
+                Err(e) => s.left_behind(&e.to_string()),
+            }
+        });
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT, so a restore can remove its scratch role before it
+/// stops (never, when the handlers cannot be installed).
+pub async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => std::future::pending().await,
+    }
+}
+
+impl Scratch {
+    async fn create(&self, admin: &Client, password: &str, dbname: &str) -> Result<()> {
+        let role = quote_ident(&self.role);
+        // A SCRAM verifier, not the password: statements can end up in the server's log.
+        let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+        let mut sql = format!(
+            "SET search_path = pg_catalog, pg_temp;
+             CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS NOINHERIT PASSWORD {};
+             GRANT CONNECT, CREATE ON DATABASE {} TO {role};",
+            quote_literal(&verifier),
+            quote_ident(dbname)
+        );
+        if self.public_owner.is_some() {
+            sql += &format!("ALTER SCHEMA public OWNER TO {role};");
+        }
+        admin
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| pg_error("creating the scratch restore role", e))
+    }
+
+    async fn remove(&self, admin: &Client) {
+        let role = quote_ident(&self.role);
+        // (statement, whether what follows depends on it): DROP OWNED must never run after
+        // a failed REASSIGN, or it would drop the restored schema.
+        let mut steps = vec![
+            (
+                format!(
+                    "SELECT pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
+                     WHERE usename OPERATOR(pg_catalog.=) {}",
+                    quote_literal(&self.role)
+                ),
+                false,
+            ),
+            (
+                format!(
+                    "REASSIGN OWNED BY {role} TO {}",
+                    quote_ident(&self.db_owner)
+                ),
+                true,
+            ),
+        ];
+        if let Some(owner) = &self.public_owner {
+            let sql = format!("ALTER SCHEMA public OWNER TO {}", quote_ident(owner));
+            steps.push((sql, false));
+        }
+        steps.push((format!("DROP OWNED BY {role}"), true));
+        steps.push((format!("DROP ROLE {role}"), true));
+        for (step, needed) in steps {
+            if let Err(e) = admin.batch_execute(&step).await {
+                let e = pg_error("removing the scratch restore role", e).to_string();
+                if needed {
+                    self.left_behind(&e);
+                    return;
+                }
+                tracing::warn!(role = %self.role, error = %e, "a step of the scratch role's clean-up failed");
+            }
+        }
+    }
+
+    fn left_behind(&self, why: &str) {
+        let role = quote_ident(&self.role);
+        tracing::error!(
+            role = %self.role,
+            error = %why,
+            "the scratch restore role is left behind; as a superuser in the target database run: REASSIGN OWNED BY {role} TO {}; DROP OWNED BY {role}; DROP ROLE {role}",
+            quote_ident(&self.db_owner)
+        );
+    }
+}
