@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod faultproxy;
+pub mod forge;
 pub mod pg;
 pub mod registry;
 pub mod tls;
@@ -519,6 +520,13 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
             r.display()
         );
     }
+}
+
+/// Whether `p` is one of restore's temporary files (a leftover, when the restore is over).
+pub fn is_restore_temp(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(drydock::beneath::is_temp_name)
 }
 
 /// Where a backed-up absolute path lands under a restore target.
