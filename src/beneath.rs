@@ -64,7 +64,8 @@ fn fail(what: &str, shown: &Path, e: Errno) -> Error {
     match e {
         Errno::LOOP | Errno::XDEV => Error::Integrity(format!(
             "refusing to {what} {}: it or a directory on its way is a symlink, and restore \
-             never follows a link below its target",
+             never follows a link below its target; remove the link or restore into an empty \
+             directory",
             shown.display()
         )),
         e => Error::io(format!("cannot {what} {}", shown.display()), e.into()),
