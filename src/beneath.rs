@@ -10,6 +10,7 @@
 //! single-component name. Metadata of files and directories is set through their own
 //! descriptor. Only the operator-given target path itself is opened normally.
 
+use std::collections::HashSet;
 use std::ffi::{CStr, OsStr};
 use std::fs::File;
 use std::io::Write;
@@ -334,6 +335,30 @@ impl<'r> Dir<'r> {
             .map_err(|e| fail("set the mode of", &self.shown(""), e))
     }
 
+    /// Remove regular files with a temporary name (the leftovers of an interrupted restore)
+    /// except those named in `keep` (a snapshot may hold a file of that shape).
+    pub fn remove_leftover_temps(&self, keep: &HashSet<&str>) -> Result<()> {
+        let list = |e| fail("list", &self.shown(""), e);
+        let mut entries = rfs::Dir::read_from(&self.fd).map_err(list)?;
+        let mut stale = Vec::new();
+        while let Some(entry) = entries.read() {
+            let entry = entry.map_err(list)?;
+            if let Ok(name) = entry.file_name().to_str() {
+                if is_temp_name(name) && !keep.contains(name) {
+                    stale.push(name.to_string());
+                }
+            }
+        }
+        for name in stale {
+            let st = rfs::statat(&self.fd, name.as_str(), AtFlags::SYMLINK_NOFOLLOW);
+            if st.is_ok_and(|st| rfs::FileType::from_raw_mode(st.st_mode).is_file()) {
+                rfs::unlinkat(&self.fd, name.as_str(), AtFlags::empty())
+                    .map_err(|e| fail("remove", &self.shown(&name), e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Move `from` to `to`, both in this directory (`to` is replaced if it is a file or
     /// a symlink; a symlink is replaced, not followed).
     pub fn rename(&self, from: &str, to: &str) -> Result<()> {
@@ -511,6 +536,46 @@ mod tests {
         let d = top.make_dir("link", 0o700, true).unwrap();
         assert_eq!(d.rel(), Path::new("link"));
         assert!(fs::symlink_metadata(t.join("link")).unwrap().is_dir());
+        assert_eq!(fs::read(outside.join("f")).unwrap(), b"keep");
+    }
+
+    #[test]
+    fn leftover_temps_are_removed_unless_kept() {
+        let (_d, t, outside) = setup();
+        let real = t.join("real");
+        for n in [
+            ".drydock-0123456789abcdef.tmp",
+            ".drydock-fedcba9876543210.tmp",
+            "a",
+        ] {
+            fs::write(real.join(n), b"x").unwrap();
+        }
+        fs::create_dir(real.join(".drydock-00000000000000aa.tmp")).unwrap();
+        symlink(
+            outside.join("f"),
+            real.join(".drydock-00000000000000bb.tmp"),
+        )
+        .unwrap();
+        let root = Root::create(&t).unwrap();
+        let keep = HashSet::from([".drydock-fedcba9876543210.tmp"]);
+        root.dir(Path::new("real"))
+            .unwrap()
+            .remove_leftover_temps(&keep)
+            .unwrap();
+        let mut left: Vec<String> = fs::read_dir(&real)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".drydock-00000000000000aa.tmp",
+                ".drydock-00000000000000bb.tmp",
+                ".drydock-fedcba9876543210.tmp",
+                "a"
+            ]
+        );
         assert_eq!(fs::read(outside.join("f")).unwrap(), b"keep");
     }
 

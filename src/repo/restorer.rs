@@ -15,7 +15,7 @@
 //! target ([`crate::beneath`]); a file is reopened per write rather than held open, so the
 //! number of files is not bounded by the open-file limit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -154,6 +154,7 @@ where
     // Downloads run on the runtime while `parallel` scoped threads authenticate and write, so
     // neither waits for the other (a writer may be syncing or hashing a large file).
     tokio::task::block_in_place(|| {
+        remove_leftovers(root, jobs)?;
         let temps = jobs
             .iter()
             .map(|job| TempFile::create(root, job))
@@ -264,6 +265,23 @@ impl<F: Fn(usize, Staged<'_>) -> Result<()>> Output<'_, F> {
         };
         (self.done)(i, staged)
     }
+}
+
+/// An interrupted restore leaves its temporary files (random names, so a re-run does not
+/// reuse them): remove those in every directory this restore writes files into, before it
+/// creates its own.
+fn remove_leftovers(root: &Root, jobs: &[FileJob<'_>]) -> Result<()> {
+    let mut dirs: HashMap<&Path, HashSet<&str>> = HashMap::new();
+    for job in jobs {
+        let names = dirs
+            .entry(job.path.parent().unwrap_or(Path::new("")))
+            .or_default();
+        names.extend(job.path.file_name().and_then(|n| n.to_str()));
+    }
+    for (dir, keep) in dirs {
+        root.dir(dir)?.remove_leftover_temps(&keep)?;
+    }
+    Ok(())
 }
 
 type Plan = (Vec<Range>, Vec<AtomicUsize>);

@@ -180,6 +180,7 @@ async fn write_links_local(root: &Arc<Root>, links: &[Link], parallel: usize) ->
                 tokio::task::spawn_blocking(move || {
                     let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
                     let dir = root.create_dirs(rel.parent().unwrap_or(Path::new("")))?;
+                    dir.remove_leftover_temps(&Default::default())?;
                     dir.write_atomic(name, digest.as_str().as_bytes())
                 })
                 .await
