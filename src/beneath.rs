@@ -445,6 +445,8 @@ fn remove_in(dirfd: BorrowedFd, name: &OsStr, shown: &dyn Fn(&OsStr) -> PathBuf)
             names.push(OsStr::from_bytes(n.to_bytes()).to_os_string());
         }
     }
+    // One descriptor per level while descending, not two.
+    drop(entries);
     for n in &names {
         remove_in(fd.as_fd(), n, &|c| here.join(c))?;
     }
