@@ -367,3 +367,30 @@ fn a_registry_target_with_planted_symlinks_is_refused() {
         );
     }
 }
+
+#[test]
+fn backup_refuses_config_paths_a_restore_would_refuse() {
+    let s = setup();
+    let src = s.world.join("src");
+    fs::create_dir_all(src.join("a")).unwrap();
+    let repo_root = s.repo.local_root.clone().unwrap();
+    let before = repo_files(&repo_root);
+    s.repo
+        .bk(&["backup", "--config", "/"])
+        .expect_error(2, "--config /");
+    let (whole, inner) = (src.to_str().unwrap(), src.join("a"));
+    s.repo
+        .bk(&[
+            "backup",
+            "--config",
+            inner.to_str().unwrap(),
+            "--config",
+            whole,
+        ])
+        .expect_error(2, "overlap");
+    assert_eq!(
+        repo_files(&repo_root),
+        before,
+        "a refused backup wrote to the repository"
+    );
+}
