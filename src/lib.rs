@@ -5,8 +5,10 @@
 //! - [`repo`]: the repository format — packs, index, snapshots, trees, keys.
 //! - [`chunker`] and [`crypto`]: content-defined chunking, keyed ids, age encryption.
 //! - [`harbor`]: the parts of a Harbor snapshot (today: configuration files).
+//! - [`beneath`]: restore writes, confined beneath their target directory.
 //! - [`cli`]: one module per command; the binary is a thin wrapper around it.
 
+pub mod beneath;
 pub mod chunker;
 pub mod cli;
 pub mod crypto;

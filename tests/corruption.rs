@@ -674,8 +674,11 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn is_temp(p: &Path) -> bool {
-    let name = p.file_name().unwrap().to_string_lossy();
-    name.contains("drydock-tmp") || name.starts_with(".tmp-")
+    is_restore_temp(p)
+        || p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(".tmp-")
 }
 
 struct Restored {

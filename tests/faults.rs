@@ -293,11 +293,7 @@ fn every_command_fails_clearly_at_full_faults_and_the_repository_stays_valid() {
     // The failed restores left no temporary file and no partial file under a real name.
     for p in walk(&target).into_iter().filter(|p| p.is_file()) {
         let name = p.file_name().unwrap().to_string_lossy().to_string();
-        assert!(
-            !name.contains("drydock-tmp"),
-            "left behind: {}",
-            p.display()
-        );
+        assert!(!is_restore_temp(&p), "left behind: {}", p.display());
         assert!(
             fs::read(&p).unwrap() == fs::read(y.join(&name)).unwrap(),
             "partial file {}",

@@ -272,7 +272,7 @@ fn restore_onto_a_full_disk_leaves_no_partial_file_and_a_rerun_completes() {
         if !meta.is_file() {
             continue;
         }
-        if p.to_string_lossy().contains("drydock-tmp") {
+        if is_restore_temp(&p) {
             temps.push(p);
             continue;
         }

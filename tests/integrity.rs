@@ -109,7 +109,7 @@ fn assert_restore_refuses(f: &Fixture) {
     let leftovers: Vec<_> = if out.exists() {
         walk(&out)
             .into_iter()
-            .filter(|p| p.to_string_lossy().contains("drydock-tmp"))
+            .filter(|p| is_restore_temp(p))
             .collect()
     } else {
         vec![]

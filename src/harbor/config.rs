@@ -6,18 +6,19 @@
 //! layout intact, so the restored directory shows the same files.
 
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 
+use crate::beneath::{self, Dir, Meta, Root};
 use crate::error::{Error, Result};
 use crate::ids::BlobId;
 use crate::repo::blob::BlobType;
 use crate::repo::reader::BlobReader;
-use crate::repo::restorer::{self, FileJob};
+use crate::repo::restorer::{self, FileJob, Staged};
 use crate::repo::tree::{Node, NodeKind, Tree};
 use crate::repo::writer::{BlobWriter, OnBytes};
 use crate::repo::Repository;
@@ -62,8 +63,10 @@ pub struct ConfigBackup {
     pub warnings: Vec<String>,
 }
 
-/// Fail early, before anything is written, if a `--config` path cannot be backed up.
+/// Fail early, before anything is written, if a `--config` path cannot be backed up, or
+/// would make a snapshot restore refuses (`/`, or one path inside another).
 pub fn validate_paths(paths: &[PathBuf]) -> Result<()> {
+    let mut abs = Vec::new();
     for p in paths {
         fs::metadata(p).map_err(|e| {
             Error::Usage(format!(
@@ -71,8 +74,35 @@ pub fn validate_paths(paths: &[PathBuf]) -> Result<()> {
                 p.display()
             ))
         })?;
+        let a = std::path::absolute(p)
+            .map_err(|e| Error::io(format!("cannot resolve {}", p.display()), e))?;
+        let a = normalize(&a).to_string_lossy().into_owned();
+        if a == "/" {
+            return Err(Error::Usage(
+                "--config /: give the directories below / to back up instead".into(),
+            ));
+        }
+        abs.push(a);
+    }
+    let rels: Vec<&str> = abs.iter().map(|a| a.trim_start_matches('/')).collect();
+    if let Some((a, b)) = first_overlap(&rels) {
+        return Err(Error::Usage(format!(
+            "--config /{a} and /{b} overlap; give only /{a}"
+        )));
     }
     Ok(())
+}
+
+/// Two of `paths` (relative, `/`-separated) of which one is, or is inside, the other.
+fn first_overlap<'a>(paths: &[&'a str]) -> Option<(&'a str, &'a str)> {
+    let mut sorted: Vec<(Vec<&str>, &str)> =
+        paths.iter().map(|p| (p.split('/').collect(), *p)).collect();
+    // Sorted by components, a path is directly followed by one inside it, if there is one.
+    sorted.sort();
+    sorted
+        .windows(2)
+        .find(|w| w[1].0.starts_with(&w[0].0))
+        .map(|w| (w[0].1, w[1].1))
 }
 
 /// Back up every path. Blocking: run on a blocking thread.
@@ -239,17 +269,39 @@ pub struct RestoreOptions {
 
 /// Where a root goes under the target: its absolute source path below the target.
 pub fn destination(target: &Path, root: &ConfigRoot) -> PathBuf {
-    target.join(root.path.trim_start_matches('/'))
+    target.join(root.path.strip_prefix('/').unwrap_or(&root.path))
 }
 
 /// A tree's names come from the repository; never let one escape the target.
 fn safe_name(name: &str) -> Result<&str> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+    beneath::safe_name(name)
+}
+
+/// Refuse roots that would not land strictly below the target, one by one: `/` or an
+/// empty path (the target itself), and `.`, `..` or empty components; and roots that
+/// overlap (restoring one would write into or through the other).
+fn check_roots(part: &ConfigPart) -> Result<()> {
+    let mut rels = Vec::new();
+    for root in &part.roots {
+        let rel = root.path.strip_prefix('/').unwrap_or(&root.path);
+        if rel.is_empty() {
+            return Err(Error::Integrity(format!(
+                "the snapshot has the configuration root {:?}, which names the restore target \
+                 itself; refusing to restore it",
+                root.path
+            )));
+        }
+        for component in rel.split('/') {
+            safe_name(component)?;
+        }
+        rels.push(rel);
+    }
+    if let Some((a, b)) = first_overlap(&rels) {
         return Err(Error::Integrity(format!(
-            "a tree holds the unsafe name {name:?}"
+            "the snapshot's configuration roots /{a} and /{b} overlap; refusing to restore"
         )));
     }
-    Ok(name)
+    Ok(())
 }
 
 fn is_non_empty_dir(p: &Path) -> bool {
@@ -264,14 +316,13 @@ pub async fn plan(
     part: &ConfigPart,
     target: &Path,
 ) -> Result<Vec<(PathBuf, Node)>> {
+    check_roots(part)?;
     let mut out = Vec::new();
-    let mut level = Vec::new();
-    for root in &part.roots {
-        for component in root.path.split('/').filter(|c| !c.is_empty()) {
-            safe_name(component)?;
-        }
-        level.push((destination(target, root), root.node.clone()));
-    }
+    let mut level: Vec<(PathBuf, Node)> = part
+        .roots
+        .iter()
+        .map(|root| (destination(target, root), root.node.clone()))
+        .collect();
     // Level by level, so the trees of one level load concurrently.
     while !level.is_empty() {
         let trees: Vec<Option<Tree>> = stream::iter(level.iter().map(|(_, n)| n.subtree))
@@ -333,117 +384,71 @@ pub async fn restore(
     if opts.dry_run {
         return Ok((counts, items));
     }
-    refuse_paths_through_symlinks(&items)?;
     progress.total(counts.bytes);
-    let mut created_parents = std::collections::HashSet::new();
-    for (path, node) in &items {
-        no_symlink_between(&opts.target, path)?;
-        match node.kind {
-            NodeKind::Dir => create_dir(path)?,
-            NodeKind::Symlink => {}
-            NodeKind::File => {
-                if let Some(parent) = path.parent() {
-                    if created_parents.insert(parent.to_path_buf()) {
-                        fs::create_dir_all(parent).map_err(|e| {
-                            Error::io(format!("cannot create {}", parent.display()), e)
-                        })?;
-                    }
-                }
-            }
-        }
+    let root = Root::create(&opts.target)?;
+    let target = &opts.target;
+    // The directories a root sits in are not in the snapshot: created as needed, and an
+    // existing one is used only if it is a real directory.
+    for r in &part.roots {
+        let dest = destination(target, r);
+        root.create_dirs(below(target, &dest).parent().unwrap_or(Path::new("")))?;
     }
-    restore_files(reader, &items, opts.parallel, &*progress).await?;
+    for (path, _) in items.iter().filter(|(_, n)| n.kind == NodeKind::Dir) {
+        let (dir, name) = parent_and_name(&root, below(target, path))?;
+        // Writable for us until the final mode is applied.
+        dir.make_dir(name, 0o700, opts.force)?.set_mode(0o700)?;
+    }
+    restore_files(reader, &root, &items, opts, &*progress).await?;
     // Symlinks only once every file is written, so no write can pass through one.
     for (path, node) in items.iter().filter(|(_, n)| n.kind == NodeKind::Symlink) {
-        no_symlink_between(&opts.target, path)?;
-        create_symlink(path, node, opts.force)?;
+        let (dir, name) = parent_and_name(&root, below(target, path))?;
+        if opts.force {
+            dir.remove(name)?;
+        }
+        let to = node.target.as_deref().unwrap_or_default();
+        dir.symlink(to, name, &meta(node))?;
     }
     // Directory metadata last, deepest first, so writing children does not bump mtimes
     // and read-only directories do not block their own restore.
     for (path, node) in items.iter().rev().filter(|(_, n)| n.kind == NodeKind::Dir) {
-        apply_metadata(path, node)?;
+        let dir = root.dir(below(target, path))?;
+        beneath::set_meta(dir.fd(), &meta(node), path)?;
     }
     Ok((counts, items))
 }
 
-/// Refuse a snapshot in which one entry's path passes through another entry that is a
-/// symlink (two roots can overlap): restoring it would write through the link.
-fn refuse_paths_through_symlinks(items: &[(PathBuf, Node)]) -> Result<()> {
-    let links: std::collections::HashSet<&Path> = items
-        .iter()
-        .filter(|(_, n)| n.kind == NodeKind::Symlink)
-        .map(|(p, _)| p.as_path())
-        .collect();
-    for (path, _) in items {
-        if let Some(link) = path.ancestors().skip(1).find(|a| links.contains(a)) {
-            return Err(Error::Integrity(format!(
-                "the snapshot places {} below its own symlink {}; refusing to restore through it",
-                path.display(),
-                link.display()
-            )));
-        }
+/// `path`, planned below `target`, relative to it.
+fn below<'p>(target: &Path, path: &'p Path) -> &'p Path {
+    path.strip_prefix(target).expect("planned below the target")
+}
+
+/// The directory holding `rel` (opened beneath the target) and `rel`'s name in it.
+fn parent_and_name<'r, 'p>(root: &'r Root, rel: &'p Path) -> Result<(Dir<'r>, &'p str)> {
+    let name = rel
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Integrity(format!("{} names no entry", rel.display())))?;
+    Ok((root.dir(rel.parent().unwrap_or(Path::new("")))?, name))
+}
+
+/// Mode, owner and mtime of a node.
+fn meta(node: &Node) -> Meta {
+    Meta {
+        mode: node.mode,
+        uid: node.uid,
+        gid: node.gid,
+        mtime: node.mtime,
+        mtime_nsec: node.mtime_nsec,
     }
-    Ok(())
 }
 
-/// Refuse a destination whose parent, below the target, is a symlink: a snapshot (or a
-/// target restored over with --force) must not redirect writes outside the target.
-fn no_symlink_between(target: &Path, path: &Path) -> Result<()> {
-    let mut cur = path.parent();
-    while let Some(dir) = cur {
-        if dir == target || !dir.starts_with(target) {
-            break;
-        }
-        if fs::symlink_metadata(dir)
-            .map(|m| m.file_type().is_symlink())
-            .unwrap_or(false)
-        {
-            return Err(Error::Integrity(format!(
-                "refusing to write {}: {} is a symlink",
-                path.display(),
-                dir.display()
-            )));
-        }
-        cur = dir.parent();
-    }
-    Ok(())
-}
-
-fn create_dir(path: &Path) -> Result<()> {
-    fs::create_dir_all(path)
-        .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
-    // Writable for us until the final mode is applied.
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
-        .map_err(|e| Error::io(format!("cannot set permissions on {}", path.display()), e))
-}
-
-fn create_symlink(path: &Path, node: &Node, force: bool) -> Result<()> {
-    if force && fs::symlink_metadata(path).is_ok() {
-        remove_existing(path)?;
-    }
-    let target = node.target.as_deref().unwrap_or_default();
-    std::os::unix::fs::symlink(target, path)
-        .map_err(|e| Error::io(format!("cannot create symlink {}", path.display()), e))?;
-    apply_metadata(path, node)
-}
-
-fn remove_existing(path: &Path) -> Result<()> {
-    let meta = fs::symlink_metadata(path)
-        .map_err(|e| Error::io(format!("cannot inspect {}", path.display()), e))?;
-    let r = if meta.is_dir() {
-        fs::remove_dir_all(path)
-    } else {
-        fs::remove_file(path)
-    };
-    r.map_err(|e| Error::io(format!("cannot replace {}", path.display()), e))
-}
-
-/// Write every file, then move each into place as soon as it is complete; files are
-/// fetched together, pack by pack ([`restorer`]).
+/// Write every file and move each into place as soon as it is complete, its metadata set
+/// through its descriptor first; files are fetched together, pack by pack ([`restorer`]).
 async fn restore_files(
     reader: &BlobReader,
+    root: &Root,
     items: &[(PathBuf, Node)],
-    parallel: usize,
+    opts: &RestoreOptions,
     progress: &dyn OnBytes,
 ) -> Result<()> {
     let files: Vec<&(PathBuf, Node)> = items
@@ -453,40 +458,21 @@ async fn restore_files(
     let jobs: Vec<FileJob> = files
         .iter()
         .map(|(path, node)| FileJob {
-            path: path.clone(),
+            path: below(&opts.target, path).to_path_buf(),
             content: &node.content,
             size: node.size,
         })
         .collect();
-    let done = |i: usize, tmp: &Path| -> Result<()> {
+    let done = |i: usize, staged: Staged<'_>| -> Result<()> {
         let (path, node) = files[i];
-        if fs::symlink_metadata(path)
-            .map(|m| m.is_dir())
-            .unwrap_or(false)
-        {
-            remove_existing(path)?;
+        beneath::set_meta(&staged.file, &meta(node), path)?;
+        // --force over a directory of the same name: replace it, as files and links are.
+        if opts.force && staged.dir.is_dir(staged.name)? {
+            staged.dir.remove(staged.name)?;
         }
-        fs::rename(tmp, path)
-            .map_err(|e| Error::io(format!("cannot move {} into place", path.display()), e))?;
-        apply_metadata(path, node)
+        staged.commit()
     };
-    restorer::restore_files(reader, &jobs, parallel, progress, done).await
-}
-
-/// Mode, owner (when running as root) and mtime.
-fn apply_metadata(path: &Path, node: &Node) -> Result<()> {
-    let io = |what: &str, e| Error::io(format!("cannot set {what} of {}", path.display()), e);
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))
-            .map_err(|e| io("owner", e))?;
-    }
-    let mtime = filetime::FileTime::from_unix_time(node.mtime, node.mtime_nsec);
-    if node.kind == NodeKind::Symlink {
-        return filetime::set_symlink_file_times(path, mtime, mtime).map_err(|e| io("mtime", e));
-    }
-    fs::set_permissions(path, fs::Permissions::from_mode(node.mode)).map_err(|e| io("mode", e))?;
-    filetime::set_file_times(path, mtime, mtime).map_err(|e| io("mtime", e))
+    restorer::restore_files(reader, root, &jobs, opts.parallel, progress, done).await
 }
 
 /// Compare files under `target` (laid out as a restore would) with the snapshot: missing,
@@ -629,15 +615,42 @@ mod tests {
         assert_eq!(normalize(Path::new("/../x")), PathBuf::from("/x"));
     }
 
+    fn part(paths: &[&str]) -> ConfigPart {
+        ConfigPart {
+            roots: paths
+                .iter()
+                .map(|p| ConfigRoot {
+                    path: p.to_string(),
+                    node: Node::new("n", NodeKind::Dir),
+                })
+                .collect(),
+        }
+    }
+
     #[test]
-    fn writes_through_symlinks_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let t = dir.path().join("t");
-        fs::create_dir_all(t.join("real")).unwrap();
-        std::os::unix::fs::symlink("/tmp", t.join("link")).unwrap();
-        assert!(no_symlink_between(&t, &t.join("real/x")).is_ok());
-        assert!(no_symlink_between(&t, &t.join("link/x")).is_err());
-        assert!(no_symlink_between(&t, &t.join("link")).is_ok());
+    fn roots_that_name_the_target_or_overlap_are_refused() {
+        for bad in [
+            &["/"][..],
+            &[""],
+            &["//x"],
+            &["/x/"],
+            &["/x/./y"],
+            &["/x/../y"],
+            &["/x", "/x"],
+            &["/x", "/x/link"],
+            &["/a/b/c", "/z", "/a/b"],
+        ] {
+            assert!(
+                matches!(check_roots(&part(bad)), Err(Error::Integrity(_))),
+                "{bad:?}"
+            );
+        }
+        for good in [
+            &["/x", "/xy", "/x y"][..],
+            &["/etc/harbor", "/etc/core/key"],
+        ] {
+            check_roots(&part(good)).unwrap();
+        }
     }
 
     #[test]

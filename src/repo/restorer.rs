@@ -7,15 +7,19 @@
 //! one or more per file, and memory is a few ranges, whatever the number or size of the
 //! files.
 //!
-//! Each file is written under a temporary name beside its own (`.NAME.drydock-tmp`) and only
-//! handed to the caller, to check and move into place, once complete and synced: an
+//! Each file is written under a fresh random temporary name beside its own
+//! (`.drydock-<16 hex>.tmp`, created exclusively, so never an existing entry or a link) and
+//! only handed to the caller, to check and move into place, once complete and synced: an
 //! interrupted or failed restore never leaves a partial file under the real name, and the
-//! temporary files of a failed restore are removed.
+//! temporary files of a failed restore are removed. Every path is resolved beneath the
+//! target ([`crate::beneath`]); a file is reopened per write rather than held open, so the
+//! number of files is not bounded by the open-file limit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -25,8 +29,10 @@ use super::blob::BlobType;
 use super::index::BlobLocation;
 use super::reader::{BlobReader, RUN_WASTE};
 use super::writer::OnBytes;
+use crate::beneath::{Dir, Root};
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, PackId};
+use rustix::fs::OFlags;
 
 /// Largest range request: a whole pack (16 MiB, plus the blob that overflowed it and the
 /// header), so each pack is fetched once. Memory: the ranges in flight ([`IN_FLIGHT`] more
@@ -39,7 +45,7 @@ const IN_FLIGHT: usize = 2;
 
 /// One file to write.
 pub struct FileJob<'a> {
-    /// Where the file belongs (its parent directory must exist).
+    /// Where the file belongs, relative to the target (its parent directory must exist).
     pub path: PathBuf,
     pub content: &'a [BlobId],
     pub size: u64,
@@ -60,52 +66,108 @@ struct Range {
     blobs: Vec<Wanted>,
 }
 
-/// The temporary name a file is written under: `.NAME.drydock-tmp` beside it.
-pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.drydock-tmp"))
+/// A job's temporary file, removed when dropped unless it was moved into place: on error,
+/// and also when the restore is cancelled.
+struct TempFile<'r> {
+    root: &'r Root,
+    parent: PathBuf,
+    name: String,
+    /// `parent/name`, resolved beneath the target on every open.
+    rel: PathBuf,
+    placed: AtomicBool,
 }
 
-/// A temporary file removed when dropped: on error, and also when the restore is cancelled.
-/// After the caller moved it into place there is nothing to remove.
-struct TempFile(PathBuf);
+impl<'r> TempFile<'r> {
+    /// Create the temporary file of `job`, sized up front: blobs arrive in pack order, not
+    /// file order.
+    fn create(root: &'r Root, job: &FileJob<'_>) -> Result<Self> {
+        let parent = job.path.parent().unwrap_or(Path::new("")).to_path_buf();
+        let (name, file) = root.dir(&parent)?.create_temp()?;
+        let rel = parent.join(&name);
+        let temp = TempFile {
+            root,
+            parent,
+            name,
+            rel,
+            placed: AtomicBool::new(false),
+        };
+        file.set_len(job.size)
+            .map_err(|e| Error::io(format!("cannot size {}", temp.shown().display()), e))?;
+        Ok(temp)
+    }
 
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+    fn shown(&self) -> PathBuf {
+        self.root.shown(&self.rel)
+    }
+
+    fn open(&self, flags: OFlags) -> Result<File> {
+        self.root.open_file(&self.rel, flags)
     }
 }
 
-/// Write every job's content; `done(i, temp)` is called once job `i` is complete (written
-/// to `temp` and synced), exactly once per job, from a blocking context, and must move
-/// `temp` into place (or fail). Blocking file I/O runs on the runtime's blocking threads.
+impl Drop for TempFile<'_> {
+    fn drop(&mut self) {
+        if !self.placed.load(Ordering::Acquire) {
+            if let Ok(dir) = self.root.dir(&self.parent) {
+                let _ = dir.remove(&self.name);
+            }
+        }
+    }
+}
+
+/// A complete file, written and synced under its temporary name, handed to `done`.
+pub struct Staged<'a> {
+    /// The file, open for reading and writing at offset 0 (set metadata through it).
+    pub file: File,
+    /// The directory it is in, opened beneath the target.
+    pub dir: Dir<'a>,
+    /// Its final name in `dir`.
+    pub name: &'a str,
+    temp: &'a TempFile<'a>,
+}
+
+impl Staged<'_> {
+    /// Move the file to its final name (replacing a file or symlink there, never
+    /// following it).
+    pub fn commit(self) -> Result<()> {
+        self.dir.rename(&self.temp.name, self.name)?;
+        self.temp.placed.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// Write every job's content below `root`; `done(i, staged)` is called once job `i` is
+/// complete (written and synced), exactly once per job, from a blocking context, and must
+/// [`Staged::commit`] it (or fail). Blocking file I/O runs on the runtime's blocking threads.
 pub async fn restore_files<F>(
     reader: &BlobReader,
+    root: &Root,
     jobs: &[FileJob<'_>],
     parallel: usize,
     progress: &dyn OnBytes,
     done: F,
 ) -> Result<()>
 where
-    F: Fn(usize, &Path) -> Result<()> + Sync,
+    F: Fn(usize, Staged<'_>) -> Result<()> + Sync,
 {
-    let (ranges, remaining) = plan(reader, jobs)?;
-    let temps: Vec<TempFile> = jobs.iter().map(|j| TempFile(temp_path(&j.path))).collect();
-    let out = Output {
-        reader,
-        temps: &temps,
-        remaining: &remaining,
-        done: &done,
-    };
+    let (ranges, remaining) = plan(reader, root, jobs)?;
     // Downloads run on the runtime while `parallel` scoped threads authenticate and write, so
     // neither waits for the other (a writer may be syncing or hashing a large file).
     tokio::task::block_in_place(|| {
-        for (i, job) in jobs.iter().enumerate() {
-            create(&temps[i].0, job.size)?;
-            if remaining[i].load(Ordering::Relaxed) == 0 {
+        remove_leftovers(root, jobs)?;
+        let temps = jobs
+            .iter()
+            .map(|job| TempFile::create(root, job))
+            .collect::<Result<Vec<_>>>()?;
+        let out = Output {
+            reader,
+            jobs,
+            temps: &temps,
+            remaining: &remaining,
+            done: &done,
+        };
+        for (i, left) in remaining.iter().enumerate() {
+            if left.load(Ordering::Relaxed) == 0 {
                 out.finish(i)?;
             }
         }
@@ -153,12 +215,13 @@ where
 /// Where fetched blobs go.
 struct Output<'a, F> {
     reader: &'a BlobReader,
-    temps: &'a [TempFile],
+    jobs: &'a [FileJob<'a>],
+    temps: &'a [TempFile<'a>],
     remaining: &'a [AtomicUsize],
     done: &'a F,
 }
 
-impl<F: Fn(usize, &Path) -> Result<()>> Output<'_, F> {
+impl<F: Fn(usize, Staged<'_>) -> Result<()>> Output<'_, F> {
     /// Authenticate the range's blobs one by one and write each where it goes: only one
     /// blob's plaintext is held at a time.
     fn write_range(&self, range: Range, bytes: Bytes, progress: &dyn OnBytes) -> Result<()> {
@@ -169,13 +232,10 @@ impl<F: Fn(usize, &Path) -> Result<()>> Output<'_, F> {
                 .reader
                 .decode_one(&w.id, &w.loc, stored, BlobType::Data)?;
             for &(i, offset) in &w.places {
-                let tmp = &self.temps[i].0;
-                let file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(tmp)
-                    .map_err(|e| Error::io(format!("cannot open {}", tmp.display()), e))?;
-                file.write_all_at(&data, offset)
-                    .map_err(|e| Error::io(format!("cannot write {}", tmp.display()), e))?;
+                let tmp = &self.temps[i];
+                tmp.open(OFlags::WRONLY)?
+                    .write_all_at(&data, offset)
+                    .map_err(|e| Error::io(format!("cannot write {}", tmp.shown().display()), e))?;
                 progress.bytes(data.len() as u64);
                 if self.remaining[i].fetch_sub(1, Ordering::AcqRel) == 1 {
                     self.finish(i)?;
@@ -186,19 +246,49 @@ impl<F: Fn(usize, &Path) -> Result<()>> Output<'_, F> {
     }
 
     fn finish(&self, i: usize) -> Result<()> {
-        let tmp = &self.temps[i].0;
-        std::fs::File::open(tmp)
-            .and_then(|f| f.sync_all())
-            .map_err(|e| Error::io(format!("cannot sync {}", tmp.display()), e))?;
-        (self.done)(i, tmp)
+        let tmp = &self.temps[i];
+        let file = tmp.open(OFlags::RDWR)?;
+        file.sync_all()
+            .map_err(|e| Error::io(format!("cannot sync {}", tmp.shown().display()), e))?;
+        let name = self.jobs[i]
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| {
+                Error::Integrity(format!("{} names no file", self.jobs[i].path.display()))
+            })?;
+        let staged = Staged {
+            file,
+            dir: tmp.root.dir(&tmp.parent)?,
+            name,
+            temp: tmp,
+        };
+        (self.done)(i, staged)
     }
+}
+
+/// An interrupted restore leaves its temporary files (random names, so a re-run does not
+/// reuse them): remove those in every directory this restore writes files into, before it
+/// creates its own.
+fn remove_leftovers(root: &Root, jobs: &[FileJob<'_>]) -> Result<()> {
+    let mut dirs: HashMap<&Path, HashSet<&str>> = HashMap::new();
+    for job in jobs {
+        let names = dirs
+            .entry(job.path.parent().unwrap_or(Path::new("")))
+            .or_default();
+        names.extend(job.path.file_name().and_then(|n| n.to_str()));
+    }
+    for (dir, keep) in dirs {
+        root.dir(dir)?.remove_leftover_temps(&keep)?;
+    }
+    Ok(())
 }
 
 type Plan = (Vec<Range>, Vec<AtomicUsize>);
 
 /// The ranges to fetch, packs in the order the files first need them, and per job the
 /// number of blob writes it waits for.
-fn plan(reader: &BlobReader, jobs: &[FileJob<'_>]) -> Result<Plan> {
+fn plan(reader: &BlobReader, root: &Root, jobs: &[FileJob<'_>]) -> Result<Plan> {
     let mut packs: Vec<PackId> = Vec::new();
     let mut by_pack: HashMap<PackId, HashMap<BlobId, Wanted>> = HashMap::new();
     let mut remaining = Vec::with_capacity(jobs.len());
@@ -225,7 +315,7 @@ fn plan(reader: &BlobReader, jobs: &[FileJob<'_>]) -> Result<Plan> {
             return Err(Error::Integrity(format!(
                 "the snapshot records {} bytes for {}, its chunks hold {offset}",
                 job.size,
-                job.path.display()
+                root.shown(&job.path).display()
             )));
         }
         remaining.push(AtomicUsize::new(job.content.len()));
@@ -271,12 +361,4 @@ async fn fetch(reader: &BlobReader, range: Range) -> Result<(Range, Bytes)> {
         .fetch_range(&range.pack, range.start, range.end)
         .await?;
     Ok((range, bytes))
-}
-
-fn create(tmp: &Path, size: u64) -> Result<()> {
-    let file = std::fs::File::create(tmp)
-        .map_err(|e| Error::io(format!("cannot create {}", tmp.display()), e))?;
-    // Sized up front: blobs arrive in pack order, not file order.
-    file.set_len(size)
-        .map_err(|e| Error::io(format!("cannot size {}", tmp.display()), e))
 }

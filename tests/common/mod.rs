@@ -522,6 +522,13 @@ pub fn assert_same_tree(a: &Path, b: &Path) {
     }
 }
 
+/// Whether `p` is one of restore's temporary files (a leftover, when the restore is over).
+pub fn is_restore_temp(p: &Path) -> bool {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(drydock::beneath::is_temp_name)
+}
+
 /// Where a backed-up absolute path lands under a restore target.
 pub fn restored(target: &Path, source: &Path) -> PathBuf {
     target.join(source.strip_prefix("/").unwrap())

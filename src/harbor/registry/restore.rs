@@ -3,6 +3,8 @@
 //! interruption: finished blobs are skipped, unfinished ones were never visible.
 
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -13,10 +15,11 @@ use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncReadExt;
 
 use super::{parse_links, Digest, Link, RegistryPart, BLOBS};
+use crate::beneath::Root;
 use crate::error::{Error, Result};
 use crate::repo::blob::BlobType;
 use crate::repo::reader::BlobReader;
-use crate::repo::restorer::{self, FileJob};
+use crate::repo::restorer::{self, FileJob, Staged};
 use crate::repo::tree::{Node, RegistryEntry};
 use crate::repo::writer::OnBytes;
 use crate::store::{PutMode, Store};
@@ -121,10 +124,11 @@ async fn load_entry(reader: &BlobReader, node: &Node) -> Result<(Digest, Registr
 }
 
 /// Write blobs into a target that is a local directory: all together, pack by pack
-/// ([`restorer`]); each is checked against its digest before it is moved into place.
+/// ([`restorer`]), beneath the target (a symlink planted in it is refused, never followed);
+/// each is checked against its digest before it is moved into place.
 async fn write_local(
     reader: &BlobReader,
-    target: &dyn Store,
+    root: &Root,
     nodes: &[&Node],
     parallel: usize,
     progress: &Progress,
@@ -136,45 +140,65 @@ async fn write_local(
         .await?;
     let mut jobs = Vec::with_capacity(entries.len());
     for (digest, entry) in &entries {
-        let path = target
-            .local_path(&digest.data_key())
-            .expect("a local target");
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| Error::io(format!("cannot create {}", dir.display()), e))?;
-        }
+        let path = PathBuf::from(digest.data_key());
+        root.create_dirs(path.parent().expect("a data key has a directory"))?;
         jobs.push(FileJob {
             path,
             content: &entry.content,
             size: entry.size,
         });
     }
-    let done = |i: usize, tmp: &std::path::Path| -> Result<()> {
+    let done = |i: usize, mut staged: Staged<'_>| -> Result<()> {
         let digest = &entries[i].0;
-        if sha256_file(tmp)? != digest.hex() {
+        if sha256_file(&mut staged.file, &root.shown(&jobs[i].path))? != digest.hex() {
             return Err(Error::Integrity(format!(
                 "restored bytes of {digest} do not match the digest"
             )));
         }
-        std::fs::rename(tmp, &jobs[i].path).map_err(|e| {
-            Error::io(
-                format!("cannot move {} into place", jobs[i].path.display()),
-                e,
-            )
-        })
+        // Readable by the registry, whoever it runs as (the temporary file is 0600).
+        staged
+            .file
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| {
+                Error::io(
+                    format!("cannot set the mode of {}", jobs[i].path.display()),
+                    e,
+                )
+            })?;
+        staged.commit()
     };
-    restorer::restore_files(reader, &jobs, parallel, &**progress, done).await?;
+    restorer::restore_files(reader, root, &jobs, parallel, &**progress, done).await?;
     Ok(entries.iter().map(|(_, e)| e.size).sum())
 }
 
-fn sha256_file(path: &std::path::Path) -> Result<String> {
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+/// Write the links into a local directory, beneath it like the blobs.
+async fn write_links_local(root: &Arc<Root>, links: &[Link], parallel: usize) -> Result<u64> {
+    let written: Vec<()> = stream::iter(links.iter())
+        .map(|l| {
+            let (root, rel, digest) = (root.clone(), PathBuf::from(l.key()), l.digest.clone());
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                    let dir = root.create_dirs(rel.parent().unwrap_or(Path::new("")))?;
+                    dir.remove_leftover_temps(&Default::default())?;
+                    dir.write_atomic(name, digest.as_str().as_bytes())
+                })
+                .await
+                .map_err(|e| Error::Other(format!("link writer failed: {e}")))?
+            }
+        })
+        .buffer_unordered(parallel.max(1) * 4)
+        .try_collect()
+        .await?;
+    Ok(written.len() as u64)
+}
+
+fn sha256_file(file: &mut std::fs::File, shown: &Path) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = std::io::Read::read(&mut file, &mut buf)
-            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        let n = std::io::Read::read(file, &mut buf)
+            .map_err(|e| Error::io(format!("cannot read {}", shown.display()), e))?;
         if n == 0 {
             return Ok(hex::encode(h.finalize()));
         }
@@ -265,9 +289,14 @@ pub async fn restore(
             missing.push(node);
         }
     }
-    if target.local_path("").is_some() {
-        report.bytes_written =
-            write_local(reader, target.as_ref(), &missing, parallel, &progress).await?;
+    // A local target is written beneath its directory, held open (not in a dry run: that
+    // would create it).
+    let local = match target.local_path("") {
+        Some(dir) if !dry_run => Some(Arc::new(Root::create(&dir)?)),
+        _ => None,
+    };
+    if let Some(root) = &local {
+        report.bytes_written = write_local(reader, root, &missing, parallel, &progress).await?;
     } else {
         let written: Vec<u64> = stream::iter(missing.iter())
             .map(|node| write_blob(reader, &target, node, parallel, &progress))
@@ -279,6 +308,10 @@ pub async fn restore(
     report.blobs_written = missing.len() as u64;
     report.would_write.sort();
     if dry_run {
+        return Ok(report);
+    }
+    if let Some(root) = &local {
+        report.links_written = write_links_local(root, &links, parallel).await?;
         return Ok(report);
     }
     let written: Vec<()> = stream::iter(links.iter())
