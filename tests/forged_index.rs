@@ -55,25 +55,6 @@ fn plant_backdated_deletions(root: &Path) {
     .unwrap();
 }
 
-/// The deployed retention and two prunes past the safety delay.
-fn forget_and_prune(repo: &Repo) {
-    repo.id(&[
-        "forget",
-        "--expired",
-        "--keep-daily",
-        "7",
-        "--keep-weekly",
-        "4",
-        "--keep-monthly",
-        "6",
-        "--prune",
-        "--safety-delay",
-        "0s",
-    ])
-    .expect(0);
-    repo.id(&["prune", "--safety-delay", "0s"]).expect(0);
-}
-
 struct Setup {
     dir: tempfile::TempDir,
     repo: Repo,
@@ -146,7 +127,7 @@ fn an_index_moving_every_blob_to_a_missing_pack_cannot_make_prune_delete_data() 
     }
     let forged = plant_index(&s.root, &forged);
     plant_backdated_deletions(&s.root);
-    forget_and_prune(&s.repo);
+    s.repo.deployed_forget_and_prune();
     assert_nothing_lost(&s, &forged);
 }
 
@@ -182,7 +163,7 @@ fn an_index_pointing_at_a_decoy_pack_cannot_make_prune_delete_data() {
     }
     let forged = plant_index(&s.root, &forged);
     plant_backdated_deletions(&s.root);
-    forget_and_prune(&s.repo);
+    s.repo.deployed_forget_and_prune();
     assert_nothing_lost(&s, &forged);
 }
 
@@ -198,7 +179,7 @@ fn replacing_the_real_index_with_a_forged_one_cannot_make_prune_delete_data() {
     }
     let forged = plant_index(&s.root, &forged);
     plant_backdated_deletions(&s.root);
-    forget_and_prune(&s.repo);
+    s.repo.deployed_forget_and_prune();
     for p in &s.real_packs {
         assert!(p.exists(), "prune deleted a real pack: {}", p.display());
     }

@@ -8,20 +8,17 @@ mod common;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
+use common::forge::{forge_snapshots, manifest};
 use common::pg::{self, Postgres, PASSWORD};
 use common::*;
-use drydock::crypto::KeyFile;
 use drydock::harbor::db::{
     table_node_name, DatabasePart, RowDigest, SequenceEntry, TableEntry, POST_DATA, PRE_DATA,
 };
 use drydock::repo::blob::BlobType;
-use drydock::repo::snapshot::{Parts, Snapshot, Summary};
+use drydock::repo::snapshot::Parts;
 use drydock::repo::tree::{Node, NodeKind, Tree};
 use drydock::repo::writer::BlobWriter;
-use drydock::repo::Repository;
-use drydock::store::{open, Location, S3Options};
 
 /// What the attacker writes: the two schema sections, tables with their COPY text, and
 /// sequences.
@@ -61,60 +58,35 @@ fn file(w: &BlobWriter, name: &str, data: &[u8]) -> Node {
 /// Write `f` as the latest snapshot's database part, with the backup-only key, the way
 /// FORMAT.md describes it.
 fn forge(repo: &Repo, f: Forged) {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let root = repo.local_root.clone().unwrap();
-    let key = KeyFile::load(&repo.backup_key).unwrap();
-    rt.block_on(async move {
-        let store = open(&Location::Local(root), &S3Options::default())
-            .await
-            .unwrap();
-        let r = Arc::new(Repository::open(store, key).await.unwrap());
-        let index = r.load_index().await.unwrap();
-        let writer = Arc::new(BlobWriter::new(r.clone(), &index, 2).unwrap());
-        let w = writer.clone();
-        let part = tokio::task::spawn_blocking(move || {
-            let mut nodes = vec![
-                file(&w, PRE_DATA, f.pre.as_bytes()),
-                file(&w, POST_DATA, f.post.as_bytes()),
-            ];
-            let mut tables = Vec::new();
-            for (i, (t, data)) in f.tables.into_iter().enumerate() {
-                nodes.push(file(&w, &table_node_name(i), &data));
-                tables.push(t);
-            }
-            nodes.sort_by(|a, b| a.name.cmp(&b.name));
-            let tree = w.save(BlobType::Tree, &Tree { nodes }.to_bytes()).unwrap();
-            DatabasePart {
-                server_version: "15.0".into(),
-                server_version_num: 150000,
-                database: "registry".into(),
-                pg_dump_version: "15.0".into(),
-                harbor_schema_version: None,
-                harbor_schema_dirty: None,
-                tree,
-                tables,
-                sequences: f.sequences,
-                foreign_keys: vec![],
-            }
-        })
-        .await
-        .unwrap();
-        writer.finish().await.unwrap();
-        let snap = Snapshot {
-            version: 1,
-            time: chrono::Utc::now(),
-            host: "attacker".into(),
-            tags: Default::default(),
-            expires: None,
-            program: "forged".into(),
-            harbor_version: None,
-            parts: Parts {
-                database: Some(part),
-                ..Default::default()
-            },
-            summary: Summary::default(),
+    forge_snapshots(repo, move |w| {
+        let mut nodes = vec![
+            file(w, PRE_DATA, f.pre.as_bytes()),
+            file(w, POST_DATA, f.post.as_bytes()),
+        ];
+        let mut tables = Vec::new();
+        for (i, (t, data)) in f.tables.into_iter().enumerate() {
+            nodes.push(file(w, &table_node_name(i), &data));
+            tables.push(t);
+        }
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let tree = w.save(BlobType::Tree, &Tree { nodes }.to_bytes()).unwrap();
+        let part = DatabasePart {
+            server_version: "15.0".into(),
+            server_version_num: 150000,
+            database: "registry".into(),
+            pg_dump_version: "15.0".into(),
+            harbor_schema_version: None,
+            harbor_schema_dirty: None,
+            tree,
+            tables,
+            sequences: f.sequences,
+            foreign_keys: vec![],
         };
-        r.save_snapshot(&snap).await.unwrap();
+        let parts = Parts {
+            database: Some(part),
+            ..Default::default()
+        };
+        vec![manifest(chrono::Utc::now(), "attacker", parts)]
     });
 }
 

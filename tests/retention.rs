@@ -11,25 +11,6 @@ use common::forge::{forge_snapshots, manifest};
 use common::*;
 use drydock::repo::snapshot::Parts;
 
-/// The deployed CronJob's retention, then a prune past the safety delay (twice: mark, delete).
-fn deployed_forget_and_prune(repo: &Repo) {
-    repo.id(&[
-        "forget",
-        "--expired",
-        "--keep-daily",
-        "7",
-        "--keep-weekly",
-        "4",
-        "--keep-monthly",
-        "6",
-        "--prune",
-        "--safety-delay",
-        "0s",
-    ])
-    .expect(0);
-    repo.id(&["prune", "--safety-delay", "0s"]).expect(0);
-}
-
 fn snapshot_ids(repo: &Repo) -> BTreeSet<String> {
     repo.id(&["--json", "snapshots"]).json()["snapshots"]
         .as_array()
@@ -90,7 +71,7 @@ fn forged_future_and_backdated_snapshots_cannot_push_real_ones_out() {
     let latest = repo.id(&["--json", "show", "latest"]).json();
     assert_eq!(latest["id"].as_str().unwrap(), real[1], "{latest}");
 
-    deployed_forget_and_prune(&repo);
+    repo.deployed_forget_and_prune();
     let left = snapshot_ids(&repo);
     for id in &real {
         assert!(left.contains(id), "a real snapshot was forgotten: {left:?}");

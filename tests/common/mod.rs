@@ -190,6 +190,27 @@ impl Repo {
         self.spawn_with(&self.backup_key, args)
     }
 
+    /// The deployed CronJob's retention with `--prune`, then a second prune: both past
+    /// the safety delay, so what the first marks the second deletes.
+    #[track_caller]
+    pub fn deployed_forget_and_prune(&self) {
+        self.id(&[
+            "forget",
+            "--expired",
+            "--keep-daily",
+            "7",
+            "--keep-weekly",
+            "4",
+            "--keep-monthly",
+            "6",
+            "--prune",
+            "--safety-delay",
+            "0s",
+        ])
+        .expect(0);
+        self.id(&["prune", "--safety-delay", "0s"]).expect(0);
+    }
+
     /// `backup --json` with the backup-only key; returns the summary.
     #[track_caller]
     pub fn backup(&self, paths: &[&Path]) -> serde_json::Value {
