@@ -6,6 +6,7 @@
 //! - [`chunker`] and [`crypto`]: content-defined chunking, keyed ids, age encryption.
 //! - [`harbor`]: the parts of a Harbor snapshot (today: configuration files).
 //! - [`cli`]: one module per command; the binary is a thin wrapper around it.
+//! - [`term`]: escaping of untrusted strings for human output.
 
 pub mod chunker;
 pub mod cli;
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod progress;
 pub mod repo;
 pub mod store;
+pub mod term;
 pub mod velero;
 
 pub use error::{Error, Result};

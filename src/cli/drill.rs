@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{default_parallel, postgres_target, Context, Output};
+use crate::term::esc;
 use crate::error::{exit, Error, Result};
 use crate::harbor::config::{self, RestoreOptions};
 use crate::harbor::{db, registry};
@@ -158,7 +159,7 @@ pub async fn run(ctx: &Context, args: DrillArgs) -> Result<Output> {
             }
         );
         for d in &r.differences {
-            text += &format!("    {d}\n");
+            text += &format!("    {}\n", esc(d));
         }
         record(
             Sample::new(

@@ -144,7 +144,7 @@ pub async fn run(ctx: &Context, args: ForgetArgs) -> Result<Output> {
             },
             id.short(),
             s.time.format("%Y-%m-%d %H:%M:%S"),
-            why.join("; ")
+            crate::term::esc(why.join("; "))
         );
         if !args.dry_run {
             repo.store.delete(&snapshot::key(id)).await?;

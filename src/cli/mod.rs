@@ -520,14 +520,16 @@ pub fn main() -> i32 {
                     serde_json::to_string_pretty(&out.json).expect("JSON output")
                 );
             } else if !out.text.is_empty() {
-                print!("{}", out.text);
+                // Commands escape each name they print; this catches any they missed.
+                print!("{}", crate::term::escape_lines(&out.text));
             }
             out.exit
         }
         Err(e) => {
             let code = e.exit_code();
             let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
-            eprintln!("drydock: error: {e}{hint}");
+            // Errors quote names from snapshots and servers: one escaped line.
+            eprintln!("drydock: error: {}", crate::term::esc(format!("{e}{hint}")));
             if json {
                 let doc = json!({"error": {"message": e.to_string(), "exit_code": code}});
                 println!(

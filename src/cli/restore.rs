@@ -7,6 +7,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::{default_parallel, postgres_target, Context, Output};
+use crate::term::esc;
 use crate::error::{Error, Result};
 use crate::harbor::config::{self, RestoreOptions};
 use crate::harbor::db::restore::Mode;
@@ -196,7 +197,7 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
         progress.finish();
         if args.dry_run {
             for d in &report.would_write {
-                text += &format!("would write blob {d}\n");
+                text += &format!("would write blob {}\n", esc(d));
             }
             text += &format!(
                 "would restore the registry into {}: {} blobs to write, {} already present, {} links\n",
@@ -236,7 +237,7 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
         progress.finish();
         if args.dry_run {
             for (path, _) in &items {
-                text += &format!("would write {}\n", path.display());
+                text += &format!("would write {}\n", esc(path.display()));
             }
         }
         text += &format!(

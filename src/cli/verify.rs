@@ -7,6 +7,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::{default_parallel, postgres_target, Context, Output};
+use crate::term::esc;
 use crate::error::{exit, Error, Result};
 use crate::harbor::{config, db, registry};
 use crate::repo::reader::BlobReader;
@@ -97,7 +98,7 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
     }
     let mut text = String::new();
     for d in &differences {
-        text += &format!("{d}\n");
+        text += &format!("{}\n", esc(d));
     }
     text += &if differences.is_empty() {
         format!("matches snapshot {}\n", id.short())
