@@ -15,6 +15,7 @@ pub mod error;
 pub mod harbor;
 pub mod ids;
 pub mod metrics;
+pub mod net;
 pub mod progress;
 pub mod repo;
 pub mod store;
