@@ -106,6 +106,7 @@ fn forge_huge_file(repo: &Repo, stored: fn(&crypto::Recipient) -> Vec<u8>) {
 
 fn assert_refused_small(repo: &Repo, args: &[&str], what: &str) {
     let (r, rss) = run_measured(repo.command_with(&repo.identity, args));
+    eprintln!("{what}: exit {}, peak RSS {rss} MiB", r.code);
     r.expect(4);
     assert_eq!(r.error_lines().len(), 1, "{}", r.stderr);
     assert!(
@@ -334,7 +335,7 @@ fn an_identity_others_can_read_is_refused() {
     chmod(&id, 0o600);
     repo.id(&["snapshots"]).expect(0);
     // Root-owned and group-readable is a Kubernetes Secret volume with fsGroup.
-    if fs::metadata(&id).map(|m| std::os::unix::fs::MetadataExt::uid(&m)) == Ok(0) {
+    if std::os::unix::fs::MetadataExt::uid(&fs::metadata(&id).unwrap()) == 0 {
         chmod(&id, 0o440);
         repo.id(&["snapshots"]).expect(0);
         // Owned by another user (as on a workstation), group-readable: refused.
@@ -376,7 +377,11 @@ fn a_running_drydock_has_core_dumps_off() {
     let dir = tempfile::tempdir().unwrap();
     let repo = local_repo(dir.path());
     let fifo = dir.path().join("key.fifo");
-    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let made = Command::new("mkfifo")
+        .args(["-m", "600"])
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(made.success());
     let child = repo.spawn_with(&fifo, &["snapshots"]);
     // Opening the FIFO returns once drydock opened it to read its key: main() has run.
@@ -471,7 +476,7 @@ fn a_plain_http_s3_endpoint_to_another_host_is_warned_about() {
     let bsl = dir.path().join("bsl.yaml");
     fs::write(
         &bsl,
-        "apiVersion: velero.io/v1\nkind: BackupStorageLocation\nmetadata:\n  name: default\n  namespace: velero\nspec:\n  provider: aws\n  objectStorage:\n    bucket: b\n    prefix: cluster\n  config:\n    region: us-east-1\n    s3Url: http://0.0.0.0:1\n    s3ForcePathStyle: \"true\"\n",
+        "apiVersion: velero.io/v1\nkind: BackupStorageLocation\nmetadata:\n  name: default\n  namespace: velero\nspec:\n  provider: aws\n  objectStorage:\n    bucket: bucket\n    prefix: cluster\n  config:\n    region: us-east-1\n    s3Url: http://0.0.0.0:1\n    s3ForcePathStyle: \"true\"\n",
     )
     .unwrap();
     let r = run(&["--velero-bsl", bsl.to_str().unwrap(), "--key", key, "check"]);
