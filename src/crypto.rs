@@ -127,8 +127,7 @@ impl KeyFile {
                 path.display()
             )));
         }
-        let key =
-            Self::parse(&text).map_err(|e| Error::Key(format!("{}: {e}", path.display())))?;
+        let key = Self::parse(&text).map_err(|e| Error::Key(format!("{}: {e}", path.display())))?;
         check_permissions(path, &meta, &key)?;
         Ok(key)
     }
@@ -445,7 +444,10 @@ mod tests {
         for mode in [0o644, 0o604, 0o660, 0o606] {
             set(mode);
             let err = KeyFile::load(&path).err().expect("refused").to_string();
-            assert!(err.contains(&format!("chmod 600 {}", path.display())), "{err}");
+            assert!(
+                err.contains(&format!("chmod 600 {}", path.display())),
+                "{err}"
+            );
             assert!(err.contains(&format!("{mode:04o}")), "{err}");
         }
         // Group read is fine only for a root-owned file (a Secret volume with fsGroup).

@@ -82,6 +82,9 @@ mod tests {
             assert!(matches!(escape(s), Cow::Borrowed(b) if b == s));
         }
         assert_eq!(format!("[{:<6}]", esc("a\x07")), "[a\\x07 ]");
-        assert_eq!(format!("{}", esc(std::path::Path::new("/x/\x1b").display())), "/x/\\x1b");
+        assert_eq!(
+            format!("{}", esc(std::path::Path::new("/x/\x1b").display())),
+            "/x/\\x1b"
+        );
     }
 }

@@ -348,7 +348,8 @@ fn an_identity_others_can_read_is_refused() {
     let link = dir.path().join("identity-link");
     std::os::unix::fs::symlink(&id, &link).unwrap();
     chmod(&id, 0o644);
-    repo.with_key(&link, &["snapshots"]).expect_error(5, "chmod 600");
+    repo.with_key(&link, &["snapshots"])
+        .expect_error(5, "chmod 600");
 }
 
 #[test]
@@ -462,13 +463,17 @@ fn a_plain_http_s3_endpoint_to_another_host_is_warned_about() {
         ])
     };
     let warned = |r: &Run, endpoint: &str| {
-        r.stderr
-            .lines()
-            .any(|l| l.contains("WARN") && l.contains(&format!("S3 endpoint {endpoint} is plain http://")))
+        r.stderr.lines().any(|l| {
+            l.contains("WARN") && l.contains(&format!("S3 endpoint {endpoint} is plain http://"))
+        })
     };
     let r = s3("http://0.0.0.0:1");
     assert!(warned(&r, "http://0.0.0.0:1"), "{}", r.stderr);
-    for quiet in ["http://127.0.0.1:1", "http://localhost:1", "https://0.0.0.0:1"] {
+    for quiet in [
+        "http://127.0.0.1:1",
+        "http://localhost:1",
+        "https://0.0.0.0:1",
+    ] {
         let r = s3(quiet);
         assert!(!r.stderr.contains("plain http://"), "{quiet}: {}", r.stderr);
     }

@@ -4,10 +4,10 @@ use clap::Args;
 use serde_json::json;
 
 use super::{default_parallel, Context, Output};
-use crate::term::esc;
 use crate::error::{exit, Result};
 use crate::ids::ByteSize;
 use crate::repo::check::{check, CheckOptions};
+use crate::term::esc;
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {

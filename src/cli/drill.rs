@@ -10,13 +10,13 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{default_parallel, postgres_target, Context, Output};
-use crate::term::esc;
 use crate::error::{exit, Error, Result};
 use crate::harbor::config::{self, RestoreOptions};
 use crate::harbor::{db, registry};
 use crate::metrics::{record, Sample};
 use crate::progress::Progress;
 use crate::repo::reader::BlobReader;
+use crate::term::esc;
 
 #[derive(Args, Debug)]
 pub struct DrillArgs {

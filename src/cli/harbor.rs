@@ -48,10 +48,7 @@ impl HarborOpts {
             username: self.harbor_username.clone(),
             password_file: self.harbor_password_file.clone(),
             // Empty means none: a Kustomize component can only blank a ConfigMap value.
-            ca: self
-                .harbor_ca
-                .clone()
-                .filter(|p| !p.as_os_str().is_empty()),
+            ca: self.harbor_ca.clone().filter(|p| !p.as_os_str().is_empty()),
             timeout: self.harbor_timeout,
             allow_http: self.harbor_allow_http,
         })

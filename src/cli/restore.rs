@@ -7,7 +7,6 @@ use clap::Args;
 use serde_json::json;
 
 use super::{default_parallel, postgres_target, Context, Output};
-use crate::term::esc;
 use crate::error::{Error, Result};
 use crate::harbor::config::{self, RestoreOptions};
 use crate::harbor::db::restore::Mode;
@@ -18,6 +17,7 @@ use crate::progress::Progress;
 use crate::repo::index::MasterIndex;
 use crate::repo::reader::BlobReader;
 use crate::repo::Repository;
+use crate::term::esc;
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {

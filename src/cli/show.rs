@@ -109,7 +109,9 @@ pub async fn run(ctx: &Context, args: ShowArgs) -> Result<Output> {
             };
             let extra = match node.kind {
                 NodeKind::File => ByteSize(node.size).to_string(),
-                NodeKind::Symlink => format!("-> {}", esc(node.target.as_deref().unwrap_or_default())),
+                NodeKind::Symlink => {
+                    format!("-> {}", esc(node.target.as_deref().unwrap_or_default()))
+                }
                 NodeKind::Dir => String::new(),
             };
             text += &format!(

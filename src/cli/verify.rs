@@ -7,10 +7,10 @@ use clap::Args;
 use serde_json::json;
 
 use super::{default_parallel, postgres_target, Context, Output};
-use crate::term::esc;
 use crate::error::{exit, Error, Result};
 use crate::harbor::{config, db, registry};
 use crate::repo::reader::BlobReader;
+use crate::term::esc;
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {

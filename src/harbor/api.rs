@@ -683,10 +683,17 @@ mod tests {
     fn the_password_goes_over_plain_http_only_to_loopback_or_when_allowed() {
         for url in ["http://harbor-core", "http://10.1.2.3:8080/api/v2.0"] {
             let err = normalize_url(url, false).unwrap_err();
-            assert!(matches!(&err, Error::Usage(m) if m.contains("--harbor-allow-http") && m.contains("https://")), "{err}");
+            assert!(
+                matches!(&err, Error::Usage(m) if m.contains("--harbor-allow-http") && m.contains("https://")),
+                "{err}"
+            );
             assert!(normalize_url(url, true).is_ok());
         }
-        for url in ["http://localhost:8080", "http://[::1]", "https://harbor-core"] {
+        for url in [
+            "http://localhost:8080",
+            "http://[::1]",
+            "https://harbor-core",
+        ] {
             assert!(normalize_url(url, false).is_ok(), "{url}");
         }
     }

@@ -188,8 +188,12 @@ pub fn decode(
     stored: &[u8],
 ) -> Result<Vec<u8>> {
     // Before decryption and decompression: a forged raw_length must not size anything.
-    check_lengths(blob_type, stored.len().try_into().unwrap_or(u32::MAX), raw_length)
-        .map_err(|why| Error::Integrity(format!("blob {} is corrupt: {why}", id.short())))?;
+    check_lengths(
+        blob_type,
+        stored.len().try_into().unwrap_or(u32::MAX),
+        raw_length,
+    )
+    .map_err(|why| Error::Integrity(format!("blob {} is corrupt: {why}", id.short())))?;
     // The identity was proven to be the repository's when the repository was opened (it
     // unsealed the chunk key), so a blob it cannot open has a damaged or foreign header.
     let framed = crypto::decrypt(identity, stored).map_err(|e| match e {
