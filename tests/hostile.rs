@@ -28,6 +28,7 @@ const MAX_RSS_MIB: i64 = 200;
 
 /// Run `cmd` to the end and return its run and its peak RSS in MiB (from wait4's rusage of
 /// that very child, not of every child of the test).
+#[allow(clippy::zombie_processes)] // reaped by wait4, which clippy cannot see
 fn run_measured(mut cmd: Command) -> (Run, i64) {
     let mut child = cmd
         .stdout(Stdio::piped())
