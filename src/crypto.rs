@@ -7,20 +7,23 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::str::FromStr;
 
 use age::secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::Value;
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, RepoId};
 
 pub use age::x25519::{Identity, Recipient};
 
-/// The secret key behind blob ids and the chunker's seed.
-#[derive(Clone)]
+/// The secret key behind blob ids and the chunker's seed; wiped from memory when dropped
+/// (age's `Identity` wipes itself the same way, through x25519-dalek).
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
 pub struct ChunkKey([u8; 32]);
 
 impl ChunkKey {
@@ -31,14 +34,14 @@ impl ChunkKey {
     }
 
     pub fn from_hex(s: &str) -> Result<Self> {
-        let mut key = [0u8; 32];
-        hex::decode_to_slice(s.trim(), &mut key)
+        let mut key = ChunkKey([0u8; 32]);
+        hex::decode_to_slice(s.trim(), &mut key.0)
             .map_err(|_| Error::Key("chunk key is not 64 hex digits".into()))?;
-        Ok(ChunkKey(key))
+        Ok(key)
     }
 
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        Zeroizing::new(hex::encode(self.0))
     }
 
     /// `BLAKE3-keyed(chunk_key, type_byte ‖ data)`.
@@ -62,22 +65,22 @@ impl ChunkKey {
         h.finalize().to_hex().to_string()
     }
 
-    fn derive(&self, context: &str) -> [u8; 32] {
+    fn derive(&self, context: &str) -> Zeroizing<[u8; 32]> {
         let mut h = blake3::Hasher::new_derive_key(context);
         h.update(&self.0);
-        *h.finalize().as_bytes()
+        Zeroizing::new(*h.finalize().as_bytes())
     }
 }
 
-/// What a backup-only key file holds.
-#[derive(Serialize, Deserialize)]
-struct BackupKeyFile {
+/// What drydock writes into a backup-only key file (read back by [`parse_backup_key`]).
+#[derive(Serialize)]
+struct BackupKeyFile<'a> {
     #[serde(rename = "type")]
-    kind: String,
+    kind: &'a str,
     version: u32,
     repository: RepoId,
     recipient: String,
-    chunk_key: String,
+    chunk_key: &'a str,
 }
 
 const BACKUP_KEY_TYPE: &str = "drydock-backup-only-key";
@@ -96,15 +99,37 @@ pub enum KeyFile {
     BackupOnly(BackupKey),
 }
 
+/// Key files are a few hundred bytes; anything far larger is not one.
+const MAX_KEY_FILE: u64 = 64 * 1024;
+
 impl KeyFile {
+    /// Read, parse and check the permissions of a key file (a symlink, as in a Kubernetes
+    /// Secret volume, is followed: the file it names is checked).
     pub fn load(path: &Path) -> Result<Self> {
-        let text = fs::read_to_string(path).map_err(|e| {
+        let cannot = |e: std::io::Error| {
             Error::Key(format!(
                 "cannot read key file {}: {e} (give --key or DRYDOCK_KEY_FILE)",
                 path.display()
             ))
-        })?;
-        Self::parse(&text).map_err(|e| Error::Key(format!("{}: {e}", path.display())))
+        };
+        let file = fs::File::open(path).map_err(cannot)?;
+        let meta = file.metadata().map_err(cannot)?;
+        // Sized up front so that the secret is never copied by a growing buffer.
+        let mut text = Zeroizing::new(String::with_capacity(
+            meta.len().min(MAX_KEY_FILE) as usize + 1,
+        ));
+        file.take(MAX_KEY_FILE + 1)
+            .read_to_string(&mut text)
+            .map_err(cannot)?;
+        if text.len() as u64 > MAX_KEY_FILE {
+            return Err(Error::Key(format!(
+                "{} is not a drydock key file: larger than {MAX_KEY_FILE} bytes",
+                path.display()
+            )));
+        }
+        let key = Self::parse(&text).map_err(|e| Error::Key(format!("{}: {e}", path.display())))?;
+        check_permissions(path, &meta, &key)?;
+        Ok(key)
     }
 
     pub fn parse(text: &str) -> Result<Self> {
@@ -117,25 +142,98 @@ impl KeyFile {
             [line] if line.starts_with("AGE-SECRET-KEY-1") => Identity::from_str(line)
                 .map(|id| KeyFile::Identity(Box::new(id)))
                 .map_err(|e| Error::Key(format!("invalid age identity: {e}"))),
-            [line] if line.starts_with('{') => {
-                let f: BackupKeyFile = serde_json::from_str(line)
-                    .map_err(|e| Error::Key(format!("invalid backup-only key: {e}")))?;
-                if f.kind != BACKUP_KEY_TYPE || f.version != 1 {
-                    return Err(Error::Key(format!(
-                        "unsupported key type {:?} version {}",
-                        f.kind, f.version
-                    )));
-                }
-                Ok(KeyFile::BackupOnly(BackupKey {
-                    repository: f.repository,
-                    recipient: parse_recipient(&f.recipient)?,
-                    chunk_key: ChunkKey::from_hex(&f.chunk_key)?,
-                }))
-            }
+            [line] if line.starts_with('{') => parse_backup_key(line).map(KeyFile::BackupOnly),
             _ => Err(Error::Key(
                 "not a drydock key file: expected one age identity (AGE-SECRET-KEY-1…) or one backup-only key line"
                     .into(),
             )),
+        }
+    }
+}
+
+/// A JSON value whose strings are wiped when it is dropped (it holds the chunk key).
+struct Wiped(Value);
+
+impl Drop for Wiped {
+    fn drop(&mut self) {
+        fn wipe(v: &mut Value) {
+            match v {
+                Value::String(s) => s.zeroize(),
+                Value::Array(a) => a.iter_mut().for_each(wipe),
+                Value::Object(m) => m.values_mut().for_each(wipe),
+                _ => {}
+            }
+        }
+        wipe(&mut self.0);
+    }
+}
+
+/// Parse the JSON line of a backup-only key. Errors name the field, never its value: a
+/// message quoting a broken file would print the chunk key into logs (serde's messages
+/// quote values, so they are not used).
+fn parse_backup_key(line: &str) -> Result<BackupKey> {
+    let bad = |what: String| Error::Key(format!("invalid backup-only key: {what}"));
+    let json = Wiped(serde_json::from_str(line).map_err(|e| {
+        bad(format!(
+            "not valid JSON (at column {}); write it again with `drydock key backup-only`",
+            e.column()
+        ))
+    })?);
+    let obj = json
+        .0
+        .as_object()
+        .ok_or_else(|| bad("not a JSON object".into()))?;
+    let field = |name: &str| {
+        obj.get(name)
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("field \"{name}\" is missing or not a string")))
+    };
+    let version = obj.get("version").and_then(Value::as_u64);
+    if field("type")? != BACKUP_KEY_TYPE || version != Some(1) {
+        return Err(bad(format!(
+            "unsupported key file: this drydock reads type \"{BACKUP_KEY_TYPE}\" version 1"
+        )));
+    }
+    let hex_field = |name: &str| bad(format!("field \"{name}\" is not 64 hex digits"));
+    Ok(BackupKey {
+        repository: RepoId::from_hex(field("repository")?).map_err(|_| hex_field("repository"))?,
+        recipient: Recipient::from_str(field("recipient")?.trim())
+            .map_err(|_| bad("field \"recipient\" is not an age recipient (age1…)".into()))?,
+        chunk_key: ChunkKey::from_hex(field("chunk_key")?).map_err(|_| hex_field("chunk_key"))?,
+    })
+}
+
+/// Whether a key file's mode lets anyone but its owner in. As PostgreSQL judges
+/// `ssl_key_file`: group read is fine only for a file root owns, which is what a Kubernetes
+/// Secret volume with `fsGroup` and `defaultMode: 0440` gives a non-root pod.
+fn unprotected(meta: &fs::Metadata) -> bool {
+    let allowed = if meta.uid() == 0 { 0o740 } else { 0o700 };
+    meta.mode() & 0o777 & !allowed != 0
+}
+
+/// Refuse an identity others can read; warn about such a backup-only key (it cannot
+/// decrypt, and a Kubernetes Secret volume without fsGroup must be 0444 for a non-root pod,
+/// so only files a user owns are warned about).
+fn check_permissions(path: &Path, meta: &fs::Metadata, key: &KeyFile) -> Result<()> {
+    if !unprotected(meta) {
+        return Ok(());
+    }
+    let mode = meta.mode() & 0o777;
+    match key {
+        KeyFile::Identity(_) => Err(Error::Key(format!(
+            "identity file {} is accessible by group or others (mode {mode:04o}): run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ))),
+        KeyFile::BackupOnly(_) => {
+            if meta.uid() != 0 {
+                tracing::warn!(
+                    "backup-only key file {} is accessible by group or others (mode {mode:04o}): run `chmod 600 {}`; it cannot decrypt backups but can add snapshots",
+                    path.display(),
+                    path.display()
+                );
+            }
+            Ok(())
         }
     }
 }
@@ -146,31 +244,55 @@ pub fn parse_recipient(s: &str) -> Result<Recipient> {
 }
 
 impl BackupKey {
-    pub fn to_file_text(&self) -> String {
-        let f = BackupKeyFile {
-            kind: BACKUP_KEY_TYPE.into(),
-            version: 1,
-            repository: self.repository,
-            recipient: self.recipient.to_string(),
-            chunk_key: self.chunk_key.to_hex(),
-        };
-        format!(
+    pub fn to_file_text(&self) -> Zeroizing<String> {
+        let chunk_key = self.chunk_key.to_hex();
+        let json = Zeroizing::new(
+            serde_json::to_string(&BackupKeyFile {
+                kind: BACKUP_KEY_TYPE,
+                version: 1,
+                repository: self.repository,
+                recipient: self.recipient.to_string(),
+                chunk_key: &chunk_key,
+            })
+            .expect("serialisable"),
+        );
+        Zeroizing::new(format!(
             "# drydock backup-only key for repository {}\n\
              # It can write and deduplicate backups but cannot decrypt them. Keep it secret.\n{}\n",
             self.repository.short(),
-            serde_json::to_string(&f).expect("serialisable")
-        )
+            *json
+        ))
     }
 }
 
-pub fn identity_file_text(identity: &Identity) -> String {
-    format!(
+pub fn identity_file_text(identity: &Identity) -> Zeroizing<String> {
+    Zeroizing::new(format!(
         "# drydock repository identity: decrypts every backup. Keep it offline.\n\
          # created: {}\n# public key: {}\n{}\n",
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         identity.to_public(),
         identity.to_string().expose_secret()
-    )
+    ))
+}
+
+/// No core dumps for this process or its children, and no ptrace attach or /proc/PID/mem
+/// reads by other processes of the same user: either would expose the identity and the
+/// chunk key held in memory. Call first thing in `main`.
+pub fn disable_core_dumps() -> std::io::Result<()> {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on this process with valid arguments.
+    if unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    #[cfg(target_os = "linux")]
+    // SAFETY: as above; PR_SET_DUMPABLE takes one integer argument.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Write a secret file with mode 0600, refusing to replace an existing one.
@@ -271,6 +393,89 @@ mod tests {
         }
         assert!(KeyFile::parse("garbage").is_err());
         assert!(KeyFile::parse("").is_err());
+    }
+
+    fn backup_key_line(chunk_key: &str, recipient: &str, version: &str) -> String {
+        format!(
+            r#"{{"type":"drydock-backup-only-key","version":{version},"repository":"{}","recipient":"{recipient}","chunk_key":"{chunk_key}"}}"#,
+            "ab".repeat(32)
+        )
+    }
+
+    #[test]
+    fn key_file_errors_never_quote_values() {
+        let secret = "5e".repeat(32);
+        let recipient = Identity::generate().to_public().to_string();
+        let cases = [
+            // The chunk key is fine, another field is broken.
+            backup_key_line(&secret, "age1broken", "1"),
+            backup_key_line(&secret, &recipient, "\"1\""),
+            backup_key_line(&secret, &recipient, "2"),
+            backup_key_line(&secret, &recipient, "1").replace("\"ab", "\"zz"),
+            backup_key_line(&secret, &recipient, "1").replace("}", ""),
+            // The chunk key itself is malformed: too short, not hex, not a string.
+            backup_key_line(&secret[..62], &recipient, "1"),
+            backup_key_line(&format!("{}xy", &secret[..62]), &recipient, "1"),
+            backup_key_line(&secret, &recipient, "1")
+                .replace(&format!("\"{secret}\""), &format!("[\"{secret}\"]")),
+        ];
+        for line in &cases {
+            let err = match KeyFile::parse(line) {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("accepted {line}"),
+            };
+            assert!(err.starts_with("invalid backup-only key: "), "{err}");
+            for leaked in [&secret[..16], "age1broken", "zz", "5e5e"] {
+                assert!(!err.contains(leaked), "{err:?} quotes {leaked}");
+            }
+        }
+        let ok = backup_key_line(&secret, &recipient, "1");
+        assert!(matches!(KeyFile::parse(&ok), Ok(KeyFile::BackupOnly(_))));
+    }
+
+    #[test]
+    fn identity_files_others_can_read_are_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("identity.txt");
+        write_secret_file(&path, &identity_file_text(&Identity::generate())).unwrap();
+        let set = |mode: u32| fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        assert!(matches!(KeyFile::load(&path), Ok(KeyFile::Identity(_))));
+        for mode in [0o644, 0o604, 0o660, 0o606] {
+            set(mode);
+            let err = KeyFile::load(&path).err().expect("refused").to_string();
+            assert!(
+                err.contains(&format!("chmod 600 {}", path.display())),
+                "{err}"
+            );
+            assert!(err.contains(&format!("{mode:04o}")), "{err}");
+        }
+        // Group read is fine only for a root-owned file (a Secret volume with fsGroup).
+        set(0o440);
+        let root_owned = fs::metadata(&path).unwrap().uid() == 0;
+        assert_eq!(KeyFile::load(&path).is_ok(), root_owned);
+        // Through a symlink, as a Kubernetes Secret volume mounts it: the target is checked.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        set(0o644);
+        assert!(KeyFile::load(&link).is_err());
+        set(0o400);
+        assert!(KeyFile::load(&link).is_ok());
+    }
+
+    #[test]
+    fn core_dumps_are_off_after_disable() {
+        disable_core_dumps().unwrap();
+        let mut lim = libc::rlimit {
+            rlim_cur: 1,
+            rlim_max: 1,
+        };
+        // SAFETY: reading this process's own limits and flag.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_CORE, &mut lim), 0);
+            assert_eq!(libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0), 0);
+        }
+        assert_eq!((lim.rlim_cur, lim.rlim_max), (0, 0));
     }
 
     #[test]

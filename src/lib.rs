@@ -7,6 +7,7 @@
 //! - [`harbor`]: the parts of a Harbor snapshot (today: configuration files).
 //! - [`beneath`]: restore writes, confined beneath their target directory.
 //! - [`cli`]: one module per command; the binary is a thin wrapper around it.
+//! - [`term`]: escaping of untrusted strings for human output.
 
 pub mod beneath;
 pub mod chunker;
@@ -16,9 +17,11 @@ pub mod error;
 pub mod harbor;
 pub mod ids;
 pub mod metrics;
+pub mod net;
 pub mod progress;
 pub mod repo;
 pub mod store;
+pub mod term;
 pub mod velero;
 
 pub use error::{Error, Result};

@@ -1,4 +1,9 @@
 fn main() {
+    // Before any key is read: a core file or a ptrace attach would expose the identity.
+    if let Err(e) = drydock::crypto::disable_core_dumps() {
+        eprintln!("drydock: error: cannot disable core dumps: {e}");
+        std::process::exit(drydock::error::exit::FAILURE);
+    }
     limit_malloc_arenas();
     std::process::exit(drydock::cli::main());
 }

@@ -7,6 +7,7 @@ use super::{default_parallel, Context, Output};
 use crate::error::{exit, Result};
 use crate::ids::ByteSize;
 use crate::repo::check::{check, CheckOptions};
+use crate::term::esc;
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
@@ -61,7 +62,7 @@ pub async fn run(ctx: &Context, args: CheckArgs) -> Result<Output> {
     }
     text.push('\n');
     for w in &report.warnings {
-        text += &format!("warning: {w}\n");
+        text += &format!("warning: {}\n", esc(w));
     }
     for p in &report.problems {
         let snaps = if p.snapshots.is_empty() {
@@ -69,7 +70,7 @@ pub async fn run(ctx: &Context, args: CheckArgs) -> Result<Output> {
         } else {
             format!(" [affects snapshots {}]", p.snapshots.join(", "))
         };
-        text += &format!("error: {}: {}{snaps}\n", p.object, p.message);
+        text += &format!("error: {}: {}{snaps}\n", esc(&p.object), esc(&p.message));
     }
     text += if report.ok() {
         "no errors found\n"

@@ -16,6 +16,7 @@ use crate::harbor::{db, registry};
 use crate::metrics::{record, Sample};
 use crate::progress::Progress;
 use crate::repo::reader::BlobReader;
+use crate::term::esc;
 
 #[derive(Args, Debug)]
 pub struct DrillArgs {
@@ -158,7 +159,7 @@ pub async fn run(ctx: &Context, args: DrillArgs) -> Result<Output> {
             }
         );
         for d in &r.differences {
-            text += &format!("    {d}\n");
+            text += &format!("    {}\n", esc(d));
         }
         record(
             Sample::new(

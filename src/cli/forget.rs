@@ -127,7 +127,7 @@ fn keep_anyway(id: &SnapshotId, snap: &Snapshot, facts: &Facts) -> Option<String
     }
     Some(format!(
         "the newest snapshot of host {} with parts {}; name it to forget it",
-        snap.host,
+        crate::term::esc(&snap.host),
         snap.parts.names().join(",")
     ))
 }
@@ -252,11 +252,21 @@ pub async fn run(ctx: &Context, args: ForgetArgs) -> Result<Output> {
         }
         if let Some(keep) = keep_anyway(id, s, &facts) {
             remaining += 1;
-            text += &format!("keep {} {when} ({}): {keep}\n", id.short(), why.join("; "));
+            text += &format!(
+                "keep {} {when} ({}): {keep}
+",
+                id.short(),
+                crate::term::esc(why.join("; "))
+            );
             kept_anyway.push(json!({"id": id.to_hex(), "short_id": id.short(), "reasons": why, "kept_because": keep}));
             continue;
         }
-        text += &format!("{verb} {} {when} ({})\n", id.short(), why.join("; "));
+        text += &format!(
+            "{verb} {} {when} ({})
+",
+            id.short(),
+            crate::term::esc(why.join("; "))
+        );
         if !args.dry_run {
             repo.store.delete(&snapshot::key(id)).await?;
         }

@@ -47,8 +47,10 @@ impl HarborOpts {
             url: url.clone(),
             username: self.harbor_username.clone(),
             password_file: self.harbor_password_file.clone(),
-            ca: self.harbor_ca.clone(),
+            // Empty means none: a Kustomize component can only blank a ConfigMap value.
+            ca: self.harbor_ca.clone().filter(|p| !p.as_os_str().is_empty()),
             timeout: self.harbor_timeout,
+            allow_http: self.harbor_allow_http,
         })
     }
 

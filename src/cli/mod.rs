@@ -236,9 +236,14 @@ pub struct HarborOpts {
     /// File holding the Harbor password (otherwise the HARBOR_PASSWORD variable).
     #[arg(long, env = "DRYDOCK_HARBOR_PASSWORD_FILE", value_name = "FILE")]
     pub harbor_password_file: Option<PathBuf>,
-    /// PEM CA certificate(s) to trust for Harbor (a self-signed or private CA).
+    /// PEM CA certificate(s) to trust for Harbor (a self-signed or private CA); empty for
+    /// none.
     #[arg(long, env = "DRYDOCK_HARBOR_CA", value_name = "FILE")]
     pub harbor_ca: Option<PathBuf>,
+    /// Allow --harbor-url http:// to a host that is not loopback, sending the password
+    /// unencrypted (only where something else protects the path, e.g. a mesh's mTLS).
+    #[arg(long, env = "DRYDOCK_HARBOR_ALLOW_HTTP")]
+    pub harbor_allow_http: bool,
     /// Bound on each Harbor request, and on `harbor read-only` as a whole (30s, 1m).
     #[arg(long, default_value = "30s", value_parser = harbor::parse_timeout, value_name = "DURATION")]
     pub harbor_timeout: std::time::Duration,
@@ -520,14 +525,16 @@ pub fn main() -> i32 {
                     serde_json::to_string_pretty(&out.json).expect("JSON output")
                 );
             } else if !out.text.is_empty() {
-                print!("{}", out.text);
+                // Commands escape each name they print; this catches any they missed.
+                print!("{}", crate::term::escape_lines(&out.text));
             }
             out.exit
         }
         Err(e) => {
             let code = e.exit_code();
             let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
-            eprintln!("drydock: error: {e}{hint}");
+            // Errors quote names from snapshots and servers: one escaped line.
+            eprintln!("drydock: error: {}", crate::term::esc(format!("{e}{hint}")));
             if json {
                 let doc = json!({"error": {"message": e.to_string(), "exit_code": code}});
                 println!(

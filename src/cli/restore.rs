@@ -17,6 +17,7 @@ use crate::progress::Progress;
 use crate::repo::index::MasterIndex;
 use crate::repo::reader::BlobReader;
 use crate::repo::Repository;
+use crate::term::esc;
 
 #[derive(Args, Debug)]
 pub struct RestoreArgs {
@@ -196,7 +197,7 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
         progress.finish();
         if args.dry_run {
             for d in &report.would_write {
-                text += &format!("would write blob {d}\n");
+                text += &format!("would write blob {}\n", esc(d));
             }
             text += &format!(
                 "would restore the registry into {}: {} blobs to write, {} already present, {} links\n",
@@ -236,7 +237,7 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
         progress.finish();
         if args.dry_run {
             for (path, _) in &items {
-                text += &format!("would write {}\n", path.display());
+                text += &format!("would write {}\n", esc(path.display()));
             }
         }
         text += &format!(

@@ -12,6 +12,7 @@ use crate::harbor::config;
 use crate::ids::ByteSize;
 use crate::repo::reader::BlobReader;
 use crate::repo::tree::NodeKind;
+use crate::term::esc;
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {
@@ -28,22 +29,22 @@ pub async fn run(ctx: &Context, args: ShowArgs) -> Result<Output> {
         "snapshot {} taken {} on {}\nparts: {}\n",
         id.short(),
         snap.time.to_rfc3339(),
-        snap.host,
+        esc(&snap.host),
         snap.parts.names().join(", ")
     );
     for (k, v) in &snap.tags {
-        text += &format!("tag: {k}={v}\n");
+        text += &format!("tag: {}={}\n", esc(k), esc(v));
     }
     if let Some(v) = &snap.harbor_version {
-        text += &format!("Harbor version: {v}\n");
+        text += &format!("Harbor version: {}\n", esc(v));
     }
     let mut db_json = serde_json::Value::Null;
     if let Some(d) = &snap.parts.database {
         text +=
             &format!(
-            "\ndatabase {:?}: PostgreSQL {}, Harbor schema version {}{}, {} tables, {} rows, {}\n",
-            d.database,
-            d.server_version,
+            "\ndatabase \"{}\": PostgreSQL {}, Harbor schema version {}{}, {} tables, {} rows, {}\n",
+            esc(&d.database),
+            esc(&d.server_version),
             d.harbor_schema_version.map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
             if d.harbor_schema_dirty == Some(true) { " (dirty)" } else { "" },
             d.tables.len(),
@@ -57,7 +58,7 @@ pub async fn run(ctx: &Context, args: ShowArgs) -> Result<Output> {
                 "  {:>12} rows  {:>10}  {}\n",
                 t.rows,
                 ByteSize(t.bytes).to_string(),
-                t.display()
+                esc(t.display())
             );
         }
         db_json = json!({
@@ -80,15 +81,15 @@ pub async fn run(ctx: &Context, args: ShowArgs) -> Result<Output> {
         }
         text += &format!(
             "\nregistry ({} at {}): {} repositories, {} tags, {} blobs, {}\n",
-            r.driver,
-            r.root,
+            esc(&r.driver),
+            esc(&r.root),
             r.repositories,
             r.tags,
             r.blob_count,
             ByteSize(r.blob_bytes)
         );
         for (repo, t) in &tags {
-            text += &format!("  {repo}: {}\n", t.join(", "));
+            text += &format!("  {}: {}\n", esc(repo), esc(t.join(", ")));
         }
         registry_json = json!({
             "driver": r.driver, "root": r.root, "repositories": tags, "blobs": r.blob_count,
@@ -108,14 +109,16 @@ pub async fn run(ctx: &Context, args: ShowArgs) -> Result<Output> {
             };
             let extra = match node.kind {
                 NodeKind::File => ByteSize(node.size).to_string(),
-                NodeKind::Symlink => format!("-> {}", node.target.as_deref().unwrap_or_default()),
+                NodeKind::Symlink => {
+                    format!("-> {}", esc(node.target.as_deref().unwrap_or_default()))
+                }
                 NodeKind::Dir => String::new(),
             };
             text += &format!(
                 "  {:<7} {:04o}  {}  {extra}\n",
                 kind,
                 node.mode,
-                path.display()
+                esc(path.display())
             );
             entries.push(
                 json!({"path": path, "kind": kind, "mode": node.mode, "size": node.size,

@@ -6,6 +6,7 @@ use serde_json::json;
 use super::{Context, Output};
 use crate::error::{exit, Result};
 use crate::ids::ByteSize;
+use crate::term::esc;
 
 #[derive(Args, Debug)]
 pub struct SnapshotsArgs {}
@@ -23,12 +24,16 @@ pub async fn run(ctx: &Context, _args: SnapshotsArgs) -> Result<Output> {
     for (id, snap) in &all {
         match snap {
             Ok(s) => {
-                let tags: Vec<String> = s.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let tags: Vec<String> = s
+                    .tags
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", esc(k), esc(v)))
+                    .collect();
                 text += &format!(
                     "{:<8}  {:<20}  {:<16}  {:<12}  {:>10}  {:>10}  {:<20}  {}\n",
                     id.short(),
                     s.time.format("%Y-%m-%d %H:%M:%S"),
-                    s.host,
+                    esc(&s.host),
                     s.parts.names().join(","),
                     ByteSize(s.summary.logical_bytes).to_string(),
                     ByteSize(s.summary.stored_bytes).to_string(),
@@ -51,7 +56,7 @@ pub async fn run(ctx: &Context, _args: SnapshotsArgs) -> Result<Output> {
             }
             Err(e) => {
                 unreadable += 1;
-                text += &format!("{:<8}  unreadable: {e}\n", id.short());
+                text += &format!("{:<8}  unreadable: {}\n", id.short(), esc(e));
                 rows.push(
                     json!({"id": id.to_hex(), "short_id": id.short(), "error": e.to_string()}),
                 );

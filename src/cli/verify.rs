@@ -10,6 +10,7 @@ use super::{default_parallel, postgres_target, Context, Output};
 use crate::error::{exit, Error, Result};
 use crate::harbor::{config, db, registry};
 use crate::repo::reader::BlobReader;
+use crate::term::esc;
 
 #[derive(Args, Debug)]
 pub struct VerifyArgs {
@@ -97,7 +98,7 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
     }
     let mut text = String::new();
     for d in &differences {
-        text += &format!("{d}\n");
+        text += &format!("{}\n", esc(d));
     }
     text += &if differences.is_empty() {
         format!("matches snapshot {}\n", id.short())

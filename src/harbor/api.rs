@@ -31,6 +31,8 @@ pub struct Settings {
     pub ca: Option<PathBuf>,
     /// Bound on each request (connect included).
     pub timeout: Duration,
+    /// Send the password over plain http:// to a host that is not loopback.
+    pub allow_http: bool,
 }
 
 /// `GET /api/v2.0/health`.
@@ -121,7 +123,7 @@ or back up without --harbor-url"
 
 impl HarborClient {
     pub fn new(s: &Settings) -> Result<Self> {
-        let base = normalize_url(&s.url)?;
+        let base = normalize_url(&s.url, s.allow_http)?;
         let password = load_password(s.password_file.as_deref())?;
         let mut builder = reqwest::Client::builder()
             .timeout(s.timeout)
@@ -356,8 +358,9 @@ impl HarborClient {
     }
 }
 
-/// The URL without a trailing `/` or `/api/v2.0`, checked to be http(s).
-fn normalize_url(raw: &str) -> Result<String> {
+/// The URL without a trailing `/` or `/api/v2.0`, checked to be http(s), and https unless
+/// it is loopback or `allow_http`: every request carries the admin password (basic auth).
+fn normalize_url(raw: &str, allow_http: bool) -> Result<String> {
     let parsed = url::Url::parse(raw.trim()).map_err(|e| {
         Error::Usage(format!(
             "--harbor-url {raw:?}: {e}; want https://harbor.example.com"
@@ -366,6 +369,11 @@ fn normalize_url(raw: &str) -> Result<String> {
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
         return Err(Error::Usage(format!(
             "--harbor-url {raw:?}: want an http:// or https:// URL like https://harbor.example.com"
+        )));
+    }
+    if crate::net::is_cleartext_remote(&parsed) && !allow_http {
+        return Err(Error::Usage(format!(
+            "--harbor-url {raw:?} would send the Harbor password unencrypted: use https:// (with --harbor-ca for a private CA), or pass --harbor-allow-http if the network path is protected otherwise"
         )));
     }
     let mut s = parsed.as_str().trim_end_matches('/').to_string();
@@ -653,20 +661,40 @@ mod tests {
 
     #[test]
     fn urls_are_normalised() {
+        let norm = |u: &str| normalize_url(u, false);
         assert_eq!(
-            normalize_url("https://harbor.example.com/").unwrap(),
+            norm("https://harbor.example.com/").unwrap(),
             "https://harbor.example.com"
         );
         assert_eq!(
-            normalize_url("http://127.0.0.1:8080/api/v2.0/").unwrap(),
+            norm("http://127.0.0.1:8080/api/v2.0/").unwrap(),
             "http://127.0.0.1:8080"
         );
         assert_eq!(
-            normalize_url("https://h.example/harbor").unwrap(),
+            norm("https://h.example/harbor").unwrap(),
             "https://h.example/harbor"
         );
         for bad in ["harbor.example.com", "ftp://h", "", "https://"] {
-            assert!(normalize_url(bad).is_err(), "{bad:?}");
+            assert!(norm(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_password_goes_over_plain_http_only_to_loopback_or_when_allowed() {
+        for url in ["http://harbor-core", "http://10.1.2.3:8080/api/v2.0"] {
+            let err = normalize_url(url, false).unwrap_err();
+            assert!(
+                matches!(&err, Error::Usage(m) if m.contains("--harbor-allow-http") && m.contains("https://")),
+                "{err}"
+            );
+            assert!(normalize_url(url, true).is_ok());
+        }
+        for url in [
+            "http://localhost:8080",
+            "http://[::1]",
+            "https://harbor-core",
+        ] {
+            assert!(normalize_url(url, false).is_ok(), "{url}");
         }
     }
 

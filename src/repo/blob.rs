@@ -88,8 +88,50 @@ fn compress(data: &[u8], level: i32) -> Vec<u8> {
     out
 }
 
+/// Largest plaintext of a data blob: the largest chunk any valid config allows (FORMAT.md §4,
+/// `max_size` ≤ 16 MiB), so a data blob never needs more.
+pub const MAX_DATA_RAW: u32 = fastcdc::v2020::MAXIMUM_MAX;
+/// Largest plaintext of a tree or registry blob (FORMAT.md §5): a directory of about a
+/// million entries, or one file of about 4 TiB at 1 MiB chunks. Writers refuse larger ones.
+pub const MAX_TREE_RAW: u32 = 256 * 1024 * 1024;
+/// Room for age's header, the compression byte, 16 bytes per 64 KiB segment and zstd's
+/// worst-case expansion (under 1/128) on top of a blob's plaintext.
+const STORED_SLACK: u32 = 64 * 1024;
+
+/// The largest `raw_length` a reader accepts for a blob of this type.
+pub fn max_raw_length(blob_type: BlobType) -> u32 {
+    match blob_type {
+        BlobType::Data => MAX_DATA_RAW,
+        BlobType::Tree | BlobType::Registry => MAX_TREE_RAW,
+    }
+}
+
+/// The largest stored `length` a reader accepts for a blob of this type.
+pub fn max_stored_length(blob_type: BlobType) -> u32 {
+    let raw = max_raw_length(blob_type);
+    raw + raw / 128 + STORED_SLACK
+}
+
+/// Check the lengths an index entry or pack header claims for a blob, before anything is
+/// fetched, allocated or decompressed: they come from unauthenticated bytes.
+pub fn check_lengths(blob_type: BlobType, length: u32, raw_length: u32) -> Result<(), String> {
+    if raw_length > max_raw_length(blob_type) {
+        return Err(format!(
+            "it claims {raw_length} bytes of plaintext, more than a {blob_type:?} blob can hold ({})",
+            max_raw_length(blob_type)
+        ));
+    }
+    if length > max_stored_length(blob_type) {
+        return Err(format!(
+            "it claims {length} stored bytes, more than a {blob_type:?} blob can take ({})",
+            max_stored_length(blob_type)
+        ));
+    }
+    Ok(())
+}
+
 /// Room reserved up front for a decompressed blob: the chunker's largest chunk.
-const PREALLOCATE_MAX: usize = fastcdc::v2020::MAXIMUM_MAX as usize;
+const PREALLOCATE_MAX: usize = MAX_DATA_RAW as usize;
 
 fn decompress(framed: &[u8], raw_length: usize) -> Result<Vec<u8>, String> {
     match framed.split_first() {
@@ -145,6 +187,13 @@ pub fn decode(
     raw_length: u32,
     stored: &[u8],
 ) -> Result<Vec<u8>> {
+    // Before decryption and decompression: a forged raw_length must not size anything.
+    check_lengths(
+        blob_type,
+        stored.len().try_into().unwrap_or(u32::MAX),
+        raw_length,
+    )
+    .map_err(|why| Error::Integrity(format!("blob {} is corrupt: {why}", id.short())))?;
     // The identity was proven to be the repository's when the repository was opened (it
     // unsealed the chunk key), so a blob it cannot open has a damaged or foreign header.
     let framed = crypto::decrypt(identity, stored).map_err(|e| match e {
@@ -186,6 +235,27 @@ mod tests {
         }
         let e = encode(&key, &ident.to_public(), BlobType::Data, &text, 3);
         assert!(e.bytes.len() < text.len() / 10, "text must compress");
+    }
+
+    #[test]
+    fn lengths_beyond_the_format_bounds_are_refused_before_decoding() {
+        let key = ChunkKey::generate();
+        let ident = Identity::generate();
+        let e = encode(&key, &ident.to_public(), BlobType::Data, b"x", 3);
+        // A forged 4 GiB raw_length: refused as damage without touching zstd.
+        let err = decode(&ident, &key, BlobType::Data, &e.id, u32::MAX, &e.bytes).unwrap_err();
+        assert!(matches!(&err, Error::Integrity(m) if m.contains("more than a Data blob")));
+        assert!(check_lengths(BlobType::Data, 100, MAX_DATA_RAW).is_ok());
+        assert!(check_lengths(BlobType::Data, 100, MAX_DATA_RAW + 1).is_err());
+        assert!(check_lengths(BlobType::Tree, 100, MAX_DATA_RAW + 1).is_ok());
+        assert!(check_lengths(BlobType::Registry, 100, MAX_TREE_RAW + 1).is_err());
+        assert!(check_lengths(BlobType::Data, u32::MAX, 1).is_err());
+        // The largest chunk, incompressible, still fits its stored bound.
+        let big: Vec<u8> = (0..MAX_DATA_RAW)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let e = encode(&key, &ident.to_public(), BlobType::Data, &big, 3);
+        assert!(check_lengths(BlobType::Data, e.bytes.len() as u32, e.raw_length).is_ok());
     }
 
     #[test]

@@ -89,6 +89,7 @@ pub async fn check(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRe
     )
     .await?;
     check_pack_sizes(&pack_entries, &sizes, &mut report);
+    check_blob_bounds(&pack_entries, &mut report);
     check_deletion_records(&repo, &sizes, &mut report).await?;
     if opts.read_data > 0.0 {
         read_packs(&repo, &pack_entries, &sizes, opts, &mut report).await?;
@@ -229,6 +230,22 @@ fn check_pack_sizes(packs: &PackMap, sizes: &HashMap<PackId, u64>, report: &mut 
         report.warnings.push(format!(
             "{unindexed} pack(s) are in no index: left by an interrupted backup; the next backup reuses them"
         ));
+    }
+}
+
+/// Index entries whose lengths exceed the format's bounds (FORMAT.md §5): no reader would
+/// decode them, and a reader that trusted them would allocate what they claim.
+fn check_blob_bounds(packs: &PackMap, report: &mut CheckReport) {
+    for (id, entries) in packs {
+        for e in entries {
+            if let Err(why) = blob::check_lengths(e.blob_type, e.length, e.raw_length) {
+                report.problem(
+                    pack::key(id),
+                    format!("blob {} is corrupt: {why}", e.id.short()),
+                    [e.id],
+                );
+            }
+        }
     }
 }
 

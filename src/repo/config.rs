@@ -128,7 +128,9 @@ impl RepoConfig {
                 "the repository config's sealed key is damaged: {why}"
             )),
         })?;
-        let key = ChunkKey::from_hex(&String::from_utf8_lossy(&plain)).map_err(|_| {
+        let plain = zeroize::Zeroizing::new(plain);
+        let hex = std::str::from_utf8(&plain).unwrap_or_default();
+        let key = ChunkKey::from_hex(hex).map_err(|_| {
             Error::Integrity(
                 "the repository config's sealed key is damaged: not a chunk key".into(),
             )

@@ -101,6 +101,14 @@ impl BlobReader {
                 loc.blob_type
             )));
         }
+        // Before the planner or a fetch trusts them: the index is not authenticated.
+        blob::check_lengths(expected, loc.length, loc.raw_length).map_err(|why| {
+            Error::Integrity(format!(
+                "blob {} is corrupt: {why} (pack {})",
+                id.short(),
+                loc.pack.short()
+            ))
+        })?;
         Ok(loc)
     }
 

@@ -122,6 +122,14 @@ impl BlobWriter {
 
     /// Store one blob unless it is known. Blocking; call from a non-async thread.
     pub fn save(&self, blob_type: BlobType, data: &[u8]) -> Result<BlobId> {
+        // Readers refuse larger blobs (FORMAT.md §5), so writing one would lose the snapshot.
+        if data.len() > blob::max_raw_length(blob_type) as usize {
+            return Err(Error::Other(format!(
+                "a {blob_type:?} blob of {} bytes exceeds the format's limit of {}: split the directory (fewer entries per directory)",
+                data.len(),
+                blob::max_raw_length(blob_type)
+            )));
+        }
         let id = blob::blob_id(&self.repo.keys.chunk_key, blob_type, data);
         if !self.claim(id) {
             self.stats

@@ -142,7 +142,13 @@ impl Store for LocalStore {
         let (path, key) = (self.path(key), key.to_string());
         blocking(move || {
             let mut f = fs::File::open(&path).map_err(|e| not_found_or(&key, "open", e))?;
-            let mut buf = Vec::with_capacity(len as usize);
+            // The length comes from an index or pack header: reserve only what the file
+            // holds past `offset`, never what was asked for.
+            let size = f
+                .metadata()
+                .map_err(|e| Error::io(format!("cannot read {key}"), e))?
+                .len();
+            let mut buf = Vec::with_capacity(len.min(size.saturating_sub(offset)) as usize);
             f.seek(SeekFrom::Start(offset))
                 .and_then(|_| f.take(len).read_to_end(&mut buf))
                 .map_err(|e| Error::io(format!("cannot read {key}"), e))?;
@@ -243,6 +249,10 @@ mod tests {
         assert_eq!(&s.get("a/b/c").await.unwrap()[..], b"hello");
         assert_eq!(&s.get_range("a/b/c", 1, 3).await.unwrap()[..], b"ell");
         assert_eq!(&s.get_range("a/b/c", 3, 10).await.unwrap()[..], b"lo");
+        // A forged 4 GiB range reads what is there and reserves no more.
+        let huge = s.get_range("a/b/c", 1, u32::MAX as u64).await.unwrap();
+        assert_eq!((&huge[..], huge.len()), (&b"ello"[..], 4));
+        assert!(s.get_range("a/b/c", 99, 10).await.unwrap().is_empty());
         s.put("a/d", Bytes::from_static(b"1"), PutMode::Overwrite)
             .await
             .unwrap();

@@ -113,8 +113,16 @@ impl S3Store {
             conf = conf.region(Region::new("us-east-1"));
         }
         if let Some(endpoint) = &opts.endpoint {
-            url::Url::parse(endpoint)
+            let url = url::Url::parse(endpoint)
                 .map_err(|e| Error::Usage(format!("invalid --s3-endpoint {endpoint:?}: {e}")))?;
+            if crate::net::is_cleartext_remote(&url) {
+                // Not refused: in-cluster MinIO is often plain http. Repository data is
+                // encrypted, but listings, sizes and registry storage are not.
+                tracing::warn!(
+                    endpoint = endpoint.as_str(),
+                    "S3 endpoint {endpoint} is plain http:// to another host: object names, sizes and unencrypted data (registry storage) cross the network in the clear; use https://"
+                );
+            }
             conf = conf.endpoint_url(endpoint);
         }
         let prefix = if prefix.is_empty() {

@@ -17,7 +17,7 @@ use tokio::io::AsyncReadExt;
 use super::{parse_links, Digest, Link, RegistryPart, BLOBS};
 use crate::beneath::Root;
 use crate::error::{Error, Result};
-use crate::repo::blob::BlobType;
+use crate::repo::blob::{BlobType, MAX_DATA_RAW};
 use crate::repo::reader::BlobReader;
 use crate::repo::restorer::{self, FileJob, Staged};
 use crate::repo::tree::{Node, RegistryEntry};
@@ -53,7 +53,8 @@ pub async fn blob_nodes(reader: &BlobReader, part: &RegistryPart) -> Result<Vec<
         .buffered(16)
         .try_collect()
         .await?;
-    let mut out = Vec::with_capacity(part.blob_count as usize);
+    // Sized by what the trees hold, not by the manifest's (unauthenticated) count.
+    let mut out = Vec::with_capacity(trees.iter().map(|t| t.nodes.len()).sum());
     for n in trees.into_iter().flat_map(|t| t.nodes) {
         Digest::parse(&n.name)?;
         if n.registry.is_none() {
@@ -69,7 +70,8 @@ pub async fn blob_nodes(reader: &BlobReader, part: &RegistryPart) -> Result<Vec<
 
 /// The link list of the part.
 pub async fn links(reader: &BlobReader, part: &RegistryPart) -> Result<Vec<Link>> {
-    let mut text = Vec::with_capacity(part.links_size as usize);
+    // The manifest's size is a hint: reserve at most one chunk's worth up front.
+    let mut text = Vec::with_capacity(part.links_size.min(MAX_DATA_RAW as u64) as usize);
     let mut chunks = std::pin::pin!(reader.load_stream(&part.links, BlobType::Data, 4));
     while let Some(chunk) = chunks.next().await {
         text.extend(chunk?);
