@@ -11,12 +11,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::forge::{forge_with, node};
 use common::*;
 use drydock::crypto;
 use drydock::harbor::config::ConfigRoot;
 use drydock::repo::blob::{BlobType, EncodedBlob};
 use drydock::repo::tree::{NodeKind, Tree};
-use common::forge::{forge_with, node};
 
 const ESC_HOST: &str = "evil\x1b[2J\x1b]0;pwned\x07";
 const ESC_NAME: &str = "\x1b[31mred\x07.conf";
