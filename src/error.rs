@@ -23,6 +23,11 @@ pub enum Error {
     /// Missing or corrupt repository data (exit 4).
     #[error("{0}")]
     Integrity(String),
+    /// Input from a snapshot, or a restore target, that drydock will not act on: a psql
+    /// meta-command, a symlink on the way (exit 4, like damage, but the message itself says
+    /// what to do, so no `check` hint follows).
+    #[error("{0}")]
+    Refused(String),
     /// A local file operation failed (exit 1).
     #[error("{what}: {source}")]
     Io {
@@ -55,7 +60,7 @@ impl Error {
         match self {
             Error::Usage(_) => exit::USAGE,
             Error::Key(_) => exit::KEY,
-            Error::Integrity(_) => exit::INTEGRITY,
+            Error::Integrity(_) | Error::Refused(_) => exit::INTEGRITY,
             Error::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
                 exit::KEY
             }

@@ -270,7 +270,7 @@ fn scan<'a>(
 }
 
 fn meta_command(line: usize) -> Error {
-    Error::Integrity(format!(
+    Error::Refused(format!(
         "the snapshot's schema SQL holds a psql meta-command (line {line}); refusing it"
     ))
 }
@@ -288,7 +288,7 @@ fn restrict_line<'a>(line: &'a str, command: &str) -> Option<&'a str> {
 /// dropped; any other backslash outside a quoted string or comment refused (exit 4).
 pub fn checked(sql: &[u8]) -> Result<String> {
     let text = std::str::from_utf8(sql).map_err(|e| {
-        Error::Integrity(format!(
+        Error::Refused(format!(
             "the snapshot's schema SQL is not UTF-8 (at byte {}); refusing it",
             e.valid_up_to()
         ))
@@ -411,16 +411,13 @@ mod tests {
         ];
         for (sql, line) in refused {
             let e = checked(sql.as_bytes()).unwrap_err();
-            assert!(matches!(e, Error::Integrity(_)), "{sql:?}: {e}");
+            assert!(matches!(e, Error::Refused(_)), "{sql:?}: {e}");
             assert_eq!(
                 e.to_string(),
                 format!("the snapshot's schema SQL holds a psql meta-command (line {line}); refusing it"),
                 "{sql:?}"
             );
         }
-        assert!(matches!(
-            checked(b"SELECT '\xff';"),
-            Err(Error::Integrity(_))
-        ));
+        assert!(matches!(checked(b"SELECT '\xff';"), Err(Error::Refused(_))));
     }
 }
