@@ -87,12 +87,23 @@ fn setup() -> Setup {
     }
 }
 
-/// Every real pack is still there, and (once the forged index is gone, as after an operator
-/// read `check`) the snapshot restores identical.
+/// Every real pack is still there, the snapshot restores identical, `check` names the
+/// forged index, and once it is gone (as after an operator read `check`) all is clean.
 fn assert_nothing_lost(s: &Setup, forged: &Path) {
     for p in &s.real_packs {
         assert!(p.exists(), "prune deleted a real pack: {}", p.display());
     }
+    // Readers fall back to the copy that authenticates, forged index or not.
+    let first = s.dir.path().join("out-forged");
+    s.repo
+        .id(&[
+            "restore",
+            &s.snapshot,
+            "--config-dir",
+            first.to_str().unwrap(),
+        ])
+        .expect(0);
+    assert_same_tree(&s.src, &restored(&first, &s.src));
     let check = s.repo.id(&["--json", "check", "--read-data"]);
     assert_eq!(
         check.code, 4,

@@ -217,6 +217,11 @@ impl BlobReader {
         })
     }
 
+    /// Whether the indexes name more than one location for `id`.
+    pub fn has_copies(&self, id: &BlobId) -> bool {
+        self.index.has_copies(id)
+    }
+
     /// Whether the copy of blob `id` at `loc` is really there: fetched and authenticated
     /// against its keyed id. Damage answers `false`; a store failure is an error.
     pub async fn authenticates_at(&self, id: &BlobId, loc: BlobLocation) -> Result<bool> {

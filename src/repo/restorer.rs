@@ -160,6 +160,7 @@ where
             .map(|job| TempFile::create(root, job))
             .collect::<Result<Vec<_>>>()?;
         let out = Output {
+            runtime: tokio::runtime::Handle::current(),
             reader,
             jobs,
             temps: &temps,
@@ -171,7 +172,7 @@ where
                 out.finish(i)?;
             }
         }
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(Range, Bytes)>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(Range, Fetched)>(1);
         let rx = Mutex::new(rx);
         let failed: Mutex<Option<Error>> = Mutex::new(None);
         let fetched = std::thread::scope(|scope| {
@@ -214,6 +215,8 @@ where
 
 /// Where fetched blobs go.
 struct Output<'a, F> {
+    /// For reading other copies from the writer threads.
+    runtime: tokio::runtime::Handle,
     reader: &'a BlobReader,
     jobs: &'a [FileJob<'a>],
     temps: &'a [TempFile<'a>],
@@ -224,13 +227,9 @@ struct Output<'a, F> {
 impl<F: Fn(usize, Staged<'_>) -> Result<()>> Output<'_, F> {
     /// Authenticate the range's blobs one by one and write each where it goes: only one
     /// blob's plaintext is held at a time.
-    fn write_range(&self, range: Range, bytes: Bytes, progress: &dyn OnBytes) -> Result<()> {
+    fn write_range(&self, range: Range, bytes: Fetched, progress: &dyn OnBytes) -> Result<()> {
         for w in &range.blobs {
-            let from = (w.loc.offset as u64 - range.start) as usize;
-            let stored = &bytes[from..from + w.loc.length as usize];
-            let data = self
-                .reader
-                .decode_one(&w.id, &w.loc, stored, BlobType::Data)?;
+            let data = self.blob(&range, &bytes, w)?;
             for &(i, offset) in &w.places {
                 let tmp = &self.temps[i];
                 tmp.open(OFlags::WRONLY)?
@@ -243,6 +242,26 @@ impl<F: Fn(usize, Staged<'_>) -> Result<()>> Output<'_, F> {
             }
         }
         Ok(())
+    }
+
+    /// One wanted blob's plaintext: from the range, or, where that copy is damaged or
+    /// missing and the indexes name others, from the first other copy that authenticates.
+    fn blob(&self, range: &Range, bytes: &Fetched, w: &Wanted) -> Result<Vec<u8>> {
+        let here = match bytes {
+            Ok(bytes) => {
+                let from = (w.loc.offset as u64 - range.start) as usize;
+                let stored = &bytes[from..from + w.loc.length as usize];
+                self.reader
+                    .decode_one(&w.id, &w.loc, stored, BlobType::Data)
+            }
+            Err(why) => Err(Error::Integrity(why.clone())),
+        };
+        match here {
+            Err(Error::Integrity(_)) if self.reader.has_copies(&w.id) => self
+                .runtime
+                .block_on(self.reader.load(&w.id, BlobType::Data)),
+            other => other,
+        }
     }
 
     fn finish(&self, i: usize) -> Result<()> {
@@ -356,9 +375,20 @@ fn plan(reader: &BlobReader, root: &Root, jobs: &[FileJob<'_>]) -> Result<Plan> 
 }
 
 /// Fetch one range (its blobs are authenticated by the writer that takes it).
-async fn fetch(reader: &BlobReader, range: Range) -> Result<(Range, Bytes)> {
-    let bytes = reader
+async fn fetch(reader: &BlobReader, range: Range) -> Result<(Range, Fetched)> {
+    match reader
         .fetch_range(&range.pack, range.start, range.end)
-        .await?;
-    Ok((range, bytes))
+        .await
+    {
+        Ok(bytes) => Ok((range, Ok(bytes))),
+        // A missing or cut pack is no loss for blobs the indexes name other copies of: the
+        // writer reads those from the copies.
+        Err(Error::Integrity(why)) if range.blobs.iter().any(|w| reader.has_copies(&w.id)) => {
+            Ok((range, Err(why)))
+        }
+        Err(e) => Err(e),
+    }
 }
+
+/// A range's bytes, or why they could not be had (when some of its blobs have other copies).
+type Fetched = std::result::Result<Bytes, String>;
