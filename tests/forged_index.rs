@@ -204,3 +204,48 @@ fn replacing_the_real_index_with_a_forged_one_cannot_make_prune_delete_data() {
         .expect(0);
     assert_same_tree(&s.src, &restored(&out, &s.src));
 }
+
+#[test]
+fn an_index_rewritten_by_prune_keeps_its_own_entries_not_a_forged_indexs() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    let root = repo.local_root.clone().unwrap();
+    let (old, src) = (dir.path().join("old"), dir.path().join("src"));
+    for (d, seed) in [(&old, 1), (&src, 2)] {
+        fs::create_dir_all(d).unwrap();
+        fs::write(d.join("layer.bin"), noise(2 << 20, seed)).unwrap();
+    }
+    // The older snapshot of the same host goes by the deployed policy; its packs are deleted.
+    repo.backup(&[&old]);
+    let kept = repo.backup(&[&src])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // One real index naming every pack, as a backup of many packs writes: prune must
+    // rewrite it, carrying the kept packs' entries over.
+    let mut all: IndexFile = Vec::new();
+    for (path, file) in indexes(&root) {
+        fs::remove_file(path).unwrap();
+        all.extend(file);
+    }
+    plant_index(&root, &all);
+    // A forged index giving each kept pack one bogus entry.
+    let forged: IndexFile = all
+        .iter()
+        .map(|(pack, entries)| {
+            let mut bogus = entries[0].clone();
+            bogus.id = drydock::ids::BlobId([0xee; 32]);
+            bogus.length = 10;
+            (*pack, vec![bogus])
+        })
+        .collect();
+    let forged = plant_index(&root, &forged);
+    repo.deployed_forget_and_prune();
+    let out = dir.path().join("out");
+    repo.id(&["restore", &kept, "--config-dir", out.to_str().unwrap()])
+        .expect(0);
+    assert_same_tree(&src, &restored(&out, &src));
+    // The forged index named deleted packs too, so prune rewrote it, without its lies.
+    assert!(!forged.exists());
+    repo.id(&["check", "--read-data"]).expect(0);
+}

@@ -252,7 +252,7 @@ impl Walker<'_> {
     }
 
     fn skip(&mut self, path: &Path, why: &str) -> Option<Node> {
-        tracing::warn!(path = %path.display(), why, "skipped");
+        tracing::warn!(path = %crate::term::esc(path.display()), why, "skipped");
         self.warnings
             .push(format!("{}: skipped: {why}", path.display()));
         None

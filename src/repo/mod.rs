@@ -175,7 +175,7 @@ impl Repository {
         stream::iter(listed)
             .map(|o| async move {
                 let Ok(id) = IndexId::from_hex(o.key.trim_start_matches("index/")) else {
-                    tracing::warn!(key = %o.key, "ignoring an unexpected object under index/");
+                    tracing::warn!(key = %crate::term::esc(&o.key), "ignoring an unexpected object under index/");
                     return Ok(None);
                 };
                 let parsed = match self.store.get(&o.key).await {
@@ -212,7 +212,7 @@ impl Repository {
             match PackId::from_hex(name) {
                 Ok(id) => out.push((id, o.size)),
                 Err(_) => {
-                    tracing::warn!(key = %o.key, "ignoring an unexpected object under packs/")
+                    tracing::warn!(key = %crate::term::esc(&o.key), "ignoring an unexpected object under packs/")
                 }
             }
         }
@@ -329,7 +329,7 @@ impl Repository {
             match SnapshotId::from_hex(o.key.trim_start_matches("snapshots/")) {
                 Ok(id) => ids.push((id, o.modified)),
                 Err(_) => {
-                    tracing::warn!(key = %o.key, "ignoring an unexpected object under snapshots/")
+                    tracing::warn!(key = %crate::term::esc(&o.key), "ignoring an unexpected object under snapshots/")
                 }
             }
         }

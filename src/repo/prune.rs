@@ -140,7 +140,9 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
     let mut index = MasterIndex::default();
     let mut packs: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
     let mut index_of: HashMap<PackId, Vec<IndexId>> = HashMap::new();
-    let mut index_packs: HashMap<IndexId, Vec<PackId>> = HashMap::new();
+    // What each index object itself says: a rewrite carries an index's own entries over,
+    // never another (possibly forged) index's.
+    let mut index_packs: HashMap<IndexId, Vec<(PackId, Vec<PackEntry>)>> = HashMap::new();
     // Every location any index gives for each blob: the copies prune may rely on.
     let mut listed: HashMap<BlobId, Vec<BlobLocation>> = HashMap::new();
     for (iid, file) in files {
@@ -150,7 +152,10 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
             }
             index.add_pack(pack, &entries);
             index_of.entry(pack).or_default().push(iid);
-            index_packs.entry(iid).or_default().push(pack);
+            index_packs
+                .entry(iid)
+                .or_default()
+                .push((pack, entries.clone()));
             packs.entry(pack).or_insert(entries);
         }
     }
@@ -274,11 +279,13 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
         .collect();
     if !affected.is_empty() {
         let mut keep: Vec<(PackId, Vec<PackEntry>)> = Vec::new();
-        let mut kept: HashSet<PackId> = HashSet::new();
         for iid in &affected {
-            for p in &index_packs[iid] {
-                if !to_delete.contains(p) && kept.insert(*p) {
-                    keep.push((*p, packs[p].clone()));
+            for listing in &index_packs[iid] {
+                if !to_delete.contains(&listing.0)
+                    && !keep.contains(listing)
+                    && agrees_with_header(&repo, listing, &sizes).await?
+                {
+                    keep.push(listing.clone());
                 }
             }
         }
@@ -318,6 +325,24 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
             .await?;
     }
     Ok(report)
+}
+
+/// Whether an index's listing of a pack may be carried into a rewritten index: it matches
+/// the pack's own header (or the header cannot be read, and the listing is all there is).
+/// A forged index's entries are thus never copied into the index that replaces it.
+async fn agrees_with_header(
+    repo: &Repository,
+    (pack, entries): &(PackId, Vec<PackEntry>),
+    sizes: &HashMap<PackId, u64>,
+) -> Result<bool> {
+    let Some(&size) = sizes.get(pack) else {
+        return Ok(false);
+    };
+    match repo.read_pack_header(pack, size).await {
+        Ok(header) => Ok(header == *entries),
+        Err(Error::Integrity(_)) => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 /// What prune checks before it marks or deletes a pack. Indexes are not authenticated in
