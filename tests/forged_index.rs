@@ -233,7 +233,7 @@ fn an_index_rewritten_by_prune_keeps_its_own_entries_not_a_forged_indexs() {
     let forged: IndexFile = all
         .iter()
         .map(|(pack, entries)| {
-            let mut bogus = entries[0].clone();
+            let mut bogus = entries[0];
             bogus.id = drydock::ids::BlobId([0xee; 32]);
             bogus.length = 10;
             (*pack, vec![bogus])
