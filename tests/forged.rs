@@ -6,11 +6,9 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::forge::{file_node, forge, node};
+use common::forge::{dir_node, file_node, forge, node, root};
 use common::*;
-use drydock::harbor::config::ConfigRoot;
-use drydock::repo::blob::BlobType;
-use drydock::repo::tree::{NodeKind, Tree};
+use drydock::repo::tree::NodeKind;
 
 /// Restore fails with one error line mentioning `why`, and `outside` stays empty.
 fn restore_must_fail(repo: &Repo, dir: &Path, outside: &Path, why: &str) {
@@ -40,18 +38,10 @@ fn a_root_reaching_through_a_restored_symlink_writes_nothing_outside() {
     forge(&repo, move |w| {
         let mut link = node("link", NodeKind::Symlink);
         link.target = Some(target);
-        let tree = Tree { nodes: vec![link] };
-        let mut x = node("x", NodeKind::Dir);
-        x.subtree = Some(w.save(BlobType::Tree, &tree.to_bytes()).unwrap());
+        let x = dir_node(w, "x", vec![link]);
         vec![
-            ConfigRoot {
-                path: "/x".into(),
-                node: x,
-            },
-            ConfigRoot {
-                path: "/x/link/evil".into(),
-                node: file_node(w, "evil", b"pwned"),
-            },
+            root("/x", x),
+            root("/x/link/evil", file_node(w, "evil", b"pwned")),
         ]
     });
     restore_must_fail(&repo, dir.path(), &outside, "overlap");
@@ -67,20 +57,9 @@ fn a_tree_naming_a_symlink_and_a_directory_alike_is_refused() {
     forge(&repo, move |w| {
         let mut link = node("a", NodeKind::Symlink);
         link.target = Some(target);
-        let inner = Tree {
-            nodes: vec![file_node(w, "f", b"pwned")],
-        };
-        let mut a = node("a", NodeKind::Dir);
-        a.subtree = Some(w.save(BlobType::Tree, &inner.to_bytes()).unwrap());
-        let tree = Tree {
-            nodes: vec![link, a],
-        };
-        let mut x = node("x", NodeKind::Dir);
-        x.subtree = Some(w.save(BlobType::Tree, &tree.to_bytes()).unwrap());
-        vec![ConfigRoot {
-            path: "/x".into(),
-            node: x,
-        }]
+        let a = dir_node(w, "a", vec![file_node(w, "f", b"pwned")]);
+        let x = dir_node(w, "x", vec![link, a]);
+        vec![root("/x", x)]
     });
     restore_must_fail(&repo, dir.path(), &outside, "names \"a\" twice");
 }
@@ -92,10 +71,7 @@ fn a_file_whose_chunks_do_not_add_up_to_its_size_is_refused() {
     forge(&repo, |w| {
         let mut f = file_node(w, "f", b"twelve bytes");
         f.size += 10;
-        vec![ConfigRoot {
-            path: "/f".into(),
-            node: f,
-        }]
+        vec![root("/f", f)]
     });
     let out = dir.path().join("out");
     repo.id(&["restore", "latest", "--config-dir", out.to_str().unwrap()])
@@ -111,20 +87,10 @@ fn dot_dot_names_are_refused() {
     let outside = dir.path().join("outside");
     fs::create_dir_all(&outside).unwrap();
     forge(&repo, move |w| {
-        let tree = Tree {
-            nodes: vec![file_node(w, "..", b"pwned")],
-        };
-        let mut x = node("x", NodeKind::Dir);
-        x.subtree = Some(w.save(BlobType::Tree, &tree.to_bytes()).unwrap());
+        let x = dir_node(w, "x", vec![file_node(w, "..", b"pwned")]);
         vec![
-            ConfigRoot {
-                path: "/x".into(),
-                node: x,
-            },
-            ConfigRoot {
-                path: "/../../outside/evil".into(),
-                node: file_node(w, "evil", b"pwned"),
-            },
+            root("/x", x),
+            root("/../../outside/evil", file_node(w, "evil", b"pwned")),
         ]
     });
     restore_must_fail(&repo, dir.path(), &outside, "unsafe name");

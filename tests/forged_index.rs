@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use drydock::ids::{sha256, PackId};
+use drydock::repo::blob::BlobType;
 use drydock::repo::index::{self, IndexFile};
+use drydock::repo::pack::PackEntry;
 
 fn indexes(root: &Path) -> Vec<(PathBuf, IndexFile)> {
     walk(&root.join("index"))
@@ -27,6 +29,18 @@ fn packs(root: &Path) -> Vec<PathBuf> {
     walk(&root.join("packs"))
         .into_iter()
         .filter(|p| p.is_file())
+        .collect()
+}
+
+/// Every listing of every index object, as `forge` rewrites it (`None` drops it).
+fn forged_from_real(
+    root: &Path,
+    forge: impl Fn(PackId, Vec<PackEntry>) -> Option<(PackId, Vec<PackEntry>)>,
+) -> IndexFile {
+    indexes(root)
+        .into_iter()
+        .flat_map(|(_, file)| file)
+        .filter_map(|(pack, entries)| forge(pack, entries))
         .collect()
 }
 
@@ -130,12 +144,32 @@ fn assert_nothing_lost(s: &Setup, forged: &Path) {
 fn an_index_moving_every_blob_to_a_missing_pack_cannot_make_prune_delete_data() {
     let s = setup();
     // Every entry of every index, moved to pack 00…00, which does not exist.
-    let mut forged: IndexFile = Vec::new();
-    for (_, file) in indexes(&s.root) {
-        for (_, entries) in file {
-            forged.push((PackId([0; 32]), entries));
-        }
-    }
+    let forged = forged_from_real(&s.root, |_, entries| Some((PackId([0; 32]), entries)));
+    let forged = plant_index(&s.root, &forged);
+    plant_backdated_deletions(&s.root);
+    s.repo.deployed_forget_and_prune();
+    assert_nothing_lost(&s, &forged);
+}
+
+#[test]
+fn an_index_with_impossible_entries_does_not_hide_the_real_ones() {
+    let s = setup();
+    // The real entries with the wrong blob type and a 4 GiB plaintext: whichever index is
+    // read first, readers and prune pass over them to the real copies.
+    let forged = forged_from_real(&s.root, |pack, entries| {
+        let lies = entries
+            .into_iter()
+            .map(|e| PackEntry {
+                blob_type: match e.blob_type {
+                    BlobType::Data => BlobType::Tree,
+                    _ => BlobType::Data,
+                },
+                raw_length: u32::MAX,
+                ..e
+            })
+            .collect();
+        Some((pack, lies))
+    });
     let forged = plant_index(&s.root, &forged);
     plant_backdated_deletions(&s.root);
     s.repo.deployed_forget_and_prune();
@@ -164,14 +198,9 @@ fn an_index_pointing_at_a_decoy_pack_cannot_make_prune_delete_data() {
         .find(|p| !s.real_packs.contains(p))
         .unwrap();
     let decoy = PackId::from_hex(decoy.file_name().unwrap().to_str().unwrap()).unwrap();
-    let mut forged: IndexFile = Vec::new();
-    for (_, file) in indexes(&s.root) {
-        for (pack, entries) in file {
-            if pack != decoy {
-                forged.push((decoy, entries));
-            }
-        }
-    }
+    let forged = forged_from_real(&s.root, |pack, entries| {
+        (pack != decoy).then_some((decoy, entries))
+    });
     let forged = plant_index(&s.root, &forged);
     plant_backdated_deletions(&s.root);
     s.repo.deployed_forget_and_prune();
@@ -181,12 +210,9 @@ fn an_index_pointing_at_a_decoy_pack_cannot_make_prune_delete_data() {
 #[test]
 fn replacing_the_real_index_with_a_forged_one_cannot_make_prune_delete_data() {
     let s = setup();
-    let mut forged: IndexFile = Vec::new();
-    for (path, file) in indexes(&s.root) {
+    let forged = forged_from_real(&s.root, |_, entries| Some((PackId([0; 32]), entries)));
+    for (path, _) in indexes(&s.root) {
         fs::remove_file(path).unwrap();
-        for (_, entries) in file {
-            forged.push((PackId([0; 32]), entries));
-        }
     }
     let forged = plant_index(&s.root, &forged);
     plant_backdated_deletions(&s.root);

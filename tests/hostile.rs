@@ -11,12 +11,11 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::forge::{forge_with, node};
+use common::forge::{dir_node, file_node, forge_with, node, root};
 use common::*;
 use drydock::crypto;
-use drydock::harbor::config::ConfigRoot;
 use drydock::repo::blob::{BlobType, EncodedBlob};
-use drydock::repo::tree::{NodeKind, Tree};
+use drydock::repo::tree::NodeKind;
 
 const ESC_HOST: &str = "evil\x1b[2J\x1b]0;pwned\x07";
 const ESC_NAME: &str = "\x1b[31mred\x07.conf";
@@ -92,13 +91,7 @@ fn forge_huge_file(repo: &Repo, stored: fn(&crypto::Recipient) -> Vec<u8>) {
             let mut file = node("bomb", NodeKind::File);
             file.content = raw;
             file.size = u32::MAX as u64;
-            let tree = Tree { nodes: vec![file] };
-            let mut etc = node("etc", NodeKind::Dir);
-            etc.subtree = Some(w.save(BlobType::Tree, &tree.to_bytes()).unwrap());
-            vec![ConfigRoot {
-                path: "/etc".into(),
-                node: etc,
-            }]
+            vec![root("/etc", dir_node(w, "etc", vec![file]))]
         },
     );
 }
@@ -156,21 +149,10 @@ fn escape_sequences_from_a_snapshot_never_reach_the_terminal() {
         &[("k\x1b[1m", "v\u{9b}2J\u{202e}")],
         |_| Vec::new(),
         |w, _| {
-            let mut f = node(ESC_NAME, NodeKind::File);
-            let data = b"x";
-            f.content = vec![w.save(BlobType::Data, data).unwrap()];
-            f.size = 1;
+            let f = file_node(w, ESC_NAME, b"x");
             let mut link = node("link\x1b]0;t\x07", NodeKind::Symlink);
             link.target = Some("\x1b[2Jtarget".into());
-            let tree = Tree {
-                nodes: vec![f, link],
-            };
-            let mut etc = node("etc", NodeKind::Dir);
-            etc.subtree = Some(w.save(BlobType::Tree, &tree.to_bytes()).unwrap());
-            vec![ConfigRoot {
-                path: "/etc".into(),
-                node: etc,
-            }]
+            vec![root("/etc", dir_node(w, "etc", vec![f, link]))]
         },
     );
     let out = dir.path().join("out");
@@ -225,16 +207,9 @@ fn an_error_quoting_a_forged_name_is_escaped() {
         |_| Vec::new(),
         |w, _| {
             // Its size disagrees with its chunks: restore names the file in its error.
-            let mut bad = node("\x1b[2Jbad", NodeKind::File);
-            bad.content = vec![w.save(BlobType::Data, b"x").unwrap()];
+            let mut bad = file_node(w, "\x1b[2Jbad", b"x");
             bad.size = 5;
-            let tree = Tree { nodes: vec![bad] };
-            let mut etc = node("etc", NodeKind::Dir);
-            etc.subtree = Some(w.save(BlobType::Tree, &tree.to_bytes()).unwrap());
-            vec![ConfigRoot {
-                path: "/etc".into(),
-                node: etc,
-            }]
+            vec![root("/etc", dir_node(w, "etc", vec![bad]))]
         },
     );
     let out = dir.path().join("out");

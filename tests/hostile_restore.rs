@@ -9,12 +9,9 @@ use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use common::forge::{file_node, forge, node};
+use common::forge::{dir_node, file_node, forge, node, root};
 use common::*;
-use drydock::harbor::config::ConfigRoot;
-use drydock::repo::blob::BlobType;
-use drydock::repo::tree::{Node, NodeKind, Tree};
-use drydock::repo::writer::BlobWriter;
+use drydock::repo::tree::{Node, NodeKind};
 use sha2::{Digest as _, Sha256};
 
 /// A repository (with its keys) beside a "world": the restore target `world/out` and
@@ -125,26 +122,10 @@ impl Setup {
     }
 }
 
-fn dir_node(w: &BlobWriter, name: &str, children: Vec<Node>) -> Node {
-    let mut n = node(name, NodeKind::Dir);
-    n.subtree = Some(
-        w.save(BlobType::Tree, &Tree { nodes: children }.to_bytes())
-            .unwrap(),
-    );
-    n
-}
-
 fn link_node(name: &str, target: &Path) -> Node {
     let mut n = node(name, NodeKind::Symlink);
     n.target = Some(target.to_str().unwrap().to_string());
     n
-}
-
-fn root(path: &str, node: Node) -> ConfigRoot {
-    ConfigRoot {
-        path: path.into(),
-        node,
-    }
 }
 
 /// The directory that would be made 06777 with mtime 1970 through the link.

@@ -81,8 +81,8 @@ struct Facts {
     snapshots: Vec<(SnapshotId, Snapshot)>,
     /// Why a snapshot's time is not believed.
     untrusted: HashMap<SnapshotId, String>,
-    /// Kept by the `--keep-*` policy (trusted snapshots only).
-    kept: HashSet<SnapshotId>,
+    /// Kept by the `--keep-*` policy (trusted snapshots only); `None` without a policy.
+    kept: Option<HashSet<SnapshotId>>,
     /// The newest trusted snapshot of each host and part set.
     newest: HashSet<SnapshotId>,
     named: HashSet<SnapshotId>,
@@ -113,8 +113,8 @@ fn reasons(id: &SnapshotId, snap: &Snapshot, args: &ForgetArgs, facts: &Facts) -
         )),
         _ => {}
     }
-    let policy = args.policy();
-    if !policy.is_empty() && !facts.kept.contains(id) && !facts.untrusted.contains_key(id) {
+    let dropped = facts.kept.as_ref().is_some_and(|kept| !kept.contains(id));
+    if dropped && !facts.untrusted.contains_key(id) {
         why.push("not kept by the --keep-* policy".into());
     }
     why
@@ -132,9 +132,14 @@ fn keep_anyway(id: &SnapshotId, snap: &Snapshot, facts: &Facts) -> Option<String
     ))
 }
 
-async fn readable_snapshots(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
+/// Every snapshot (one unreadable is an error: forget would misjudge the rest), with when
+/// the store wrote each.
+async fn readable_snapshots(
+    repo: &Repository,
+) -> Result<(Vec<(SnapshotId, Snapshot)>, WriteTimes)> {
+    let (all, written) = repo.load_snapshots_written().await?;
     let mut snapshots = Vec::new();
-    for (id, s) in repo.load_snapshots().await? {
+    for (id, s) in all {
         let s = s.map_err(|e| {
             Error::Integrity(format!(
                 "snapshot {} is unreadable ({e}); run `drydock check`",
@@ -143,7 +148,7 @@ async fn readable_snapshots(repo: &Repository) -> Result<Vec<(SnapshotId, Snapsh
         })?;
         snapshots.push((id, s));
     }
-    Ok(snapshots)
+    Ok((snapshots, written))
 }
 
 /// The newest trusted snapshot of each (host, parts) group.
@@ -194,8 +199,7 @@ async fn gather(
     for spec in &args.snapshots {
         named.insert(repo.find_snapshot(spec).await?.0);
     }
-    let snapshots = readable_snapshots(repo).await?;
-    let written: WriteTimes = repo.snapshot_write_times().await?;
+    let (snapshots, written) = readable_snapshots(repo).await?;
     let untrusted: HashMap<SnapshotId, String> = snapshots
         .iter()
         .filter_map(|(id, s)| Some((*id, written.distrust(id, s.time)?)))
@@ -206,7 +210,9 @@ async fn gather(
         .map(|(id, s)| (*id, s.time))
         .collect();
     Ok(Facts {
-        kept: args.policy().keep(&times),
+        kept: Some(args.policy())
+            .filter(|p| !p.is_empty())
+            .map(|p| p.keep(&times)),
         newest: newest_per_group(&snapshots, &untrusted),
         velero: velero_states(velero_store, &snapshots).await?,
         untrusted,

@@ -13,8 +13,7 @@ pub struct SnapshotsArgs {}
 
 pub async fn run(ctx: &Context, _args: SnapshotsArgs) -> Result<Output> {
     let repo = ctx.open_repo().await?;
-    let all = repo.load_snapshots().await?;
-    let written = repo.snapshot_write_times().await?;
+    let (all, written) = repo.load_snapshots_written().await?;
     let mut text = format!(
         "{:<8}  {:<20}  {:<16}  {:<12}  {:>10}  {:>10}  {:<20}  {}\n",
         "ID", "TIME", "HOST", "PARTS", "LOGICAL", "STORED", "EXPIRES", "TAGS"

@@ -75,7 +75,12 @@ pub async fn check(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRe
         repo.keys.identity("check --read-data")?;
     }
     let mut report = CheckReport::default();
-    let (index, mut pack_entries, listings) = check_indexes(&repo, &mut report).await?;
+    let (index, listings) = check_indexes(&repo, &mut report).await?;
+    // What the first index to name a pack says; check_listings corrects it from the header.
+    let mut pack_entries: PackMap = listings
+        .iter()
+        .map(|(pack, lists)| (*pack, lists[0].1.clone()))
+        .collect();
     let sizes: HashMap<PackId, u64> = repo.list_packs().await?.into_iter().collect();
     report.packs = sizes.len();
     report.blobs = index.len();
@@ -114,9 +119,8 @@ type Listings = HashMap<PackId, Vec<(IndexId, Vec<PackEntry>)>>;
 async fn check_indexes(
     repo: &Repository,
     report: &mut CheckReport,
-) -> Result<(MasterIndex, PackMap, Listings)> {
+) -> Result<(MasterIndex, Listings)> {
     let mut index = MasterIndex::default();
-    let mut packs: PackMap = HashMap::new();
     let mut listings: Listings = HashMap::new();
     let files = repo.load_index_files().await?;
     report.indexes = files.len();
@@ -125,17 +129,13 @@ async fn check_indexes(
             Ok(file) => {
                 for (pack, entries) in file {
                     index.add_pack(pack, &entries);
-                    listings
-                        .entry(pack)
-                        .or_default()
-                        .push((id, entries.clone()));
-                    packs.entry(pack).or_insert(entries);
+                    listings.entry(pack).or_default().push((id, entries));
                 }
             }
             Err(e) => report.problem(format!("index/{id}"), e.to_string(), []),
         }
     }
-    Ok((index, packs, listings))
+    Ok((index, listings))
 }
 
 /// Index objects the packs contradict. Indexes are not authenticated in format v1, so a
@@ -417,7 +417,7 @@ async fn check_snapshots(
     index: &Arc<MasterIndex>,
     report: &mut CheckReport,
 ) -> Result<()> {
-    let snapshots = repo.load_snapshots().await?;
+    let (snapshots, written) = repo.load_snapshots_written().await?;
     report.snapshots = snapshots.len();
     let reader = BlobReader::new(repo.clone(), index.clone(), "check")?;
     let mut bad: HashSet<BlobId> = report
@@ -496,7 +496,6 @@ async fn check_snapshots(
             missing.iter().copied(),
         );
     }
-    let written = repo.snapshot_write_times().await?;
     for (sid, snap) in &snapshots {
         if let Some(why) = snap
             .as_ref()

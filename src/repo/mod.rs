@@ -312,17 +312,6 @@ impl Repository {
             .collect())
     }
 
-    /// When the store wrote each snapshot object: the clock retention and `latest` trust.
-    pub async fn snapshot_write_times(&self) -> Result<WriteTimes> {
-        Ok(WriteTimes(
-            self.list_snapshot_objects()
-                .await?
-                .into_iter()
-                .filter_map(|(id, t)| Some((id, t?)))
-                .collect(),
-        ))
-    }
-
     async fn list_snapshot_objects(&self) -> Result<Vec<(SnapshotId, Option<DateTime<Utc>>)>> {
         let mut ids = Vec::new();
         for o in self.store.list("snapshots/").await? {
@@ -357,8 +346,23 @@ impl Repository {
     /// Every snapshot, oldest first; each with its load result so one bad object does not
     /// hide the others.
     pub async fn load_snapshots(&self) -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
+        Ok(self.load_snapshots_written().await?.0)
+    }
+
+    /// [`load_snapshots`](Self::load_snapshots), with when the store wrote each object (the
+    /// clock retention and `latest` trust), from the same listing.
+    pub async fn load_snapshots_written(
+        &self,
+    ) -> Result<(Vec<(SnapshotId, Result<Snapshot>)>, WriteTimes)> {
         self.keys.identity("listing snapshots")?;
-        let ids = self.list_snapshot_ids().await?;
+        let listed = self.list_snapshot_objects().await?;
+        let written = WriteTimes(
+            listed
+                .iter()
+                .filter_map(|&(id, t)| Some((id, t?)))
+                .collect(),
+        );
+        let ids = listed.into_iter().map(|(id, _)| id);
         let mut all: Vec<(SnapshotId, Result<Snapshot>)> = stream::iter(ids)
             .map(|id| async move { (id, self.load_snapshot(&id).await) })
             .buffer_unordered(LOAD_CONCURRENCY)
@@ -375,16 +379,16 @@ impl Repository {
             }
         }
         all.sort_by_key(|(id, s)| (s.as_ref().map(|s| s.time).ok(), *id));
-        Ok(all)
+        Ok((all, written))
     }
 
     /// Resolve `latest`, a full id or a unique prefix.
     pub async fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         self.keys.identity("reading a snapshot")?;
         if spec == "latest" {
-            let written = self.snapshot_write_times().await?;
+            let (all, written) = self.load_snapshots_written().await?;
             let mut newest: Option<(SnapshotId, Snapshot)> = None;
-            for (id, s) in self.load_snapshots().await? {
+            for (id, s) in all {
                 let s = match s {
                     Ok(s) => s,
                     Err(e) => {

@@ -24,19 +24,6 @@ pub struct PackEntry {
     pub raw_length: u32,
 }
 
-impl PackEntry {
-    /// Where this entry puts its blob, in `pack`.
-    pub fn at(&self, pack: PackId) -> super::index::BlobLocation {
-        super::index::BlobLocation {
-            pack,
-            blob_type: self.blob_type,
-            offset: self.offset,
-            length: self.length,
-            raw_length: self.raw_length,
-        }
-    }
-}
-
 #[derive(Default)]
 pub struct PackBuilder {
     buf: Vec<u8>,

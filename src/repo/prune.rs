@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::blob::BlobType;
-use super::index::{BlobLocation, MasterIndex};
+use super::index::MasterIndex;
 use super::pack::{self, PackEntry};
 use super::reader::BlobReader;
 use super::snapshot::Snapshot;
@@ -143,13 +143,8 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
     // What each index object itself says: a rewrite carries an index's own entries over,
     // never another (possibly forged) index's.
     let mut index_packs: HashMap<IndexId, Vec<(PackId, Vec<PackEntry>)>> = HashMap::new();
-    // Every location any index gives for each blob: the copies prune may rely on.
-    let mut listed: HashMap<BlobId, Vec<BlobLocation>> = HashMap::new();
     for (iid, file) in files {
         for (pack, entries) in file? {
-            for e in &entries {
-                listed.entry(e.id).or_default().push(e.at(pack));
-            }
             index.add_pack(pack, &entries);
             index_of.entry(pack).or_default().push(iid);
             index_packs
@@ -169,9 +164,6 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
         }
         match repo.read_pack_header(pack, *size).await {
             Ok(entries) => {
-                for e in &entries {
-                    listed.entry(e.id).or_default().push(e.at(*pack));
-                }
                 index.add_pack(*pack, &entries);
                 packs.insert(*pack, entries);
             }
@@ -179,7 +171,9 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
             Err(e) => return Err(e),
         }
     }
-    let reader = BlobReader::new(repo.clone(), Arc::new(index), "prune")?;
+    // Every location any index (or unindexed header) gives: the copies prune may rely on.
+    let index = Arc::new(index);
+    let reader = BlobReader::new(repo.clone(), index.clone(), "prune")?;
     let used = referenced(&reader, &snapshots).await?;
 
     // A blob stored twice (a backup re-stored blobs of a marked pack) needs only one of its
@@ -226,8 +220,8 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
         }
     }
     let mut listed_in: HashMap<PackId, Vec<BlobId>> = HashMap::new();
-    for (id, locs) in listed.iter().filter(|(id, _)| used.contains(id)) {
-        for l in locs {
+    for id in &used {
+        for l in index.locations(id) {
             listed_in.entry(l.pack).or_default().push(*id);
         }
     }
@@ -235,7 +229,7 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
         repo: &repo,
         reader: &reader,
         used: &used,
-        listed: &listed,
+        index: &index,
         listed_in,
         sizes: &sizes,
         kept: &needed,
@@ -356,7 +350,7 @@ struct Guard<'a> {
     repo: &'a Repository,
     reader: &'a BlobReader,
     used: &'a HashSet<BlobId>,
-    listed: &'a HashMap<BlobId, Vec<BlobLocation>>,
+    index: &'a MasterIndex,
     /// The used blobs each pack holds, by the indexes.
     listed_in: HashMap<PackId, Vec<BlobId>>,
     sizes: &'a HashMap<PackId, u64>,
@@ -422,9 +416,12 @@ impl Guard<'_> {
     }
 
     async fn copy_elsewhere(&self, blob: &BlobId, pack: &PackId) -> Result<bool> {
-        let copies = self.listed.get(blob).into_iter().flatten();
-        for loc in copies.filter(|l| l.pack != *pack && self.kept.contains(&l.pack)) {
-            if self.reader.authenticates_at(blob, *loc).await? {
+        let copies = self.index.locations(blob);
+        for loc in copies
+            .into_iter()
+            .filter(|l| l.pack != *pack && self.kept.contains(&l.pack))
+        {
+            if self.reader.authenticates_at(blob, loc).await? {
                 return Ok(true);
             }
         }

@@ -87,13 +87,48 @@ impl BlobReader {
         })
     }
 
+    /// Where to read blob `id`: the first location the indexes give that passes
+    /// [`check_location`](Self::check_location). A false entry from a forged index (wrong
+    /// type, impossible lengths) thus never hides a good copy.
     pub(super) fn locate(&self, id: &BlobId, expected: BlobType) -> Result<BlobLocation> {
-        let loc = self.index.get(id).ok_or_else(|| {
+        let primary = self.index.get(id).ok_or_else(|| {
             Error::Integrity(format!(
                 "blob {} is not in the index (its pack or index object is missing)",
                 id.short()
             ))
         })?;
+        let checked = self.check_location(id, primary, expected);
+        if checked.is_ok() || !self.index.has_copies(id) {
+            return checked;
+        }
+        self.other_locations(id, primary, expected)
+            .next()
+            .map_or(checked, Ok)
+    }
+
+    /// The locations of `id` besides `first` that pass the checks, in index order.
+    fn other_locations<'a>(
+        &'a self,
+        id: &'a BlobId,
+        first: BlobLocation,
+        expected: BlobType,
+    ) -> impl Iterator<Item = BlobLocation> + 'a {
+        self.index
+            .locations(id)
+            .into_iter()
+            .filter(move |l| *l != first)
+            .filter_map(move |l| self.check_location(id, l, expected).ok())
+    }
+
+    /// An index location is believed only with the expected type and lengths within the
+    /// format's bounds, before the planner or a fetch trusts it: the index is not
+    /// authenticated.
+    fn check_location(
+        &self,
+        id: &BlobId,
+        loc: BlobLocation,
+        expected: BlobType,
+    ) -> Result<BlobLocation> {
         if loc.blob_type != expected {
             return Err(Error::Integrity(format!(
                 "blob {} has type {:?}, expected {expected:?}",
@@ -101,7 +136,6 @@ impl BlobReader {
                 loc.blob_type
             )));
         }
-        // Before the planner or a fetch trusts them: the index is not authenticated.
         blob::check_lengths(expected, loc.length, loc.raw_length).map_err(|why| {
             Error::Integrity(format!(
                 "blob {} is corrupt: {why} (pack {})",
@@ -239,12 +273,13 @@ impl BlobReader {
     /// One blob, from the first of its locations that authenticates: a damaged copy, or a
     /// false index entry, falls back to the next.
     pub async fn load(&self, id: &BlobId, expected: BlobType) -> Result<Vec<u8>> {
-        self.locate(id, expected)?;
+        let first = self.locate(id, expected)?;
+        let others: Vec<BlobLocation> = match self.index.has_copies(id) {
+            true => self.other_locations(id, first, expected).collect(),
+            false => Vec::new(),
+        };
         let mut failed = None;
-        for loc in self.index.locations(id) {
-            if loc.blob_type != expected {
-                continue;
-            }
+        for loc in std::iter::once(first).chain(others) {
             match self.load_at(id, loc, expected).await {
                 Ok(data) => return Ok(data),
                 Err(e @ Error::Integrity(_)) => {
@@ -253,7 +288,7 @@ impl BlobReader {
                 Err(e) => return Err(e),
             }
         }
-        Err(failed.expect("locate found a location"))
+        Err(failed.expect("at least the first location was tried"))
     }
 
     async fn load_at(&self, id: &BlobId, loc: BlobLocation, expected: BlobType) -> Result<Vec<u8>> {

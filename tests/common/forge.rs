@@ -10,7 +10,7 @@ use drydock::ids::{sha256, BlobId, IndexId, SnapshotId};
 use drydock::repo::blob::{BlobType, EncodedBlob};
 use drydock::repo::pack::PackBuilder;
 use drydock::repo::snapshot::{Parts, Snapshot, Summary};
-use drydock::repo::tree::{Node, NodeKind};
+use drydock::repo::tree::{Node, NodeKind, Tree};
 use drydock::repo::writer::BlobWriter;
 use drydock::repo::{index, pack, Repository};
 use drydock::store::{open, Location, PutMode, S3Options};
@@ -30,6 +30,24 @@ pub fn file_node(w: &BlobWriter, name: &str, data: &[u8]) -> Node {
     n.content = vec![w.save(BlobType::Data, data).unwrap()];
     n.size = data.len() as u64;
     n
+}
+
+/// A directory node whose tree, saved with `w`, holds `children`.
+pub fn dir_node(w: &BlobWriter, name: &str, children: Vec<Node>) -> Node {
+    let mut n = node(name, NodeKind::Dir);
+    n.subtree = Some(
+        w.save(BlobType::Tree, &Tree { nodes: children }.to_bytes())
+            .unwrap(),
+    );
+    n
+}
+
+/// A configuration root at `path`.
+pub fn root(path: &str, node: Node) -> ConfigRoot {
+    ConfigRoot {
+        path: path.into(),
+        node,
+    }
 }
 
 /// A manifest with nothing in it but what the caller sets.

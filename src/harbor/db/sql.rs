@@ -52,6 +52,27 @@ fn ident_start(c: u8) -> bool {
     c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
 }
 
+/// The index just past the string or quoted identifier opened by the quote at `b[start]`
+/// (or the end of the text), counting the newlines inside into `line`.
+fn skip_quoted(b: &[u8], start: usize, escapes: bool, line: &mut usize) -> usize {
+    let quote = b[start];
+    let mut i = start + 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' if escapes => {
+                i += 1;
+                *line += usize::from(b.get(i) == Some(&b'\n'));
+            }
+            q if q == quote && b.get(i + 1) == Some(&quote) => i += 1,
+            q if q == quote => break,
+            b'\n' => *line += 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    (i + 1).min(b.len())
+}
+
 fn ident_char(c: u8) -> bool {
     ident_start(c) || c.is_ascii_digit() || c == b'$'
 }
@@ -126,40 +147,14 @@ fn scan<'a>(
                     }
                 }
             }
-            b'\'' => {
+            b'\'' | b'"' => {
                 let s = i;
-                let escapes =
-                    i > 0 && matches!(b[i - 1], b'E' | b'e') && (i < 2 || !ident_char(b[i - 2]));
-                i += 1;
-                while i < b.len() {
-                    match b[i] {
-                        b'\\' if escapes => {
-                            i += 1;
-                            line += usize::from(b.get(i) == Some(&b'\n'));
-                        }
-                        b'\'' if b.get(i + 1) == Some(&b'\'') => i += 1,
-                        b'\'' => break,
-                        b'\n' => line += 1,
-                        _ => {}
-                    }
-                    i += 1;
-                }
-                i = (i + 1).min(b.len());
-                token!(s, i);
-            }
-            b'"' => {
-                let s = i;
-                i += 1;
-                while i < b.len() {
-                    match b[i] {
-                        b'"' if b.get(i + 1) == Some(&b'"') => i += 1,
-                        b'"' => break,
-                        b'\n' => line += 1,
-                        _ => {}
-                    }
-                    i += 1;
-                }
-                i = (i + 1).min(b.len());
+                // E'…' strings take backslash escapes; '…' and "…" only doubled quotes.
+                let escapes = c == b'\''
+                    && i > 0
+                    && matches!(b[i - 1], b'E' | b'e')
+                    && (i < 2 || !ident_char(b[i - 2]));
+                i = skip_quoted(b, i, escapes, &mut line);
                 token!(s, i);
             }
             b'$' if i == 0 || !ident_char(b[i - 1]) => {
