@@ -70,6 +70,43 @@ impl ChunkKey {
         h.update(&self.0);
         Zeroizing::new(*h.finalize().as_bytes())
     }
+
+    /// Lend the raw key to a key derivation (repo::auth) without copying it out.
+    pub fn with_bytes<T>(&self, f: impl FnOnce(&[u8; 32]) -> T) -> T {
+        f(&self.0)
+    }
+}
+
+/// The random secret behind the deletion key (repo::auth): sealed in `config` to the
+/// identity, absent from backup-only keys, so a backup writer cannot forge deletion records.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct MaintenanceSecret([u8; 32]);
+
+impl MaintenanceSecret {
+    pub fn generate() -> Self {
+        let mut key = [0u8; 32];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut key);
+        MaintenanceSecret(key)
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        MaintenanceSecret(bytes)
+    }
+
+    pub fn from_hex(s: &str) -> Result<Self> {
+        let mut key = MaintenanceSecret([0u8; 32]);
+        hex::decode_to_slice(s.trim(), &mut key.0)
+            .map_err(|_| Error::Key("maintenance secret is not 64 hex digits".into()))?;
+        Ok(key)
+    }
+
+    pub fn to_hex(&self) -> Zeroizing<String> {
+        Zeroizing::new(hex::encode(self.0))
+    }
+
+    pub fn with_bytes<T>(&self, f: impl FnOnce(&[u8; 32]) -> T) -> T {
+        f(&self.0)
+    }
 }
 
 /// What drydock writes into a backup-only key file (read back by [`parse_backup_key`]).

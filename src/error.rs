@@ -28,6 +28,10 @@ pub enum Error {
     /// what to do, so no `check` hint follows).
     #[error("{0}")]
     Refused(String),
+    /// A repository object whose authentication tag does not match: written by someone
+    /// without the key it needs, so no decision may rest on it (exit 4).
+    #[error("{0}")]
+    Unauthentic(String),
     /// A local file operation failed (exit 1).
     #[error("{what}: {source}")]
     Io {
@@ -60,7 +64,7 @@ impl Error {
         match self {
             Error::Usage(_) => exit::USAGE,
             Error::Key(_) => exit::KEY,
-            Error::Integrity(_) | Error::Refused(_) => exit::INTEGRITY,
+            Error::Integrity(_) | Error::Refused(_) | Error::Unauthentic(_) => exit::INTEGRITY,
             Error::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
                 exit::KEY
             }
@@ -82,6 +86,9 @@ impl Error {
             }
             Error::Integrity(_) => {
                 Some("run `drydock check --read-data` to see every affected snapshot")
+            }
+            Error::Unauthentic(_) => {
+                Some("run `drydock check` to list every object that is not authentic")
             }
             _ => None,
         }

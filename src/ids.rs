@@ -71,6 +71,11 @@ id_type!(
     BlobId
 );
 id_type!(
+    /// Keyed BLAKE3 of a registry blob's digest line (the v1 registry blob id): how a writer
+    /// holding only the backup-only key finds a stored registry blob by its digest.
+    LookupKey
+);
+id_type!(
     /// SHA-256 of a pack object's bytes.
     PackId
 );

@@ -1,25 +1,29 @@
-//! A bucket writer without any key can write plaintext index and deletion records. Prune
-//! must never let them make it delete the only copy of a blob a snapshot uses: it lets a
-//! pack go only when every used blob the pack's own header lists has another copy that
-//! authenticates.
+//! Index objects are authenticated (FORMAT.md §7), so a bucket writer without keys can add
+//! none that drydock reads; these tests forge them with the backup-only key, which can. A
+//! backup-only key cannot write deletion records (their tag needs the identity's deletion
+//! key), so the backdated one planted here is ignored. Prune must never let such an index
+//! make it delete the only copy of a blob a snapshot uses: it lets a pack go only when every
+//! used blob the pack's own header lists has another copy that authenticates.
 
 mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use common::forge::attacker_auth;
 use common::*;
 use drydock::ids::{sha256, PackId};
+use drydock::repo::auth::Authenticator;
 use drydock::repo::blob::BlobType;
 use drydock::repo::index::{self, IndexFile};
 use drydock::repo::pack::PackEntry;
 
-fn indexes(root: &Path) -> Vec<(PathBuf, IndexFile)> {
+fn indexes(auth: &Authenticator, root: &Path) -> Vec<(PathBuf, IndexFile)> {
     walk(&root.join("index"))
         .into_iter()
         .filter(|p| p.is_file())
         .map(|p| {
-            let parsed = index::parse(&fs::read(&p).unwrap()).unwrap();
+            let parsed = index::parse(&fs::read(&p).unwrap(), auth).unwrap();
             (p, parsed)
         })
         .collect()
@@ -34,19 +38,21 @@ fn packs(root: &Path) -> Vec<PathBuf> {
 
 /// Every listing of every index object, as `forge` rewrites it (`None` drops it).
 fn forged_from_real(
+    auth: &Authenticator,
     root: &Path,
     forge: impl Fn(PackId, Vec<PackEntry>) -> Option<(PackId, Vec<PackEntry>)>,
 ) -> IndexFile {
-    indexes(root)
+    indexes(auth, root)
         .into_iter()
         .flat_map(|(_, file)| file)
         .filter_map(|(pack, entries)| forge(pack, entries))
         .collect()
 }
 
-/// Write `file` as an index object, named as a real one would be; its path.
-fn plant_index(root: &Path, file: &IndexFile) -> PathBuf {
-    let bytes = index::encode(file);
+/// Write `file` as an index object tagged with the backup-only key, named as a real one
+/// would be; its path.
+fn plant_index(auth: &Authenticator, root: &Path, file: &IndexFile) -> PathBuf {
+    let bytes = index::encode(file, auth);
     let path = root.join("index").join(hex::encode(sha256(&bytes)));
     fs::write(&path, bytes).unwrap();
     path
@@ -62,14 +68,16 @@ fn plant_backdated_deletions(root: &Path) {
     fs::write(
         root.join("deletions/20000101T000000.000Z-0badc0de"),
         format!(
-            r#"{{"version":1,"created":"2000-01-01T00:00:00Z","packs":[{}]}}"#,
-            names.join(",")
+            r#"{{"version":2,"created":"2000-01-01T00:00:00Z","packs":[{}]}}{}"#,
+            names.join(","),
+            "t".repeat(32)
         ),
     )
     .unwrap();
 }
 
 struct Setup {
+    auth: Authenticator,
     dir: tempfile::TempDir,
     repo: Repo,
     root: PathBuf,
@@ -92,6 +100,7 @@ fn setup() -> Setup {
         .to_string();
     let real_packs = packs(&root);
     Setup {
+        auth: attacker_auth(&repo),
         dir,
         repo,
         root,
@@ -144,8 +153,10 @@ fn assert_nothing_lost(s: &Setup, forged: &Path) {
 fn an_index_moving_every_blob_to_a_missing_pack_cannot_make_prune_delete_data() {
     let s = setup();
     // Every entry of every index, moved to pack 00…00, which does not exist.
-    let forged = forged_from_real(&s.root, |_, entries| Some((PackId([0; 32]), entries)));
-    let forged = plant_index(&s.root, &forged);
+    let forged = forged_from_real(&s.auth, &s.root, |_, entries| {
+        Some((PackId([0; 32]), entries))
+    });
+    let forged = plant_index(&s.auth, &s.root, &forged);
     plant_backdated_deletions(&s.root);
     s.repo.deployed_forget_and_prune();
     assert_nothing_lost(&s, &forged);
@@ -156,7 +167,7 @@ fn an_index_with_impossible_entries_does_not_hide_the_real_ones() {
     let s = setup();
     // The real entries with the wrong blob type and a 4 GiB plaintext: whichever index is
     // read first, readers and prune pass over them to the real copies.
-    let forged = forged_from_real(&s.root, |pack, entries| {
+    let forged = forged_from_real(&s.auth, &s.root, |pack, entries| {
         let lies = entries
             .into_iter()
             .map(|e| PackEntry {
@@ -170,7 +181,7 @@ fn an_index_with_impossible_entries_does_not_hide_the_real_ones() {
             .collect();
         Some((pack, lies))
     });
-    let forged = plant_index(&s.root, &forged);
+    let forged = plant_index(&s.auth, &s.root, &forged);
     plant_backdated_deletions(&s.root);
     s.repo.deployed_forget_and_prune();
     assert_nothing_lost(&s, &forged);
@@ -198,10 +209,10 @@ fn an_index_pointing_at_a_decoy_pack_cannot_make_prune_delete_data() {
         .find(|p| !s.real_packs.contains(p))
         .unwrap();
     let decoy = PackId::from_hex(decoy.file_name().unwrap().to_str().unwrap()).unwrap();
-    let forged = forged_from_real(&s.root, |pack, entries| {
+    let forged = forged_from_real(&s.auth, &s.root, |pack, entries| {
         (pack != decoy).then_some((decoy, entries))
     });
-    let forged = plant_index(&s.root, &forged);
+    let forged = plant_index(&s.auth, &s.root, &forged);
     plant_backdated_deletions(&s.root);
     s.repo.deployed_forget_and_prune();
     assert_nothing_lost(&s, &forged);
@@ -210,11 +221,13 @@ fn an_index_pointing_at_a_decoy_pack_cannot_make_prune_delete_data() {
 #[test]
 fn replacing_the_real_index_with_a_forged_one_cannot_make_prune_delete_data() {
     let s = setup();
-    let forged = forged_from_real(&s.root, |_, entries| Some((PackId([0; 32]), entries)));
-    for (path, _) in indexes(&s.root) {
+    let forged = forged_from_real(&s.auth, &s.root, |_, entries| {
+        Some((PackId([0; 32]), entries))
+    });
+    for (path, _) in indexes(&s.auth, &s.root) {
         fs::remove_file(path).unwrap();
     }
-    let forged = plant_index(&s.root, &forged);
+    let forged = plant_index(&s.auth, &s.root, &forged);
     plant_backdated_deletions(&s.root);
     s.repo.deployed_forget_and_prune();
     for p in &s.real_packs {
@@ -236,6 +249,7 @@ fn an_index_rewritten_by_prune_keeps_its_own_entries_not_a_forged_indexs() {
     let dir = tempfile::tempdir().unwrap();
     let repo = local_repo(dir.path());
     let root = repo.local_root.clone().unwrap();
+    let auth = attacker_auth(&repo);
     let (old, src) = (dir.path().join("old"), dir.path().join("src"));
     for (d, seed) in [(&old, 1), (&src, 2)] {
         fs::create_dir_all(d).unwrap();
@@ -250,11 +264,11 @@ fn an_index_rewritten_by_prune_keeps_its_own_entries_not_a_forged_indexs() {
     // One real index naming every pack, as a backup of many packs writes: prune must
     // rewrite it, carrying the kept packs' entries over.
     let mut all: IndexFile = Vec::new();
-    for (path, file) in indexes(&root) {
+    for (path, file) in indexes(&auth, &root) {
         fs::remove_file(path).unwrap();
         all.extend(file);
     }
-    plant_index(&root, &all);
+    plant_index(&auth, &root, &all);
     // A forged index giving each kept pack one bogus entry.
     let forged: IndexFile = all
         .iter()
@@ -265,7 +279,7 @@ fn an_index_rewritten_by_prune_keeps_its_own_entries_not_a_forged_indexs() {
             (*pack, vec![bogus])
         })
         .collect();
-    let forged = plant_index(&root, &forged);
+    let forged = plant_index(&auth, &root, &forged);
     repo.deployed_forget_and_prune();
     let out = dir.path().join("out");
     repo.id(&["restore", &kept, "--config-dir", out.to_str().unwrap()])
@@ -274,4 +288,25 @@ fn an_index_rewritten_by_prune_keeps_its_own_entries_not_a_forged_indexs() {
     // The forged index named deleted packs too, so prune rewrote it, without its lies.
     assert!(!forged.exists());
     repo.id(&["check", "--read-data"]).expect(0);
+}
+
+#[test]
+fn an_index_written_without_a_key_is_not_read() {
+    let s = setup();
+    // The attack of format v1: a plaintext index moving every blob to a missing pack, with
+    // a tag made up by someone who has no key.
+    let forged = forged_from_real(&s.auth, &s.root, |_, entries| {
+        Some((PackId([0; 32]), entries))
+    });
+    let mut bytes = index::encode(&forged, &s.auth);
+    let n = bytes.len();
+    bytes[n - 32..].copy_from_slice(&[0x5a; 32]);
+    let path = s.root.join("index").join(hex::encode(sha256(&bytes)));
+    fs::write(&path, bytes).unwrap();
+    plant_backdated_deletions(&s.root);
+    s.repo.deployed_forget_and_prune();
+    let check = s.repo.id(&["--json", "check"]);
+    assert_eq!(check.code, 4, "{}", check.stdout);
+    assert!(check.stdout.contains("not authentic"), "{}", check.stdout);
+    assert_nothing_lost(&s, &path);
 }

@@ -85,6 +85,7 @@ fn forge_huge_file(repo: &Repo, stored: fn(&crypto::Recipient) -> Vec<u8>) {
                 id: r.keys.chunk_key.blob_id(0, b"bomb"),
                 raw_length: u32::MAX,
                 bytes,
+                lookup: None,
             }]
         },
         |w, raw| {

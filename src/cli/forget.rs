@@ -132,20 +132,28 @@ fn keep_anyway(id: &SnapshotId, snap: &Snapshot, facts: &Facts) -> Option<String
     ))
 }
 
-/// Every snapshot (one unreadable is an error: forget would misjudge the rest), with when
-/// the store wrote each.
+/// Every snapshot (one unreadable is an error: forget would misjudge the rest; one not
+/// authentic is no snapshot and is skipped), with when the store wrote each.
 async fn readable_snapshots(
     repo: &Repository,
 ) -> Result<(Vec<(SnapshotId, Snapshot)>, WriteTimes)> {
+    repo.keys.require_vouched("forget")?;
     let (all, written) = repo.load_snapshots_written().await?;
     let mut snapshots = Vec::new();
     for (id, s) in all {
-        let s = s.map_err(|e| {
-            Error::Integrity(format!(
-                "snapshot {} is unreadable ({e}); run `drydock check`",
-                id.short()
-            ))
-        })?;
+        let s = match s {
+            Ok(s) => s,
+            Err(Error::Unauthentic(why)) => {
+                tracing::warn!("forget ignores snapshots/{id}: {why}");
+                continue;
+            }
+            Err(e) => {
+                return Err(Error::Integrity(format!(
+                    "snapshot {} is unreadable ({e}); run `drydock check`",
+                    id.short()
+                )))
+            }
+        };
         snapshots.push((id, s));
     }
     Ok((snapshots, written))

@@ -48,15 +48,16 @@ pub async fn run(ctx: &Context, args: InitArgs) -> Result<Output> {
     if let (Some(id), Some(path)) = (&identity, &args.identity_out) {
         crypto::write_secret_file(path, &crypto::identity_file_text(id))?;
     }
-    let (config, chunk_key) = match Repository::init(store.clone(), &recipient).await {
-        Ok(x) => x,
-        Err(e) => {
-            if let (Some(_), Some(path)) = (&identity, &args.identity_out) {
-                let _ = std::fs::remove_file(path);
+    let (config, chunk_key) =
+        match Repository::init(store.clone(), &recipient, identity.as_ref()).await {
+            Ok(x) => x,
+            Err(e) => {
+                if let (Some(_), Some(path)) = (&identity, &args.identity_out) {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(e);
             }
-            return Err(e);
-        }
-    };
+        };
     if let Some(path) = &args.backup_key_out {
         let key = BackupKey {
             repository: config.id,

@@ -8,14 +8,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::{self, ChunkKey, DecryptFailure, Identity, Recipient};
 use crate::error::{Error, Result};
-use crate::ids::BlobId;
+use crate::ids::{BlobId, LookupKey};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum BlobType {
     Data = 0,
     Tree = 1,
-    /// A registry blob's chunk list, named by its digest (see [`blob_id`]).
+    /// A registry blob's chunk list, found by its digest through its [`lookup_key`].
     Registry = 2,
 }
 
@@ -30,17 +30,21 @@ impl BlobType {
     }
 }
 
-/// The id of a blob. Data and tree blobs are named by their whole plaintext; a registry
-/// blob by its first line (the digest), so a writer holding only the backup-only key can
-/// tell whether a digest is stored without reading the registry blob.
+/// The id of a blob: keyed over its type and whole plaintext, so that no two different
+/// bodies share an id (a registry blob's too: in format v1 it covered the digest line only,
+/// and a forged chunk list could pass for the real one).
 pub fn blob_id(chunk_key: &ChunkKey, blob_type: BlobType, data: &[u8]) -> BlobId {
-    match blob_type {
-        BlobType::Registry => {
-            let line = data.split(|&b| b == b'\n').next().unwrap_or_default();
-            chunk_key.blob_id(blob_type as u8, line)
-        }
-        _ => chunk_key.blob_id(blob_type as u8, data),
-    }
+    chunk_key.blob_id(blob_type as u8, data)
+}
+
+/// How a registry blob is found by digest (`sha256:<hex>`) without reading it: the keyed
+/// hash of its digest line, recorded beside it in pack headers and indexes.
+pub fn lookup_key(chunk_key: &ChunkKey, digest: &str) -> LookupKey {
+    LookupKey(
+        chunk_key
+            .blob_id(BlobType::Registry as u8, digest.as_bytes())
+            .0,
+    )
 }
 
 const RAW: u8 = 0;
@@ -55,6 +59,8 @@ pub struct EncodedBlob {
     pub id: BlobId,
     pub raw_length: u32,
     pub bytes: Vec<u8>,
+    /// Registry blobs: the [`lookup_key`] of their digest.
+    pub lookup: Option<LookupKey>,
 }
 
 fn saves_enough(compressed: usize, original: usize) -> bool {
@@ -175,6 +181,7 @@ pub fn encode_with_id(
         id,
         raw_length: data.len() as u32,
         bytes: crypto::encrypt(recipient, &framed),
+        lookup: None,
     }
 }
 

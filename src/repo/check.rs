@@ -256,13 +256,8 @@ async fn check_deletion_records(
     sizes: &HashMap<PackId, u64>,
     report: &mut CheckReport,
 ) -> Result<()> {
-    for o in repo.store.list(prune::DELETIONS).await? {
-        let bytes = match repo.store.get(&o.key).await {
-            Ok(b) => b,
-            Err(Error::NotFound(_)) => continue, // deleted since listing (a prune)
-            Err(e) => return Err(e),
-        };
-        match serde_json::from_slice::<prune::DeletionRecord>(&bytes) {
+    for (key, record) in prune::records(repo).await? {
+        match record {
             Ok(record) => {
                 let gone = record
                     .packs
@@ -271,16 +266,13 @@ async fn check_deletion_records(
                     .count();
                 if gone > 0 {
                     report.warnings.push(format!(
-                        "{} names {gone} pack(s) that are not in the repository: left by an interrupted prune, or altered",
-                        o.key
+                        "{key} names {gone} pack(s) that are not in the repository: left by an interrupted prune"
                     ));
                 }
             }
-            Err(e) => report.problem(
-                o.key,
-                format!(
-                    "not a deletion record ({e}); backup and prune refuse to run until it is removed (the next prune marks its packs again)"
-                ),
+            Err(why) => report.problem(
+                key,
+                format!("not a deletion record drydock wrote ({why}); prune ignores it, delete it"),
                 [],
             ),
         }
@@ -362,7 +354,13 @@ fn verify_pack(
             &bytes[bytes.len() - pack::TRAILER_LEN..],
             bytes.len() as u64,
         )
-        .and_then(|hl| pack::parse_header(&bytes[bytes.len() - hl..], bytes.len() as u64))
+        .and_then(|hl| {
+            pack::parse_header(
+                &bytes[bytes.len() - hl..],
+                bytes.len() as u64,
+                &repo.keys.objects,
+            )
+        })
         .map(|h| h == entries)
         .unwrap_or(false);
     if !header_ok {

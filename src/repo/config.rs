@@ -3,17 +3,19 @@
 //! Plaintext JSON (it must be readable to learn how to read the rest); the chunk key inside
 //! it is sealed to the recipient, so only an identity can recover it.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
+use super::auth::{AuthKey, Kind, Tag};
 use crate::chunker::ChunkerParams;
-use crate::crypto::{self, ChunkKey, DecryptFailure, Identity, Recipient};
+use crate::crypto::{self, ChunkKey, DecryptFailure, Identity, MaintenanceSecret, Recipient};
 use crate::error::{Error, Result};
 use crate::ids::RepoId;
 
 pub const KEY: &str = "config";
 pub const FORMAT: &str = "drydock-repository";
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 pub const DEFAULT_PACK_SIZE: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
@@ -23,7 +25,8 @@ pub struct RepoConfig {
     pub format: String,
     pub version: u32,
     pub id: RepoId,
-    pub created: DateTime<Utc>,
+    /// RFC 3339 time of `init`, kept as written: it is part of the authenticated text.
+    pub created: String,
     /// The age X25519 recipient every blob and snapshot is encrypted to.
     pub recipient: String,
     pub chunker: ChunkerParams,
@@ -32,20 +35,53 @@ pub struct RepoConfig {
     pub zstd_level: i32,
     /// Hex of age(recipient, chunk key as 64 hex digits).
     pub sealed_chunk_key: String,
+    /// Hex of age(recipient, maintenance secret as 64 hex digits).
+    pub sealed_maintenance_secret: String,
     /// Keyed hash proving a chunk key belongs to this repository.
     pub key_check: String,
+    /// Tag of the object key (from the chunk key) over [`auth_text`](Self::auth_text).
+    pub auth: String,
+    /// Tag of the identity key over the same text; absent until an identity vouched for the
+    /// config (`init --recipient` has only the public key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_auth: Option<String>,
+}
+
+/// The secrets an identity recovers from the config.
+pub struct Unsealed {
+    pub chunk_key: ChunkKey,
+    pub maintenance: MaintenanceSecret,
+    /// Whether the identity's own tag vouches for the config.
+    pub vouched: bool,
+}
+
+fn damaged(why: impl std::fmt::Display) -> Error {
+    Error::Integrity(format!("the repository config object is damaged: {why}"))
+}
+
+/// A config that parses but that no key holder wrote (exit 4, with the way out).
+fn not_authentic(who: &str) -> Error {
+    Error::Integrity(format!(
+        "the repository config is not authentic: its tag does not match {who}, so it was altered or replaced; `drydock key recover-config` with the identity rebuilds it from a snapshot"
+    ))
 }
 
 impl RepoConfig {
-    pub fn new(recipient: &Recipient, chunk_key: &ChunkKey) -> Self {
+    /// A new repository's config; `identity` vouches for it when drydock holds it.
+    pub fn new(
+        recipient: &Recipient,
+        chunk_key: &ChunkKey,
+        maintenance: &MaintenanceSecret,
+        identity: Option<&Identity>,
+    ) -> Self {
         let mut id = [0u8; 32];
         rand::Rng::fill(&mut rand::thread_rng(), &mut id);
         let id = RepoId(id);
-        RepoConfig {
+        let mut config = RepoConfig {
             format: FORMAT.into(),
             version: VERSION,
             id,
-            created: Utc::now(),
+            created: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
             recipient: recipient.to_string(),
             chunker: ChunkerParams::default(),
             pack_size: DEFAULT_PACK_SIZE,
@@ -54,44 +90,114 @@ impl RepoConfig {
                 recipient,
                 chunk_key.to_hex().as_bytes(),
             )),
+            sealed_maintenance_secret: hex::encode(crypto::encrypt(
+                recipient,
+                maintenance.to_hex().as_bytes(),
+            )),
             key_check: chunk_key.check_value(&id),
-        }
+            auth: String::new(),
+            identity_auth: None,
+        };
+        config.seal(chunk_key, identity);
+        config
     }
 
-    pub fn parse(bytes: &[u8]) -> Result<Self> {
+    /// (Re)compute the tags: the object key's, and the identity's when given.
+    pub fn seal(&mut self, chunk_key: &ChunkKey, identity: Option<&Identity>) {
+        let text = self.auth_text();
+        self.auth = AuthKey::objects(chunk_key)
+            .tag(Kind::Config, &self.id, &[&text])
+            .to_hex();
+        self.identity_auth = identity.map(|i| {
+            AuthKey::identity(i)
+                .tag(Kind::Config, &self.id, &[&text])
+                .to_hex()
+        });
+    }
+
+    /// The text the tags cover: `name=value` lines in a fixed order (FORMAT.md §4).
+    pub fn auth_text(&self) -> Vec<u8> {
+        let c = &self.chunker;
+        let algorithm = serde_json::to_value(c.algorithm).expect("serialises");
+        format!(
+            "format={}\nversion={}\nid={}\ncreated={}\nrecipient={}\nchunker.algorithm={}\nchunker.min_size={}\nchunker.avg_size={}\nchunker.max_size={}\npack_size={}\nzstd_level={}\nsealed_chunk_key={}\nsealed_maintenance_secret={}\nkey_check={}\n",
+            self.format,
+            self.version,
+            self.id,
+            self.created,
+            self.recipient,
+            algorithm.as_str().unwrap_or_default(),
+            c.min_size,
+            c.avg_size,
+            c.max_size,
+            self.pack_size,
+            self.zstd_level,
+            self.sealed_chunk_key,
+            self.sealed_maintenance_secret,
+            self.key_check,
+        )
+        .into_bytes()
+    }
+
+    /// The format and version of a config, before anything else is trusted.
+    pub fn probe(bytes: &[u8]) -> Result<u32> {
         #[derive(Deserialize)]
         struct Probe {
             format: String,
             version: u32,
         }
-        let probe: Probe = serde_json::from_slice(bytes).map_err(|e| {
-            Error::Integrity(format!("the repository config object is damaged: {e}"))
-        })?;
+        let probe: Probe = serde_json::from_slice(bytes).map_err(damaged)?;
         if probe.format != FORMAT {
             return Err(Error::Usage(format!(
                 "not a drydock repository (format {:?})",
                 probe.format
             )));
         }
-        if probe.version != VERSION {
-            return Err(Error::Usage(format!(
-                "repository format version {} is not supported by this drydock (it reads version {VERSION}); upgrade drydock",
-                probe.version
-            )));
+        Ok(probe.version)
+    }
+
+    pub fn parse(bytes: &[u8]) -> Result<Self> {
+        match Self::probe(bytes)? {
+            VERSION => {}
+            1 => {
+                return Err(Error::Usage(
+                    "this repository has format version 1; run `drydock migrate` once with the identity to bring it to version 2".into(),
+                ))
+            }
+            v => {
+                return Err(Error::Usage(format!(
+                    "repository format version {v} is not supported by this drydock (it reads version {VERSION}); upgrade drydock"
+                )))
+            }
         }
-        let config: RepoConfig = serde_json::from_slice(bytes).map_err(|e| {
-            Error::Integrity(format!("the repository config object is damaged: {e}"))
-        })?;
-        config.chunker.validate().map_err(|e| {
-            Error::Integrity(format!("the repository config object is damaged: {e}"))
-        })?;
-        if config.pack_size < 1024 * 1024 || config.pack_size > 1 << 31 {
-            return Err(Error::Integrity(format!(
-                "the repository config object is damaged: unsupported pack size {}",
-                config.pack_size
-            )));
-        }
+        let config: RepoConfig = serde_json::from_slice(bytes).map_err(damaged)?;
+        config.validate()?;
         Ok(config)
+    }
+
+    fn validate(&self) -> Result<()> {
+        self.chunker.validate().map_err(damaged)?;
+        if self.pack_size < 1024 * 1024 || self.pack_size > 1 << 31 {
+            return Err(damaged(format!("unsupported pack size {}", self.pack_size)));
+        }
+        if !(1..=19).contains(&self.zstd_level) {
+            return Err(damaged(format!(
+                "unsupported zstd level {}",
+                self.zstd_level
+            )));
+        }
+        // A newline in a value would let two configs share one authenticated text.
+        let fields = [
+            &self.created,
+            &self.recipient,
+            &self.sealed_chunk_key,
+            &self.sealed_maintenance_secret,
+            &self.key_check,
+        ];
+        if fields.iter().any(|f| f.contains('\n')) {
+            return Err(damaged("a field holds a line break"));
+        }
+        Ok(())
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -104,8 +210,24 @@ impl RepoConfig {
         })
     }
 
-    /// Recover the chunk key with the identity, proving the identity fits.
-    pub fn unseal_chunk_key(&self, identity: &Identity) -> Result<ChunkKey> {
+    /// Whether the object key of `chunk_key` vouches for this config.
+    pub fn authentic_for(&self, chunk_key: &ChunkKey) -> bool {
+        Tag::from_hex(&self.auth).is_some_and(|t| {
+            AuthKey::objects(chunk_key).verify(Kind::Config, &self.id, &[&self.auth_text()], &t)
+        })
+    }
+
+    /// Whether the identity's own tag vouches for this config (`None`: it carries none).
+    pub fn vouched_by(&self, identity: &Identity) -> Option<bool> {
+        let t = self.identity_auth.as_deref()?;
+        Some(Tag::from_hex(t).is_some_and(|t| {
+            AuthKey::identity(identity).verify(Kind::Config, &self.id, &[&self.auth_text()], &t)
+        }))
+    }
+
+    /// Recover the chunk key and maintenance secret with the identity, proving the
+    /// identity fits and that the config is the one its holders wrote.
+    pub fn unseal(&self, identity: &Identity) -> Result<Unsealed> {
         // A recipient that does not parse is damage, not someone else's identity.
         self.recipient()?;
         if identity.to_public().to_string() != self.recipient {
@@ -116,32 +238,35 @@ impl RepoConfig {
                 self.recipient
             )));
         }
-        let sealed = hex::decode(&self.sealed_chunk_key).map_err(|_| {
-            Error::Integrity("the repository config's sealed key is not hex".into())
-        })?;
+        let vouched = match self.vouched_by(identity) {
+            Some(false) => return Err(not_authentic("the identity")),
+            Some(true) => true,
+            None => false,
+        };
         // From here on the identity is the recipient's, so every failure is a damaged config.
-        let plain = crypto::decrypt(identity, &sealed).map_err(|e| match e {
-            DecryptFailure::WrongKey => Error::Integrity(
-                "the repository config's sealed key is damaged: it does not open with the identity of its recipient".into(),
-            ),
-            DecryptFailure::Corrupt(why) => Error::Integrity(format!(
-                "the repository config's sealed key is damaged: {why}"
-            )),
-        })?;
-        let plain = zeroize::Zeroizing::new(plain);
-        let hex = std::str::from_utf8(&plain).unwrap_or_default();
-        let key = ChunkKey::from_hex(hex).map_err(|_| {
-            Error::Integrity(
-                "the repository config's sealed key is damaged: not a chunk key".into(),
-            )
-        })?;
-        self.verify_chunk_key(&key).map_err(|_| {
+        let chunk_key =
+            ChunkKey::from_hex(&unseal_hex(identity, &self.sealed_chunk_key, "chunk key")?)
+                .map_err(|_| damaged("its sealed chunk key is not a chunk key"))?;
+        self.verify_chunk_key(&chunk_key).map_err(|_| {
             Error::Integrity(format!(
                 "the repository config is damaged: its key check does not match its sealed key (repository {})",
                 self.id.short()
             ))
         })?;
-        Ok(key)
+        if !self.authentic_for(&chunk_key) {
+            return Err(not_authentic("its own chunk key"));
+        }
+        let maintenance = MaintenanceSecret::from_hex(&unseal_hex(
+            identity,
+            &self.sealed_maintenance_secret,
+            "maintenance secret",
+        )?)
+        .map_err(|_| damaged("its sealed maintenance secret is not one"))?;
+        Ok(Unsealed {
+            chunk_key,
+            maintenance,
+            vouched,
+        })
     }
 
     /// Check a backup-only key against this config. It cannot open the sealed key, but its
@@ -180,6 +305,9 @@ impl RepoConfig {
                 "the backup-only key's recipient does not match the repository".into(),
             ));
         }
+        if !self.authentic_for(chunk_key) {
+            return Err(not_authentic("the backup-only key"));
+        }
         Ok(())
     }
 
@@ -194,19 +322,47 @@ impl RepoConfig {
     }
 }
 
+/// Decrypt one sealed hex value of the config with the identity of its recipient.
+fn unseal_hex(identity: &Identity, sealed: &str, what: &str) -> Result<Zeroizing<String>> {
+    let sealed =
+        hex::decode(sealed).map_err(|_| damaged(format!("its sealed {what} is not hex")))?;
+    let plain = crypto::decrypt(identity, &sealed).map_err(|e| match e {
+        DecryptFailure::WrongKey => damaged(format!(
+            "its sealed {what} does not open with the identity of its recipient"
+        )),
+        DecryptFailure::Corrupt(why) => damaged(format!("its sealed {what}: {why}")),
+    })?;
+    let plain = Zeroizing::new(plain);
+    Ok(Zeroizing::new(
+        std::str::from_utf8(&plain).unwrap_or_default().to_string(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn unseal_and_reject_other_identities() {
+    fn fresh(identity: Option<&Identity>) -> (Identity, ChunkKey, RepoConfig) {
         let id = Identity::generate();
         let ck = ChunkKey::generate();
-        let c = RepoConfig::new(&id.to_public(), &ck);
+        let c = RepoConfig::new(
+            &id.to_public(),
+            &ck,
+            &MaintenanceSecret::generate(),
+            identity.or(Some(&id)),
+        );
+        (id, ck, c)
+    }
+
+    #[test]
+    fn unseal_and_reject_other_identities() {
+        let (id, ck, c) = fresh(None);
         let back = RepoConfig::parse(&c.to_bytes()).unwrap();
-        assert_eq!(back.unseal_chunk_key(&id).unwrap().to_hex(), ck.to_hex());
+        let u = back.unseal(&id).unwrap();
+        assert_eq!(u.chunk_key.to_hex(), ck.to_hex());
+        assert!(u.vouched);
         assert!(matches!(
-            back.unseal_chunk_key(&Identity::generate()),
+            back.unseal(&Identity::generate()),
             Err(Error::Key(_))
         ));
         assert!(matches!(
@@ -215,17 +371,53 @@ mod tests {
         ));
     }
 
+    /// A bucket writer's config: its own chunk key sealed to the real recipient, every tag
+    /// it can compute recomputed. The identity refuses it; so does the real backup-only key.
+    #[test]
+    fn a_replaced_config_is_not_authentic() {
+        let (id, ck, real) = fresh(None);
+        let mut forged = RepoConfig::new(
+            &id.to_public(),
+            &ChunkKey::generate(),
+            &MaintenanceSecret::generate(),
+            None,
+        );
+        forged.id = real.id;
+        forged.identity_auth = real.identity_auth.clone();
+        let attacker_ck = ChunkKey::generate();
+        forged.key_check = attacker_ck.check_value(&forged.id);
+        forged.seal(&attacker_ck, None);
+        forged.identity_auth = real.identity_auth.clone();
+        assert!(
+            matches!(forged.unseal(&id), Err(Error::Integrity(m)) if m.contains("not authentic"))
+        );
+        // Changing a parameter breaks both tags.
+        let mut altered = real.clone();
+        altered.chunker.min_size = 64;
+        assert!(!altered.authentic_for(&ck));
+        assert_eq!(altered.vouched_by(&id), Some(false));
+        assert!(matches!(
+            altered.verify_backup_key(&real.id, &ck, &id.to_public(), "here"),
+            Err(Error::Integrity(_))
+        ));
+    }
+
     #[test]
     fn rejects_other_formats_and_versions() {
-        let c = RepoConfig::new(&Identity::generate().to_public(), &ChunkKey::generate());
+        let (_, _, c) = fresh(None);
         let mut v: serde_json::Value = serde_json::from_slice(&c.to_bytes()).unwrap();
         v["version"] = 99.into();
         assert!(matches!(
             RepoConfig::parse(v.to_string().as_bytes()),
             Err(Error::Usage(_))
         ));
+        v["version"] = 1.into();
         assert!(matches!(
-            RepoConfig::parse(b"{\"format\":\"x\",\"version\":1}"),
+            RepoConfig::parse(v.to_string().as_bytes()),
+            Err(Error::Usage(m)) if m.contains("drydock migrate")
+        ));
+        assert!(matches!(
+            RepoConfig::parse(b"{\"format\":\"x\",\"version\":2}"),
             Err(Error::Usage(_))
         ));
         assert!(matches!(

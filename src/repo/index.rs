@@ -1,18 +1,22 @@
 //! Index objects map blob ids to their place in packs.
 //!
-//! `"DDINDX01" ‖ packs: u32le ‖ per pack: pack_id [32] ‖ n: u32le ‖ n × (type u8 ‖ id [32] ‖
-//! offset u32le ‖ length u32le ‖ raw_length u32le)`. Named by the SHA-256 of the bytes.
-//! Indexes hold no names or contents, so a backup-only key can read them to deduplicate.
+//! `"DDINDX02" ‖ packs: u32le ‖ per pack: pack_id [32] ‖ n: u32le ‖ n × (type u8 ‖ id [32] ‖
+//! offset u32le ‖ length u32le ‖ raw_length u32le ‖ registry blobs: lookup [32]) ‖ tag [32]`,
+//! the tag being the object key's over everything before it (FORMAT.md §7). Named by the
+//! SHA-256 of the bytes. Indexes hold no names or contents, so a backup-only key can read them
+//! to deduplicate; the tag means a bucket writer without keys cannot add one.
 
 use std::collections::HashMap;
 
+use super::auth::{Authenticator, Kind};
 use super::blob::BlobType;
-use super::pack::PackEntry;
+use super::pack::{put_lengths, put_lookup, PackEntry, ENTRY_LEN as PACK_ENTRY_LEN};
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, IndexId, PackId};
+use crate::ids::{BlobId, IndexId, LookupKey, PackId};
 
-pub const MAGIC: &[u8; 8] = b"DDINDX01";
-const ENTRY_LEN: usize = 1 + 32 + 12;
+pub const MAGIC: &[u8; 8] = b"DDINDX02";
+/// The smallest index entry: a pack entry and its offset.
+const ENTRY_LEN: usize = PACK_ENTRY_LEN + 4;
 
 pub fn key(id: &IndexId) -> String {
     format!("index/{}", id.to_hex())
@@ -21,9 +25,12 @@ pub fn key(id: &IndexId) -> String {
 /// The packs one index object describes.
 pub type IndexFile = Vec<(PackId, Vec<PackEntry>)>;
 
-pub fn encode(packs: &[(PackId, Vec<PackEntry>)]) -> Vec<u8> {
-    let n: usize = packs.iter().map(|(_, e)| 36 + e.len() * ENTRY_LEN).sum();
-    let mut out = Vec::with_capacity(12 + n);
+pub fn encode(packs: &[(PackId, Vec<PackEntry>)], auth: &Authenticator) -> Vec<u8> {
+    let n: usize = packs
+        .iter()
+        .map(|(_, e)| 36 + e.len() * (ENTRY_LEN + 32))
+        .sum();
+    let mut out = Vec::with_capacity(12 + n + 32);
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(packs.len() as u32).to_le_bytes());
     for (pack, entries) in packs {
@@ -33,39 +40,58 @@ pub fn encode(packs: &[(PackId, Vec<PackEntry>)]) -> Vec<u8> {
             out.push(e.blob_type as u8);
             out.extend_from_slice(&e.id.0);
             out.extend_from_slice(&e.offset.to_le_bytes());
-            out.extend_from_slice(&e.length.to_le_bytes());
-            out.extend_from_slice(&e.raw_length.to_le_bytes());
+            put_lengths(&mut out, e);
+            put_lookup(&mut out, e);
         }
     }
-    out
+    auth.append_tag(Kind::Index, out)
 }
 
-struct Cursor<'a>(&'a [u8]);
+/// A reader of little-endian fields that fails on truncation instead of panicking.
+pub(super) struct Cursor<'a>(pub(super) &'a [u8]);
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.0.len() < n {
-            return Err(Error::Integrity("index object is truncated".into()));
+            return Err(Error::Integrity("object is truncated".into()));
         }
         let (head, rest) = self.0.split_at(n);
         self.0 = rest;
         Ok(head)
     }
-    fn u32(&mut self) -> Result<u32> {
+    pub(super) fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_le_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
-    fn id(&mut self) -> Result<[u8; 32]> {
+    pub(super) fn id(&mut self) -> Result<[u8; 32]> {
         Ok(self.take(32)?.try_into().expect("32 bytes"))
+    }
+    pub(super) fn blob_type(&mut self, what: &str) -> Result<BlobType> {
+        let t = self.take(1)?[0];
+        BlobType::from_byte(t)
+            .ok_or_else(|| Error::Integrity(format!("{what} has unknown blob type {t}")))
+    }
+    /// A registry blob's lookup key; other types have none.
+    pub(super) fn lookup(&mut self, blob_type: BlobType) -> Result<Option<LookupKey>> {
+        Ok(match blob_type {
+            BlobType::Registry => Some(LookupKey(self.id()?)),
+            _ => None,
+        })
     }
 }
 
-pub fn parse(bytes: &[u8]) -> Result<IndexFile> {
-    let mut c = Cursor(bytes);
-    if c.take(8)? != MAGIC {
-        return Err(Error::Integrity("not an index object (bad magic)".into()));
+/// Authenticate and parse an index object.
+pub fn parse(bytes: &[u8], auth: &Authenticator) -> Result<IndexFile> {
+    if bytes.get(..8) != Some(MAGIC.as_slice()) {
+        return Err(Error::Integrity(
+            "not a version 2 index object (bad magic)".into(),
+        ));
     }
+    let body = auth.open_tagged(Kind::Index, bytes).ok_or_else(|| {
+        Error::Integrity("not authentic: no key holder wrote this index object".into())
+    })?;
+    let mut c = Cursor(&body[8..]);
     let packs = c.u32()?;
     let mut out = Vec::new();
     for _ in 0..packs {
@@ -76,15 +102,16 @@ pub fn parse(bytes: &[u8]) -> Result<IndexFile> {
         }
         let mut entries = Vec::with_capacity(n);
         for _ in 0..n {
-            let t = c.take(1)?[0];
-            let blob_type = BlobType::from_byte(t)
-                .ok_or_else(|| Error::Integrity(format!("index has unknown blob type {t}")))?;
+            let blob_type = c.blob_type("index")?;
+            let id = BlobId(c.id()?);
+            let (offset, length, raw_length) = (c.u32()?, c.u32()?, c.u32()?);
             entries.push(PackEntry {
                 blob_type,
-                id: BlobId(c.id()?),
-                offset: c.u32()?,
-                length: c.u32()?,
-                raw_length: c.u32()?,
+                id,
+                offset,
+                length,
+                raw_length,
+                lookup: c.lookup(blob_type)?,
             });
         }
         out.push((pack, entries));
@@ -118,6 +145,8 @@ pub struct MasterIndex {
     others: HashMap<BlobId, Vec<Slot>>,
     packs: Vec<PackId>,
     pack_numbers: HashMap<PackId, u32>,
+    /// Registry blobs by the lookup key of their digest.
+    lookups: HashMap<LookupKey, BlobId>,
 }
 
 impl MasterIndex {
@@ -128,6 +157,9 @@ impl MasterIndex {
             self.packs.push(pack);
         }
         for e in entries {
+            if let Some(l) = e.lookup {
+                self.lookups.entry(l).or_insert(e.id);
+            }
             let slot = (n, e.blob_type, e.offset, e.length, e.raw_length);
             let first = *self.blobs.entry(e.id).or_insert(slot);
             if first != slot {
@@ -199,6 +231,14 @@ impl MasterIndex {
         self.others.retain(|_, slots| !slots.is_empty());
     }
 
+    /// Every (lookup key, registry blob) pair the indexes give, for blobs still indexed.
+    pub fn registry_blobs(&self) -> impl Iterator<Item = (LookupKey, BlobId)> + '_ {
+        self.lookups
+            .iter()
+            .filter(|(_, id)| self.blobs.contains_key(id))
+            .map(|(l, id)| (*l, *id))
+    }
+
     pub fn contains(&self, id: &BlobId) -> bool {
         self.blobs.contains_key(id)
     }
@@ -223,6 +263,13 @@ impl MasterIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::ChunkKey;
+    use crate::ids::RepoId;
+    use crate::repo::auth::AuthKey;
+
+    fn auth() -> Authenticator {
+        Authenticator::new(AuthKey::objects(&ChunkKey::generate()), RepoId([3; 32]))
+    }
 
     #[test]
     fn every_copy_is_kept_and_a_removed_pack_gives_way_to_the_next() {
@@ -251,6 +298,7 @@ mod tests {
             offset: n as u32,
             length: 3,
             raw_length: 9,
+            lookup: None,
         }
     }
 
@@ -260,9 +308,13 @@ mod tests {
             (PackId([9; 32]), vec![entry(1), entry(2)]),
             (PackId([8; 32]), vec![]),
         ];
-        let bytes = encode(&file);
-        let parsed = parse(&bytes).unwrap();
+        let a = auth();
+        let bytes = encode(&file, &a);
+        let parsed = parse(&bytes, &a).unwrap();
         assert_eq!(parsed, file);
+        assert!(
+            matches!(parse(&bytes, &auth()), Err(Error::Integrity(m)) if m.contains("not authentic"))
+        );
         let mut m = MasterIndex::default();
         for (p, e) in &parsed {
             m.add_pack(*p, e);
@@ -274,18 +326,35 @@ mod tests {
 
     #[test]
     fn rejects_damage() {
-        let bytes = encode(&[(PackId([9; 32]), vec![entry(1)])]);
+        let a = auth();
+        let mut registry = entry(2);
+        registry.blob_type = BlobType::Registry;
+        registry.lookup = Some(LookupKey([4; 32]));
+        let bytes = encode(&[(PackId([9; 32]), vec![entry(1), registry])], &a);
+        assert_eq!(
+            parse(&bytes, &a).unwrap()[0].1[1].lookup,
+            Some(LookupKey([4; 32]))
+        );
         for cut in [0, 5, 12, 40, bytes.len() - 1] {
-            assert!(parse(&bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(parse(&bytes[..cut], &a).is_err(), "cut at {cut}");
         }
         let mut extra = bytes.clone();
         extra.push(0);
-        assert!(parse(&extra).is_err());
+        assert!(parse(&extra, &a).is_err());
+        // Damage that a re-tag by the key holder would make well-formed is still caught.
+        let retag = |mut b: Vec<u8>| {
+            b.truncate(b.len() - 32);
+            a.append_tag(Kind::Index, b)
+        };
         let mut bad_type = bytes.clone();
         bad_type[8 + 4 + 32 + 4] = 7;
-        assert!(parse(&bad_type).is_err());
+        assert!(parse(&retag(bad_type), &a).is_err());
         let mut huge = bytes.clone();
         huge[8 + 4 + 32..8 + 4 + 36].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(parse(&huge).is_err());
+        assert!(parse(&retag(huge), &a).is_err());
+        let mut trailing = bytes.clone();
+        trailing.truncate(trailing.len() - 32);
+        trailing.push(0);
+        assert!(parse(&a.append_tag(Kind::Index, trailing), &a).is_err());
     }
 }

@@ -10,6 +10,7 @@
 //! before the index objects naming them, and index objects before the snapshots that need
 //! them, so a crash at any instant leaves only unreferenced objects behind.
 
+pub mod auth;
 pub mod blob;
 pub mod check;
 pub mod config;
@@ -33,6 +34,7 @@ use crate::crypto::{self, ChunkKey, DecryptFailure, Identity, KeyFile, Recipient
 use crate::error::{Error, Result};
 use crate::ids::{sha256, IndexId, PackId, SnapshotId};
 use crate::store::{PutMode, PutOutcome, Store};
+use auth::{AuthKey, Authenticator};
 use config::RepoConfig;
 use index::MasterIndex;
 use pack::PackEntry;
@@ -46,7 +48,13 @@ const LOAD_CONCURRENCY: usize = 16;
 pub struct Keys {
     pub recipient: Recipient,
     pub chunk_key: ChunkKey,
+    /// Tags and checks config, index, pack header and snapshot objects.
+    pub objects: Authenticator,
+    /// Tags and checks deletion records: the identity's (and a maintenance key's) only.
+    deletions: Option<Authenticator>,
     identity: Option<Identity>,
+    /// Whether the identity's own tag vouched for the config (FORMAT.md §4).
+    vouched: bool,
 }
 
 impl Keys {
@@ -61,6 +69,60 @@ impl Keys {
 
     pub fn has_identity(&self) -> bool {
         self.identity.is_some()
+    }
+
+    /// The deletion records' key, or a key error naming the operation that needs it.
+    pub fn deletions(&self, operation: &str) -> Result<&Authenticator> {
+        self.deletions.as_ref().ok_or_else(|| {
+            Error::Key(format!(
+                "{operation} needs the repository identity; a backup-only key cannot mark packs for deletion"
+            ))
+        })
+    }
+
+    /// Refuse to act on retention unless the identity itself vouched for the config: a
+    /// config that only the chunk key authenticates could be a backup-key holder's.
+    pub fn require_vouched(&self, operation: &str) -> Result<()> {
+        if self.identity.is_some() && !self.vouched {
+            return Err(Error::Key(format!(
+                "{operation} needs a config the identity vouched for, and this one (from `init --recipient`) carries no identity tag; run `drydock key recover-config` once with the identity"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Keys {
+    /// Check the key given against the config and derive what it can do.
+    fn open(config: &RepoConfig, key: KeyFile, location: &str) -> Result<Keys> {
+        let objects = |ck: &ChunkKey| Authenticator::new(AuthKey::objects(ck), config.id);
+        Ok(match key {
+            KeyFile::Identity(identity) => {
+                let u = config.unseal(&identity)?;
+                Keys {
+                    recipient: identity.to_public(),
+                    objects: objects(&u.chunk_key),
+                    deletions: Some(Authenticator::new(
+                        AuthKey::deletions(&u.maintenance),
+                        config.id,
+                    )),
+                    chunk_key: u.chunk_key,
+                    identity: Some(*identity),
+                    vouched: u.vouched,
+                }
+            }
+            KeyFile::BackupOnly(k) => {
+                config.verify_backup_key(&k.repository, &k.chunk_key, &k.recipient, location)?;
+                Keys {
+                    recipient: k.recipient,
+                    objects: objects(&k.chunk_key),
+                    deletions: None,
+                    chunk_key: k.chunk_key,
+                    identity: None,
+                    vouched: false,
+                }
+            }
+        })
     }
 }
 
@@ -102,6 +164,7 @@ impl Repository {
     pub async fn init(
         store: Arc<dyn Store>,
         recipient: &Recipient,
+        identity: Option<&Identity>,
     ) -> Result<(RepoConfig, ChunkKey)> {
         if !store.list("").await?.is_empty() {
             if store.get(config::KEY).await.is_ok() {
@@ -116,7 +179,12 @@ impl Repository {
             )));
         }
         let chunk_key = ChunkKey::generate();
-        let config = RepoConfig::new(recipient, &chunk_key);
+        let config = RepoConfig::new(
+            recipient,
+            &chunk_key,
+            &crypto::MaintenanceSecret::generate(),
+            identity,
+        );
         let bytes = Bytes::from(config.to_bytes());
         match store
             .put(config::KEY, bytes.clone(), PutMode::CreateNew)
@@ -142,26 +210,7 @@ impl Repository {
             Err(e) => return Err(e),
         };
         let config = RepoConfig::parse(&bytes)?;
-        let keys = match key {
-            KeyFile::Identity(identity) => Keys {
-                recipient: identity.to_public(),
-                chunk_key: config.unseal_chunk_key(&identity)?,
-                identity: Some(*identity),
-            },
-            KeyFile::BackupOnly(k) => {
-                config.verify_backup_key(
-                    &k.repository,
-                    &k.chunk_key,
-                    &k.recipient,
-                    &store.describe(),
-                )?;
-                Keys {
-                    recipient: k.recipient,
-                    chunk_key: k.chunk_key,
-                    identity: None,
-                }
-            }
-        };
+        let keys = Keys::open(&config, key, &store.describe())?;
         Ok(Repository {
             store,
             config,
@@ -180,7 +229,7 @@ impl Repository {
                 };
                 let parsed = match self.store.get(&o.key).await {
                     Ok(bytes) => check_named(&bytes, &id.0, &format!("index {}", id.short()))
-                        .and_then(|_| index::parse(&bytes))
+                        .and_then(|_| index::parse(&bytes, &self.keys.objects))
                         .map_err(|e| Error::Integrity(format!("index {}: {e}", id.short()))),
                     Err(Error::NotFound(_)) => return Ok(None), // deleted since listing (a prune)
                     Err(e) => return Err(e),
@@ -243,7 +292,7 @@ impl Repository {
             .store
             .get_range(&key, size - header_len, header_len)
             .await?;
-        pack::parse_header(&header, size)
+        pack::parse_header(&header, size, &self.keys.objects)
             .map_err(|e| Error::Integrity(format!("pack {}: {e}", id.short())))
     }
 
@@ -284,7 +333,7 @@ impl Repository {
     }
 
     pub async fn write_index(&self, packs: &[(PackId, Vec<PackEntry>)]) -> Result<IndexId> {
-        let bytes = index::encode(packs);
+        let bytes = index::encode(packs, &self.keys.objects);
         let id = IndexId(sha256(&bytes));
         self.store
             .put(&index::key(&id), Bytes::from(bytes), PutMode::Overwrite)
@@ -295,7 +344,11 @@ impl Repository {
     /// Encrypt and store a snapshot manifest.
     pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
         let plain = serde_json::to_vec(snapshot).expect("snapshots serialise");
-        let sealed = crypto::encrypt(&self.keys.recipient, &plain);
+        let sealed = snapshot::Envelope {
+            manifest: crypto::encrypt(&self.keys.recipient, &plain),
+            config: Some(self.config.to_bytes()),
+        }
+        .seal(&self.keys.objects);
         let id = SnapshotId(sha256(&sealed));
         self.store
             .put(&snapshot::key(&id), Bytes::from(sealed), PutMode::Overwrite)
@@ -334,7 +387,8 @@ impl Repository {
             .await
             .map_err(Error::into_integrity)?;
         check_named(&bytes, &id.0, &what)?;
-        let plain = crypto::decrypt(identity, &bytes).map_err(|e| match e {
+        let envelope = snapshot::Envelope::open(&bytes, &self.keys.objects, &what)?;
+        let plain = crypto::decrypt(identity, &envelope.manifest).map_err(|e| match e {
             DecryptFailure::WrongKey => {
                 Error::Key(format!("{what} is not encrypted to this identity"))
             }

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::auth::{Authenticator, Kind, Tag};
 use super::blob::BlobType;
 use super::index::MasterIndex;
 use super::pack::{self, PackEntry};
@@ -28,7 +29,8 @@ use crate::store::PutMode;
 
 pub const DELETIONS: &str = "deletions/";
 
-/// A `deletions/<name>` object: packs found unused at `created`.
+/// A `deletions/<name>` object: packs found unused at `created`. Stored as compact JSON
+/// followed by the deletion key's 32-byte tag over it (FORMAT.md §11).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DeletionRecord {
     pub version: u32,
@@ -36,10 +38,32 @@ pub struct DeletionRecord {
     pub packs: Vec<PackId>,
 }
 
+pub const RECORD_VERSION: u32 = 2;
+
 impl DeletionRecord {
-    /// Parse a `deletions/` object.
-    pub fn parse(bytes: &[u8]) -> std::result::Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+    /// Parse a `deletions/` object; with the deletion key, authenticate it too.
+    pub fn parse(bytes: &[u8], key: Option<&Authenticator>) -> std::result::Result<Self, String> {
+        let json = match key {
+            Some(k) => k
+                .open_tagged(Kind::Deletion, bytes)
+                .ok_or("not authentic: its tag does not match the deletion key")?,
+            None => &bytes[..bytes.len().saturating_sub(Tag::LEN)],
+        };
+        let rec: DeletionRecord = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        if rec.version != RECORD_VERSION {
+            return Err(format!(
+                "deletion record version {} is not {RECORD_VERSION}",
+                rec.version
+            ));
+        }
+        Ok(rec)
+    }
+
+    pub fn to_bytes(&self, key: &Authenticator) -> Vec<u8> {
+        key.append_tag(
+            Kind::Deletion,
+            serde_json::to_vec(self).expect("serialises"),
+        )
     }
 }
 
@@ -67,8 +91,12 @@ pub struct PruneReport {
     pub dry_run: bool,
 }
 
-/// Every pack some `deletions/` record names, with the records.
-pub async fn pending(repo: &Repository) -> Result<Vec<(String, DeletionRecord)>> {
+/// Every `deletions/` record, parsed, and authenticated with the deletion key when the key
+/// given holds it. Records that fail are skipped with a warning (`check` reports them): a
+/// backup only stores some blobs again for a mark it cannot read, and prune acts on no
+/// record it cannot authenticate, so neither can be steered by one.
+pub async fn records(repo: &Repository) -> Result<Vec<(String, Result<DeletionRecord, String>)>> {
+    let key = repo.keys.deletions("").ok();
     let mut out = Vec::new();
     for o in repo.store.list(DELETIONS).await? {
         let bytes = match repo.store.get(&o.key).await {
@@ -76,9 +104,22 @@ pub async fn pending(repo: &Repository) -> Result<Vec<(String, DeletionRecord)>>
             Err(Error::NotFound(_)) => continue,
             Err(e) => return Err(e),
         };
-        let rec = DeletionRecord::parse(&bytes)
-            .map_err(|e| Error::Integrity(format!("{} is not a deletion record: {e}", o.key)))?;
-        out.push((o.key, rec));
+        out.push((o.key, DeletionRecord::parse(&bytes, key)));
+    }
+    Ok(out)
+}
+
+/// The records [`records`] could read.
+pub async fn pending(repo: &Repository) -> Result<Vec<(String, DeletionRecord)>> {
+    let mut out = Vec::new();
+    for (key, rec) in records(repo).await? {
+        match rec {
+            Ok(r) => out.push((key, r)),
+            Err(why) => tracing::warn!(
+                record = %crate::term::esc(&key),
+                "ignoring a deletion record: {why}; `drydock check` reports it"
+            ),
+        }
     }
     Ok(out)
 }
@@ -120,23 +161,54 @@ pub async fn referenced(reader: &BlobReader, snapshots: &[Snapshot]) -> Result<H
     Ok(seen)
 }
 
+/// Every snapshot a key holder wrote. One that is not authentic is no snapshot (nobody with
+/// a key wrote it), so it keeps nothing; one that is authentic but cannot be read stops the
+/// prune, since its data must not go before someone looks at it.
+async fn authentic_snapshots(repo: &Repository) -> Result<Vec<Snapshot>> {
+    let mut snapshots = Vec::new();
+    for (id, s) in repo.load_snapshots().await? {
+        match s {
+            Ok(s) => snapshots.push(s),
+            Err(Error::Unauthentic(why)) => {
+                tracing::warn!("prune ignores snapshots/{id}: {why}")
+            }
+            Err(e) => {
+                return Err(Error::Integrity(format!(
+                    "cannot prune while snapshot {} is unreadable ({e}); run `drydock check`",
+                    id.short()
+                )))
+            }
+        }
+    }
+    Ok(snapshots)
+}
+
+/// Every index object that authenticates; the packs of one that does not are read through
+/// their own headers instead, like packs no index names.
+async fn authentic_index_files(
+    repo: &Repository,
+) -> Result<Vec<(IndexId, super::index::IndexFile)>> {
+    let mut out = Vec::new();
+    for (iid, file) in repo.load_index_files().await? {
+        match file {
+            Ok(f) => out.push((iid, f)),
+            Err(e) => tracing::warn!("prune ignores index/{iid}: {e}"),
+        }
+    }
+    Ok(out)
+}
+
 pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport> {
     let mut report = PruneReport {
         dry_run: opts.dry_run,
         ..Default::default()
     };
+    repo.keys.deletions("pruning")?;
+    repo.keys.require_vouched("pruning")?;
     // Snapshots first: a snapshot written after this point was written by a backup that
     // either saw the current marks (and avoided them) or finishes within the delay.
-    let mut snapshots = Vec::new();
-    for (id, s) in repo.load_snapshots().await? {
-        snapshots.push(s.map_err(|e| {
-            Error::Integrity(format!(
-                "cannot prune while snapshot {} is unreadable ({e}); run `drydock check`",
-                id.short()
-            ))
-        })?);
-    }
-    let files = repo.load_index_files().await?;
+    let snapshots = authentic_snapshots(&repo).await?;
+    let files = authentic_index_files(&repo).await?;
     let mut index = MasterIndex::default();
     let mut packs: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
     let mut index_of: HashMap<PackId, Vec<IndexId>> = HashMap::new();
@@ -144,7 +216,7 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
     // never another (possibly forged) index's.
     let mut index_packs: HashMap<IndexId, Vec<(PackId, Vec<PackEntry>)>> = HashMap::new();
     for (iid, file) in files {
-        for (pack, entries) in file? {
+        for (pack, entries) in file {
             index.add_pack(pack, &entries);
             index_of.entry(pack).or_default().push(iid);
             index_packs
@@ -301,7 +373,7 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
         let mut sorted = to_mark;
         sorted.sort();
         let rec = DeletionRecord {
-            version: 1,
+            version: RECORD_VERSION,
             created: now,
             packs: sorted,
         };
@@ -313,7 +385,7 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
         repo.store
             .put(
                 &name,
-                Bytes::from(serde_json::to_vec(&rec)?),
+                Bytes::from(rec.to_bytes(repo.keys.deletions("pruning")?)),
                 PutMode::CreateNew,
             )
             .await?;

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::auth::{Authenticator, Kind};
 use crate::error::{Error, Result};
 use crate::harbor::config::ConfigPart;
 use crate::harbor::db::DatabasePart;
@@ -15,6 +16,81 @@ pub const VERSION: u32 = 1;
 
 pub fn key(id: &SnapshotId) -> String {
     format!("snapshots/{}", id.to_hex())
+}
+
+/// The snapshot object (FORMAT.md §9): `"DDSNAP02" ‖ sections ‖ tag`, a section being
+/// `kind: u8 ‖ length: u32le ‖ bytes`, the tag the object key's over all before it.
+pub const MAGIC: &[u8; 8] = b"DDSNAP02";
+/// The manifest, age-encrypted to the recipient. Exactly one.
+const SECTION_MANIFEST: u8 = 1;
+/// The repository's config as the writer opened it: what `key recover-config` rebuilds from.
+const SECTION_CONFIG: u8 = 3;
+
+/// The sections of a snapshot object.
+pub struct Envelope {
+    /// The manifest's age ciphertext.
+    pub manifest: Vec<u8>,
+    /// The config copy, if the writer added one.
+    pub config: Option<Vec<u8>>,
+}
+
+impl Envelope {
+    pub fn seal(&self, auth: &Authenticator) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        let sections = std::iter::once((SECTION_MANIFEST, &self.manifest))
+            .chain(self.config.iter().map(|c| (SECTION_CONFIG, c)));
+        for (kind, bytes) in sections {
+            out.push(kind);
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(bytes);
+        }
+        auth.append_tag(Kind::Snapshot, out)
+    }
+
+    /// Authenticate and split a snapshot object.
+    pub fn open(bytes: &[u8], auth: &Authenticator, what: &str) -> Result<Envelope> {
+        if bytes.get(..8) != Some(MAGIC.as_slice()) {
+            return Err(Error::Unauthentic(format!(
+                "{what} is not a version 2 snapshot object: no key holder wrote it"
+            )));
+        }
+        let body = auth.open_tagged(Kind::Snapshot, bytes).ok_or_else(|| {
+            Error::Unauthentic(format!(
+                "{what} is not authentic: its tag does not match, so no key holder wrote it"
+            ))
+        })?;
+        Self::split(&body[8..], what)
+    }
+
+    /// Split the sections without authenticating (key recover-config, which checks the
+    /// config copy with the identity's own tag instead).
+    pub fn split(mut rest: &[u8], what: &str) -> Result<Envelope> {
+        let bad = |why: &str| Error::Integrity(format!("{what} is malformed: {why}"));
+        let (mut manifest, mut config) = (None, None);
+        while !rest.is_empty() {
+            if rest.len() < 5 {
+                return Err(bad("truncated section"));
+            }
+            let kind = rest[0];
+            let len = u32::from_le_bytes(rest[1..5].try_into().expect("4 bytes")) as usize;
+            let bytes = rest
+                .get(5..5 + len)
+                .ok_or_else(|| bad("a section is longer than the object"))?;
+            rest = &rest[5 + len..];
+            let slot = match kind {
+                SECTION_MANIFEST => &mut manifest,
+                SECTION_CONFIG => &mut config,
+                _ => continue, // reserved kinds (2: the maintenance summary) are skipped
+            };
+            if slot.replace(bytes.to_vec()).is_some() {
+                return Err(bad("a section appears twice"));
+            }
+        }
+        Ok(Envelope {
+            manifest: manifest.ok_or_else(|| bad("no manifest section"))?,
+            config,
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -5,7 +5,7 @@
 //! each worker one chunk, and at most `parallel + 3` packs exist at a time (one being filled
 //! with data, one with trees, one waiting, `parallel` uploading).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,7 +20,7 @@ use super::pack::{self, FinishedPack, PackBuilder, PackEntry};
 use super::Repository;
 use crate::chunker;
 use crate::error::{Error, Result};
-use crate::ids::{BlobId, IndexId, PackId};
+use crate::ids::{BlobId, IndexId, LookupKey, PackId};
 use crate::store::PutMode;
 
 /// Write an index object after this many packs, so a killed backup loses little.
@@ -69,6 +69,8 @@ fn packer_for(blob_type: BlobType) -> usize {
 pub struct BlobWriter {
     repo: Arc<Repository>,
     known: RwLock<HashSet<BlobId>>,
+    /// Registry blobs by digest lookup key: the repository's and this backup's.
+    registry: RwLock<HashMap<LookupKey, BlobId>>,
     packers: [Mutex<PackBuilder>; 2],
     tx: Mutex<Option<mpsc::Sender<FinishedPack>>>,
     uploader: Mutex<Option<tokio::task::JoinHandle<Result<UploadTotals>>>>,
@@ -89,6 +91,7 @@ impl BlobWriter {
             .map_err(|e| Error::Other(format!("cannot start worker threads: {e}")))?;
         Ok(BlobWriter {
             known: RwLock::new(index.blob_ids().copied().collect()),
+            registry: RwLock::new(index.registry_blobs().collect()),
             repo,
             packers: Default::default(),
             tx: Mutex::new(Some(tx)),
@@ -106,13 +109,18 @@ impl BlobWriter {
         self.known.write().expect("lock").insert(id)
     }
 
-    /// The id of the registry blob for `digest` (computable without the blob's content).
-    pub fn registry_id(&self, digest: &str) -> BlobId {
-        blob::blob_id(
-            &self.repo.keys.chunk_key,
-            BlobType::Registry,
-            digest.as_bytes(),
-        )
+    /// The registry blob already stored for `digest`, found without reading anything.
+    pub fn known_registry(&self, digest: &str) -> Option<BlobId> {
+        let lookup = blob::lookup_key(&self.repo.keys.chunk_key, digest);
+        self.registry.read().expect("lock").get(&lookup).copied()
+    }
+
+    /// Store a registry blob (`digest` is its first line). Blocking.
+    pub fn save_registry(&self, digest: &str, data: &[u8]) -> Result<BlobId> {
+        let lookup = blob::lookup_key(&self.repo.keys.chunk_key, digest);
+        let id = self.save_as(BlobType::Registry, data, Some(lookup))?;
+        self.registry.write().expect("lock").insert(lookup, id);
+        Ok(id)
     }
 
     /// Whether a blob with this id is in the repository or already written by this backup.
@@ -122,6 +130,15 @@ impl BlobWriter {
 
     /// Store one blob unless it is known. Blocking; call from a non-async thread.
     pub fn save(&self, blob_type: BlobType, data: &[u8]) -> Result<BlobId> {
+        self.save_as(blob_type, data, None)
+    }
+
+    fn save_as(
+        &self,
+        blob_type: BlobType,
+        data: &[u8],
+        lookup: Option<LookupKey>,
+    ) -> Result<BlobId> {
         // Readers refuse larger blobs (FORMAT.md §5), so writing one would lose the snapshot.
         if data.len() > blob::max_raw_length(blob_type) as usize {
             return Err(Error::Other(format!(
@@ -137,13 +154,14 @@ impl BlobWriter {
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
             return Ok(id);
         }
-        let encoded = blob::encode_with_id(
+        let mut encoded = blob::encode_with_id(
             id,
             &self.repo.keys.recipient,
             blob_type,
             data,
             self.repo.config.zstd_level,
         );
+        encoded.lookup = lookup;
         self.stats
             .new_bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -164,7 +182,7 @@ impl BlobWriter {
     }
 
     fn send(&self, packer: PackBuilder) -> Result<()> {
-        let finished = packer.finish();
+        let finished = packer.finish(&self.repo.keys.objects);
         self.stats
             .stored_bytes
             .fetch_add(finished.bytes.len() as u64, Ordering::Relaxed);
@@ -208,7 +226,7 @@ impl BlobWriter {
             if last.is_empty() {
                 continue;
             }
-            let finished = last.finish();
+            let finished = last.finish(&self.repo.keys.objects);
             self.stats
                 .stored_bytes
                 .fetch_add(finished.bytes.len() as u64, Ordering::Relaxed);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use drydock::crypto::KeyFile;
 use drydock::harbor::config::{ConfigPart, ConfigRoot};
 use drydock::ids::{sha256, BlobId, IndexId, SnapshotId};
+use drydock::repo::auth::Authenticator;
 use drydock::repo::blob::{BlobType, EncodedBlob};
 use drydock::repo::pack::PackBuilder;
 use drydock::repo::snapshot::{Parts, Snapshot, Summary};
@@ -75,18 +76,24 @@ pub async fn attacker(repo: &Repo) -> Arc<Repository> {
     Arc::new(Repository::open(store, key).await.unwrap())
 }
 
+/// What tags index, pack and snapshot objects, as the backup-only key holds it.
+pub fn attacker_auth(repo: &Repo) -> Authenticator {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async { attacker(repo).await.keys.objects.clone() })
+}
+
 /// Store hand-made blobs in one new pack and index it, bypassing every writer check.
 pub async fn put_raw_blobs(r: &Repository, blobs: Vec<EncodedBlob>) {
     let mut builder = PackBuilder::default();
     for b in blobs {
         builder.add(b);
     }
-    let p = builder.finish();
+    let p = builder.finish(&r.keys.objects);
     r.store
         .put(&pack::key(&p.id), p.bytes, PutMode::CreateNew)
         .await
         .unwrap();
-    let idx = index::encode(&[(p.id, p.entries)]);
+    let idx = index::encode(&[(p.id, p.entries)], &r.keys.objects);
     let id = IndexId(sha256(&idx));
     r.store
         .put(&index::key(&id), idx.into(), PutMode::CreateNew)

@@ -119,9 +119,8 @@ async fn backup_blob(
     size: u64,
     progress: &Progress,
 ) -> Result<Outcome> {
-    let reg_id = writer.registry_id(digest.as_str());
-    if writer.contains(&reg_id) {
-        return Ok(Outcome::Known(blob_node(&digest, size, reg_id)));
+    if let Some(known) = writer.known_registry(digest.as_str()) {
+        return Ok(Outcome::Known(blob_node(&digest, size, known)));
     }
     let key = digest.data_key();
     let reader = match source.open_read(&key).await {
@@ -156,8 +155,10 @@ async fn backup_blob(
         size: len,
         content,
     };
-    let id = save_blocking(writer, BlobType::Registry, entry.to_bytes()).await?;
-    debug_assert_eq!(id, reg_id);
+    let w = writer.clone();
+    let id = tokio::task::spawn_blocking(move || w.save_registry(&entry.digest, &entry.to_bytes()))
+        .await
+        .map_err(|e| Error::Other(format!("save task failed: {e}")))??;
     Ok(Outcome::New(blob_node(&digest, len, id), len))
 }
 
