@@ -62,28 +62,12 @@ fn kill_delay(seed: &mut u64, span: Duration) -> Duration {
 /// 1 MiB packs and 64 KiB chunks instead of 16 MiB and 1 MiB (FORMAT.md §4 allows both):
 /// a few MiB of data then make many blobs, packs and index objects to be killed among.
 fn small_packs(repo: &Repo) {
-    let edit = |bytes: &[u8]| -> Vec<u8> {
-        let mut c: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+    reseal_config(repo, |c| {
         c["pack_size"] = (1u64 << 20).into();
         c["chunker"]["min_size"] = (16u64 << 10).into();
         c["chunker"]["avg_size"] = (64u64 << 10).into();
         c["chunker"]["max_size"] = (256u64 << 10).into();
-        serde_json::to_vec_pretty(&c).unwrap()
-    };
-    match (&repo.local_root, &repo.s3) {
-        (Some(root), _) => {
-            let path = root.join("config");
-            fs::write(&path, edit(&fs::read(&path).unwrap())).unwrap();
-        }
-        (None, Some((_, bucket))) => {
-            let (key, bytes) = bucket_objects(bucket)
-                .into_iter()
-                .find(|(k, _)| k.ends_with("config"))
-                .expect("the config object");
-            put_object(bucket, &key, &edit(&bytes));
-        }
-        _ => unreachable!(),
-    }
+    });
 }
 
 /// SIGKILL `child` after `delay` unless it exits first. True when the kill landed.

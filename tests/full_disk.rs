@@ -304,23 +304,6 @@ fn restore_onto_a_full_disk_leaves_no_partial_file_and_a_rerun_completes() {
     assert_same_tree(&secret, &restored(&out, &secret));
 }
 
-/// A filesystem registry root: `n` layers of `size` bytes, each linked from one repository.
-fn registry_tree(root: &Path, n: u64, size: usize) {
-    let v2 = root.join("docker/registry/v2");
-    for i in 0..n {
-        let data = noise(size, 50 + i);
-        let hex = hex::encode(sha2::Sha256::digest(&data));
-        let dir = v2.join(format!("blobs/sha256/{}/{hex}", &hex[..2]));
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join("data"), data).unwrap();
-        let link = v2.join(format!(
-            "repositories/library/app/_layers/sha256/{hex}/link"
-        ));
-        fs::create_dir_all(link.parent().unwrap()).unwrap();
-        fs::write(link, format!("sha256:{hex}")).unwrap();
-    }
-}
-
 #[test]
 fn registry_restore_onto_a_full_disk_leaves_no_partial_blob_and_a_rerun_completes() {
     let Some(disk) = Tmpfs::mount(8) else {
@@ -330,7 +313,7 @@ fn registry_restore_onto_a_full_disk_leaves_no_partial_blob_and_a_rerun_complete
     let repo = local_repo(dir.path());
     let src = dir.path().join("registry");
     // Blobs of one chunk each, as for the configuration above.
-    registry_tree(&src, FILES, 200 << 10);
+    registry_tree_with_layers(&src, FILES, 200 << 10);
     repo.bk(&["backup", "--registry-fs", src.to_str().unwrap()])
         .expect(0);
 

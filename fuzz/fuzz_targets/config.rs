@@ -16,10 +16,12 @@ fuzz_target!(|data: &[u8]| {
     // What `Repository::open` does next: the recipient, then the sealed chunk key (the
     // seeds are sealed to the test identity, so mutations reach the age decryption).
     let _ = config.recipient();
-    if let Ok(key) = config.unseal_chunk_key(&IDENTITY) {
+    let _ = config.vouched_by(&IDENTITY);
+    if let Ok(unsealed) = config.unseal(&IDENTITY) {
         config
-            .verify_chunk_key(&key)
+            .verify_chunk_key(&unsealed.chunk_key)
             .expect("an unsealed key verifies");
+        assert!(config.authentic_for(&unsealed.chunk_key));
     }
     let bytes = config.to_bytes();
     let again = RepoConfig::parse(&bytes).expect("a serialised config parses again");

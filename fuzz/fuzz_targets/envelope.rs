@@ -10,6 +10,11 @@ use libfuzzer_sys::fuzz_target;
 static IDENTITY: LazyLock<Identity> = LazyLock::new(drydock_fuzz::identity);
 
 fuzz_target!(|data: &[u8]| {
+    // The sections of a snapshot object (FORMAT.md §9), behind its tag.
+    if let Ok(env) = drydock::repo::snapshot::Envelope::split(data, "snapshot") {
+        let sealed = env.seal(&drydock_fuzz::authenticator());
+        assert!(sealed.len() <= data.len() + 8 + 32, "sections grow on a round trip");
+    }
     let Ok(plain) = crypto::decrypt(&IDENTITY, data) else {
         return;
     };

@@ -1,24 +1,33 @@
-//! The plaintext header at the end of a pack (FORMAT.md §6), as `read_pack_header` reads it.
+//! The header at the end of a pack (FORMAT.md §6), as `read_pack_header` reads it.
 //!
 //! Input: `data_len: u64le ‖ header`, for a pack of `data_len` bytes of blobs followed by
-//! `header` (the pack's size comes from the store's listing, so it is fuzzed too).
+//! `header` and a trailer the target adds (`header_len ‖ tag ‖ magic`, tagged with the test
+//! key, so that mutations reach the entry parser). The pack's size comes from the store's
+//! listing, so it is fuzzed too.
 #![no_main]
 
+use std::sync::LazyLock;
+
+use drydock::repo::auth::{Authenticator, Kind};
 use drydock::repo::pack::{self, MAGIC, TRAILER_LEN};
 use drydock_fuzz::Input;
 use libfuzzer_sys::fuzz_target;
+
+static AUTH: LazyLock<Authenticator> = LazyLock::new(drydock_fuzz::authenticator);
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input(data);
     let data_len = input.u64();
     let header = input.rest();
-    let Some(pack_len) = data_len.checked_add(header.len() as u64) else {
+    let mut tail = header.to_vec();
+    tail.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    tail.extend_from_slice(&AUTH.tag(Kind::Pack, &[header]).0);
+    tail.extend_from_slice(MAGIC);
+    let Some(pack_len) = data_len.checked_add(tail.len() as u64) else {
         return;
     };
-    if header.len() >= TRAILER_LEN {
-        let _ = pack::header_len(&header[header.len() - TRAILER_LEN..], pack_len);
-    }
-    let Ok(entries) = pack::parse_header(header, pack_len) else {
+    let _ = pack::header_len(&tail[tail.len() - TRAILER_LEN..], pack_len);
+    let Ok(entries) = pack::parse_header(&tail, pack_len, &AUTH) else {
         return;
     };
     // The blobs tile the data before the header, in order.
@@ -32,14 +41,15 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(offset, data_len, "the blobs do not fill the pack");
     // Round trip: the header PackBuilder::finish writes for these entries.
-    let mut again = Vec::with_capacity(header.len());
+    let mut again = (entries.len() as u32).to_le_bytes().to_vec();
     for e in &entries {
         again.push(e.blob_type as u8);
         again.extend_from_slice(&e.id.0);
         again.extend_from_slice(&e.length.to_le_bytes());
         again.extend_from_slice(&e.raw_length.to_le_bytes());
+        if let Some(l) = &e.lookup {
+            again.extend_from_slice(&l.0);
+        }
     }
-    again.extend_from_slice(&(entries.len() as u32).to_le_bytes());
-    again.extend_from_slice(MAGIC);
     assert_eq!(again, header, "the header changes across a round trip");
 });

@@ -6,7 +6,9 @@
 
 use std::str::FromStr;
 
-use drydock::crypto::{ChunkKey, Identity};
+use drydock::crypto::{ChunkKey, Identity, MaintenanceSecret};
+use drydock::ids::RepoId;
+use drydock::repo::auth::{AuthKey, Authenticator};
 
 /// The identity the seed repository of `fuzz/gen-corpus` is encrypted to (`drydock init
 /// --recipient age14lcx…`).
@@ -22,6 +24,20 @@ pub fn identity() -> Identity {
 
 pub fn chunk_key() -> ChunkKey {
     ChunkKey::from_hex(TEST_CHUNK_KEY).expect("the test chunk key parses")
+}
+
+/// The object key of [`chunk_key`] for repository id 0…0: the targets tag their input with
+/// it, so that mutations reach the parsers behind the tag check instead of stopping there.
+pub fn authenticator() -> Authenticator {
+    Authenticator::new(AuthKey::objects(&chunk_key()), RepoId([0; 32]))
+}
+
+/// A deletion key for the same repository.
+pub fn deletion_authenticator() -> Authenticator {
+    Authenticator::new(
+        AuthKey::deletions(&MaintenanceSecret::from_bytes([0x11; 32])),
+        RepoId([0; 32]),
+    )
 }
 
 /// Little-endian integers from the front of a fuzz input.

@@ -15,7 +15,8 @@ use drydock::ids::{sha256, BlobId};
 use drydock::repo::blob::{self, BlobType};
 use drydock::repo::config::RepoConfig;
 use drydock::repo::pack::{self, PackEntry, TRAILER_LEN};
-use drydock::repo::snapshot::Snapshot;
+use drydock::repo::auth::{AuthKey, Authenticator};
+use drydock::repo::snapshot::{Envelope, Snapshot};
 use drydock::repo::tree::RegistryEntry;
 
 fn env_path(name: &str) -> PathBuf {
@@ -82,7 +83,8 @@ fn write_seed_corpus() {
     // config, and its chunk key (sealed to the test identity) to check blob ids with.
     let config_bytes = fs::read(repo.join("config")).unwrap();
     let config = RepoConfig::parse(&config_bytes).unwrap();
-    let chunk_key = config.unseal_chunk_key(&identity).unwrap();
+    let chunk_key = config.unseal(&identity).unwrap().chunk_key;
+    let auth = Authenticator::new(AuthKey::objects(&chunk_key), config.id);
     corpus.add("config", &config_bytes);
 
     // Key files: the test identity as drydock writes it, the backup-only key init wrote.
@@ -91,11 +93,15 @@ fn write_seed_corpus() {
 
     corpus.add("bsl", &fs::read(&bsl).unwrap());
 
+    // The index, pack header and deletions targets tag their input themselves: seeds are
+    // the objects without their tags.
     for p in files(&repo.join("index")) {
-        corpus.add("index", &fs::read(p).unwrap());
+        let bytes = fs::read(p).unwrap();
+        corpus.add("index", &bytes[..bytes.len() - 32]);
     }
     for p in files(&repo.join("deletions")) {
-        corpus.add("deletions", &fs::read(p).unwrap());
+        let bytes = fs::read(p).unwrap();
+        corpus.add("deletions", &bytes[..bytes.len() - 32]);
     }
 
     // Packs: the header of each; every blob decrypted by type; a few envelopes.
@@ -107,9 +113,9 @@ fn write_seed_corpus() {
         let len = bytes.len() as u64;
         let hl = pack::header_len(&bytes[bytes.len() - TRAILER_LEN..], len).unwrap();
         let header = &bytes[bytes.len() - hl..];
-        let entries: Vec<PackEntry> = pack::parse_header(header, len).unwrap();
+        let entries: Vec<PackEntry> = pack::parse_header(header, len, &auth).unwrap();
         let mut seed = (len - hl as u64).to_le_bytes().to_vec();
-        seed.extend_from_slice(header);
+        seed.extend_from_slice(&header[..hl - TRAILER_LEN]);
         corpus.add("pack_header", &seed);
         for e in entries {
             let stored = &bytes[e.offset as usize..(e.offset + e.length) as usize];
@@ -150,7 +156,9 @@ fn write_seed_corpus() {
     // Snapshots: the decrypted manifests (and one sealed one for the envelope target).
     let mut last = None;
     for p in files(&repo.join("snapshots")) {
-        let sealed = fs::read(&p).unwrap();
+        let object = fs::read(&p).unwrap();
+        corpus.add("envelope", &object[8..object.len() - 32]);
+        let sealed = Envelope::open(&object, &auth, "snapshot").unwrap().manifest;
         let plain = crypto::decrypt(&identity, &sealed).unwrap();
         let snap = Snapshot::parse(&plain, "snapshot").unwrap();
         if let Some(reg) = &snap.parts.registry {

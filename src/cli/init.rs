@@ -83,6 +83,10 @@ pub async fn run(ctx: &Context, args: InitArgs) -> Result<Output> {
             p.display()
         );
     }
+    if identity.is_none() {
+        // Only the identity can tag the config for itself (FORMAT.md §4).
+        text += "before the identity reads this repository, run `drydock key recover-config` once with it as --key\n";
+    }
     Ok(Output::ok(
         text,
         json!({

@@ -1,4 +1,5 @@
 //! `drydock key backup-only`: derive a backup-only key from the identity.
+//! `drydock key recover-config`: rebuild the repository's `config` with the identity.
 
 use std::path::PathBuf;
 
@@ -6,8 +7,10 @@ use clap::Subcommand;
 use serde_json::json;
 
 use super::{Context, Output};
-use crate::crypto::{self, BackupKey};
-use crate::error::Result;
+use crate::crypto::{self, BackupKey, KeyFile};
+use crate::error::{Error, Result};
+use crate::repo::recover::{self, Source};
+use crate::term;
 
 #[derive(Subcommand, Debug)]
 pub enum KeyCommand {
@@ -17,10 +20,48 @@ pub enum KeyCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Rebuild a lost, damaged or replaced `config` from the copies snapshots carry, and
+    /// vouch for it with the identity (needed once after `init --recipient`).
+    RecoverConfig,
 }
 
 pub async fn run(ctx: &Context, cmd: KeyCommand) -> Result<Output> {
-    let KeyCommand::BackupOnly { out } = cmd;
+    match cmd {
+        KeyCommand::BackupOnly { out } => backup_only(ctx, out).await,
+        KeyCommand::RecoverConfig => recover_config(ctx).await,
+    }
+}
+
+async fn recover_config(ctx: &Context) -> Result<Output> {
+    let store = ctx.store().await?;
+    let KeyFile::Identity(identity) = ctx.key()? else {
+        return Err(Error::Key(
+            "recovering the config needs the repository identity (AGE-SECRET-KEY-…), not a backup-only key".into(),
+        ));
+    };
+    let r = recover::recover_config(store.clone(), &identity).await?;
+    let (what, from) = match &r.source {
+        Source::AlreadyVouched => (
+            "is authentic and vouched for; nothing to do".to_string(),
+            None,
+        ),
+        Source::Current => ("now carries the identity's tag".to_string(), None),
+        Source::Snapshot(key) => (
+            format!("was rebuilt from the copy in {}", term::esc(key)),
+            Some(key.clone()),
+        ),
+    };
+    Ok(Output::ok(
+        format!(
+            "the config of repository {} at {} {what}\n",
+            r.id.short(),
+            store.describe()
+        ),
+        json!({"repository": r.id.to_hex(), "written": r.source != Source::AlreadyVouched, "from": from}),
+    ))
+}
+
+async fn backup_only(ctx: &Context, out: PathBuf) -> Result<Output> {
     let repo = ctx.open_repo().await?;
     repo.keys.identity("deriving a backup-only key")?;
     let key = BackupKey {

@@ -8,6 +8,7 @@ mod forget;
 mod harbor;
 mod init;
 mod key;
+mod migrate;
 mod prune;
 mod restore;
 mod show;
@@ -159,6 +160,8 @@ pub enum Command {
     Forget(forget::ForgetArgs),
     /// Reclaim space of forgotten snapshots (two phases, safe while backups run).
     Prune(prune::PruneArgs),
+    /// Bring a format version 1 repository to version 2, in place (needs the identity).
+    Migrate(migrate::MigrateArgs),
     /// Talk to Harbor's API: `harbor read-only on|off` (a Velero pre/post exec hook).
     #[command(subcommand)]
     Harbor(harbor::HarborCommand),
@@ -434,6 +437,7 @@ async fn dispatch(ctx: &Context, command: Command) -> Result<Output> {
         Command::Forget(a) => forget::run(ctx, a).await,
         Command::Drill(a) => drill::run(ctx, a).await,
         Command::Prune(a) => prune::run(ctx, a).await,
+        Command::Migrate(a) => migrate::run(ctx, a).await,
         Command::Harbor(c) => harbor::run(ctx, c).await,
         Command::Completions(a) => completions::completions(ctx, a).await,
         Command::Man(a) => completions::man(ctx, a).await,

@@ -166,6 +166,53 @@ mod tests {
             objects.tag(Kind::Index, &repo, &[b"DDINDX02"]).to_hex(),
             "9aa6fa67ff9d335b02e701a0e8b599ebbf911df603ec3654636b8f34f0033a77"
         );
+        for (kind, body, tag) in [
+            (
+                Kind::Snapshot,
+                &b"DDSNAP02"[..],
+                "6516f5c6578c3ccb8bb032ac949f5edbc9b8118070e80e132a1184f7a641ca53",
+            ),
+            (
+                Kind::Pack,
+                &[0u8; 4][..],
+                "5c8e35f4ae4cb5a5bf89c4b1b200b43c2ea95d0f4680bc8d0867971cb0aca46c",
+            ),
+            (
+                Kind::Config,
+                &b"format=drydock-repository\nversion=2\n"[..],
+                "108c7008bd58aab0ada4ffb963afe6b0b9baa783777b2494b9943a54fdb5a402",
+            ),
+        ] {
+            assert_eq!(objects.tag(kind, &repo, &[body]).to_hex(), tag, "{kind:?}");
+        }
+        let identity: Identity =
+            "AGE-SECRET-KEY-1FKULPYDN8HELDHSF4F38YTH37FTJC0C0SN476478R3YNF74W4Y0SUVVK0P"
+                .parse()
+                .unwrap();
+        assert_eq!(
+            AuthKey::identity(&identity)
+                .tag(
+                    Kind::Config,
+                    &repo,
+                    &[b"format=drydock-repository\nversion=2\n"]
+                )
+                .to_hex(),
+            "642a5916b1ae0a86fb3e6c5f2c63e38feb2ac89dc80e34646c7634ac7e8c3fab"
+        );
+        let digest = format!("sha256:{}", "0".repeat(64));
+        assert_eq!(
+            crate::repo::blob::blob_id(
+                &ck,
+                crate::repo::blob::BlobType::Registry,
+                format!("{digest}\n{{\"size\":0,\"content\":[]}}").as_bytes()
+            )
+            .to_hex(),
+            "7b4a9602577e5d2975a05cd6e85fd7c5f105950e5d068a1e5eb2164da5ea300f"
+        );
+        assert_eq!(
+            crate::repo::blob::lookup_key(&ck, &digest).to_hex(),
+            "2108c2075cc1b6ef707612bc9711eab9903711518e84839d92ea1160471e1e4d"
+        );
         assert_eq!(
             AuthKey::deletions(&ms)
                 .tag(Kind::Deletion, &repo, &[b"{}"])

@@ -206,7 +206,7 @@ fn expected_pack_size(entries: &[PackEntry]) -> u64 {
         .map(|e| e.offset as u64 + e.length as u64)
         .max()
         .unwrap_or(0);
-    data + (entries.len() * pack::ENTRY_LEN + pack::TRAILER_LEN) as u64
+    data + pack::header_size(entries)
 }
 
 fn check_pack_sizes(packs: &PackMap, sizes: &HashMap<PackId, u64>, report: &mut CheckReport) {

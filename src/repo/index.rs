@@ -145,8 +145,10 @@ pub struct MasterIndex {
     others: HashMap<BlobId, Vec<Slot>>,
     packs: Vec<PackId>,
     pack_numbers: HashMap<PackId, u32>,
-    /// Registry blobs by the lookup key of their digest.
-    lookups: HashMap<LookupKey, BlobId>,
+    /// Registry blobs by the lookup key of their digest; `None` when entries disagree (a
+    /// holder of the backup-only key stored another chunk list for a digest): a backup then
+    /// reads that blob again rather than guess which list is true.
+    lookups: HashMap<LookupKey, Option<BlobId>>,
 }
 
 impl MasterIndex {
@@ -158,7 +160,10 @@ impl MasterIndex {
         }
         for e in entries {
             if let Some(l) = e.lookup {
-                self.lookups.entry(l).or_insert(e.id);
+                let known = self.lookups.entry(l).or_insert(Some(e.id));
+                if *known != Some(e.id) {
+                    *known = None;
+                }
             }
             let slot = (n, e.blob_type, e.offset, e.length, e.raw_length);
             let first = *self.blobs.entry(e.id).or_insert(slot);
@@ -235,8 +240,8 @@ impl MasterIndex {
     pub fn registry_blobs(&self) -> impl Iterator<Item = (LookupKey, BlobId)> + '_ {
         self.lookups
             .iter()
+            .filter_map(|(l, id)| Some((*l, (*id)?)))
             .filter(|(_, id)| self.blobs.contains_key(id))
-            .map(|(l, id)| (*l, *id))
     }
 
     pub fn contains(&self, id: &BlobId) -> bool {

@@ -15,9 +15,11 @@ pub mod blob;
 pub mod check;
 pub mod config;
 pub mod index;
+pub mod migrate;
 pub mod pack;
 pub mod prune;
 pub mod reader;
+pub mod recover;
 pub mod restorer;
 pub mod retention;
 pub mod snapshot;
@@ -53,8 +55,6 @@ pub struct Keys {
     /// Tags and checks deletion records: the identity's (and a maintenance key's) only.
     deletions: Option<Authenticator>,
     identity: Option<Identity>,
-    /// Whether the identity's own tag vouched for the config (FORMAT.md §4).
-    vouched: bool,
 }
 
 impl Keys {
@@ -79,17 +79,6 @@ impl Keys {
             ))
         })
     }
-
-    /// Refuse to act on retention unless the identity itself vouched for the config: a
-    /// config that only the chunk key authenticates could be a backup-key holder's.
-    pub fn require_vouched(&self, operation: &str) -> Result<()> {
-        if self.identity.is_some() && !self.vouched {
-            return Err(Error::Key(format!(
-                "{operation} needs a config the identity vouched for, and this one (from `init --recipient`) carries no identity tag; run `drydock key recover-config` once with the identity"
-            )));
-        }
-        Ok(())
-    }
 }
 
 impl Keys {
@@ -99,6 +88,13 @@ impl Keys {
         Ok(match key {
             KeyFile::Identity(identity) => {
                 let u = config.unseal(&identity)?;
+                // Without its own tag the identity cannot tell this config from one a
+                // bucket writer made with a chunk key of their own (FORMAT.md §4).
+                if !u.vouched {
+                    return Err(Error::Unauthentic(
+                        "the repository config carries no tag of this identity (a repository made by `init --recipient`, or a config rewritten without it); run `drydock key recover-config` once with the identity".into(),
+                    ));
+                }
                 Keys {
                     recipient: identity.to_public(),
                     objects: objects(&u.chunk_key),
@@ -108,7 +104,6 @@ impl Keys {
                     )),
                     chunk_key: u.chunk_key,
                     identity: Some(*identity),
-                    vouched: u.vouched,
                 }
             }
             KeyFile::BackupOnly(k) => {
@@ -119,7 +114,6 @@ impl Keys {
                     deletions: None,
                     chunk_key: k.chunk_key,
                     identity: None,
-                    vouched: false,
                 }
             }
         })
@@ -148,7 +142,7 @@ async fn missing_config(store: &Arc<dyn Store>) -> Error {
     for prefix in ["snapshots/", "index/"] {
         if store.list(prefix).await.is_ok_and(|v| !v.is_empty()) {
             return Error::Integrity(format!(
-                "the repository at {} has lost its config object ({prefix} objects are there, `config` is not); put back a copy of `config` — it holds the sealed chunk key, without which nothing can be read",
+                "the repository at {} has lost its config object ({prefix} objects are there, `config` is not); `drydock key recover-config` with the identity rebuilds it from a snapshot",
                 store.describe()
             ));
         }

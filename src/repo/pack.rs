@@ -104,6 +104,12 @@ impl PackBuilder {
     }
 }
 
+/// The bytes a pack's header and trailer take for these entries.
+pub fn header_size(entries: &[PackEntry]) -> u64 {
+    let lookups = entries.iter().filter(|e| e.lookup.is_some()).count();
+    (4 + entries.len() * ENTRY_LEN + lookups * 32 + TRAILER_LEN) as u64
+}
+
 /// How many bytes at the end of a pack hold its header and trailer, read from the trailer.
 pub fn header_len(trailer: &[u8], pack_len: u64) -> Result<usize> {
     if trailer.len() != TRAILER_LEN || &trailer[TRAILER_LEN - MAGIC.len()..] != MAGIC {

@@ -116,6 +116,28 @@ pub struct Repo {
     pub s3: Option<(String, String)>,
 }
 
+impl Repo {
+    /// The repository's store, opened in-process as `--repo` (and the S3 options) say.
+    pub async fn store(&self) -> std::sync::Arc<dyn drydock::store::Store> {
+        let location = drydock::store::Location::parse(&self.args[1]).unwrap();
+        // moto's credentials, as the child processes get them from the environment.
+        let credentials = std::env::temp_dir().join("drydock-test-moto-credentials");
+        std::fs::write(
+            &credentials,
+            "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+        )
+        .unwrap();
+        let options = drydock::store::S3Options {
+            endpoint: self.s3.as_ref().map(|(e, _)| e.clone()),
+            region: Some("us-east-1".into()),
+            path_style: self.s3.is_some(),
+            credentials_file: self.s3.is_some().then_some(credentials),
+            ..Default::default()
+        };
+        drydock::store::open(&location, &options).await.unwrap()
+    }
+}
+
 pub fn command(args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
     c.args(args)
@@ -569,4 +591,56 @@ pub fn repo_files(root: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Edit the repository's `config` as JSON and tag it again with the identity, as only a
+/// holder of the identity can (the config is authenticated, FORMAT.md §4): how tests get
+/// small packs and chunks, which no option sets.
+pub fn reseal_config(repo: &Repo, edit: impl Fn(&mut serde_json::Value)) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = repo.store().await;
+        let bytes = store.get(drydock::repo::config::KEY).await.unwrap();
+        let drydock::crypto::KeyFile::Identity(identity) =
+            drydock::crypto::KeyFile::load(&repo.identity).unwrap()
+        else {
+            panic!("not an identity");
+        };
+        let original = drydock::repo::config::RepoConfig::parse(&bytes).unwrap();
+        let chunk_key = original.unseal(&identity).unwrap().chunk_key;
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        edit(&mut v);
+        let mut config: drydock::repo::config::RepoConfig = serde_json::from_value(v).unwrap();
+        config.seal(&chunk_key, Some(&identity));
+        store
+            .put(
+                drydock::repo::config::KEY,
+                config.to_bytes().into(),
+                drydock::store::PutMode::Overwrite,
+            )
+            .await
+            .unwrap();
+    });
+}
+
+/// A filesystem registry root: `n` layers of `size` bytes, each linked from one repository;
+/// their digests (`sha256:<hex>`).
+pub fn registry_tree_with_layers(root: &Path, n: u64, size: usize) -> Vec<String> {
+    use sha2::Digest as _;
+    let v2 = root.join("docker/registry/v2");
+    let mut digests = Vec::new();
+    for i in 0..n {
+        let data = noise(size, 50 + i);
+        let hex = hex::encode(sha2::Sha256::digest(&data));
+        let dir = v2.join(format!("blobs/sha256/{}/{hex}", &hex[..2]));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("data"), data).unwrap();
+        let link = v2.join(format!(
+            "repositories/library/app/_layers/sha256/{hex}/link"
+        ));
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::fs::write(link, format!("sha256:{hex}")).unwrap();
+        digests.push(format!("sha256:{hex}"));
+    }
+    digests
 }

@@ -1,0 +1,145 @@
+//! `key recover-config`: rebuild a lost, damaged or replaced `config` (FORMAT.md §4.1).
+//!
+//! Every snapshot object carries a copy of the config its writer opened. With the identity,
+//! a copy is a candidate when it unseals (its recipient is the identity's, its sealed keys
+//! open, its key check and object tag hold) and, if it carries an identity tag, that tag
+//! holds too. Candidates the identity vouched for win; otherwise all candidates must agree on
+//! one repository. The chosen config is written back with the identity's tag, which is also
+//! how a repository made by `init --recipient` gets one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::config::{self, RepoConfig};
+use super::snapshot::Envelope;
+use crate::crypto::Identity;
+use crate::error::{Error, Result};
+use crate::ids::{sha256, RepoId};
+use crate::store::{PutMode, Store};
+
+/// Where the config written came from.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The current config was fine and vouched for; nothing was written.
+    AlreadyVouched,
+    /// The current config unsealed but had no identity tag; it now has one.
+    Current,
+    /// The copy in this snapshot object.
+    Snapshot(String),
+}
+
+#[derive(Debug)]
+pub struct Recovered {
+    pub id: RepoId,
+    pub source: Source,
+}
+
+struct Candidate {
+    config: RepoConfig,
+    vouched: bool,
+    source: Source,
+}
+
+/// A candidate if the identity can open it; `None` otherwise (another repository's copy, a
+/// forgery, damage).
+fn candidate(bytes: &[u8], identity: &Identity, source: Source) -> Option<Candidate> {
+    let config = RepoConfig::parse(bytes).ok()?;
+    let unsealed = config.unseal(identity).ok()?;
+    Some(Candidate {
+        vouched: unsealed.vouched,
+        config,
+        source,
+    })
+}
+
+/// The config copies of every snapshot object whose own tag their copy's chunk key checks.
+async fn snapshot_copies(store: &Arc<dyn Store>, identity: &Identity) -> Result<Vec<Candidate>> {
+    let mut out = Vec::new();
+    for o in store.list("snapshots/").await? {
+        let bytes = match store.get(&o.key).await {
+            Ok(b) => b,
+            Err(Error::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        let Some(body) = bytes.get(8..bytes.len().saturating_sub(32)) else {
+            continue;
+        };
+        let Ok(Envelope {
+            config: Some(copy), ..
+        }) = Envelope::split(body, &o.key)
+        else {
+            continue;
+        };
+        let Some(c) = candidate(&copy, identity, Source::Snapshot(o.key.clone())) else {
+            continue;
+        };
+        let keys = c.config.unseal(identity)?;
+        let auth = super::auth::Authenticator::new(
+            super::auth::AuthKey::objects(&keys.chunk_key),
+            c.config.id,
+        );
+        if Envelope::open(&bytes, &auth, &o.key).is_ok() {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// Pick the config to write: the identity's own, else the one every candidate agrees on.
+fn choose(candidates: Vec<Candidate>) -> Result<Candidate> {
+    let (vouched, others): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|c| c.vouched);
+    let pool = if vouched.is_empty() { others } else { vouched };
+    let mut by_repo: BTreeMap<(RepoId, String), Candidate> = BTreeMap::new();
+    for c in pool {
+        by_repo
+            .entry((c.config.id, c.config.key_check.clone()))
+            .or_insert(c);
+    }
+    match by_repo.len() {
+        0 => Err(Error::Integrity(
+            "no config copy here opens with this identity: no snapshot holds one, or the identity is not this repository's; nothing was written".into(),
+        )),
+        1 => Ok(by_repo.into_values().next().expect("one")),
+        n => Err(Error::Integrity(format!(
+            "{n} different repositories claim this location and none is vouched for by the identity (repository ids {}); refusing to choose — remove the objects of the one that is not yours",
+            by_repo.keys().map(|(id, _)| id.short()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+pub async fn recover_config(store: Arc<dyn Store>, identity: &Identity) -> Result<Recovered> {
+    let current = match store.get(config::KEY).await {
+        Ok(b) => Some(b),
+        Err(Error::NotFound(_)) => None,
+        Err(e) => return Err(e),
+    };
+    let current = current.and_then(|b| candidate(&b, identity, Source::Current));
+    if let Some(c) = current.as_ref().filter(|c| c.vouched) {
+        return Ok(Recovered {
+            id: c.config.id,
+            source: Source::AlreadyVouched,
+        });
+    }
+    let mut candidates = snapshot_copies(&store, identity).await?;
+    candidates.extend(current);
+    let mut chosen = choose(candidates)?;
+    let keys = chosen.config.unseal(identity)?;
+    chosen.config.seal(&keys.chunk_key, Some(identity));
+    let bytes = Bytes::from(chosen.config.to_bytes());
+    store
+        .put(config::KEY, bytes.clone(), PutMode::Overwrite)
+        .await?;
+    // Read back: a store that silently kept the old object must not look recovered.
+    let back = store.get(config::KEY).await?;
+    if sha256(&back) != sha256(&bytes) {
+        return Err(Error::Store(
+            "the rewritten config did not read back as written; check the store's versioning or locks".into(),
+        ));
+    }
+    Ok(Recovered {
+        id: chosen.config.id,
+        source: chosen.source,
+    })
+}

@@ -1,0 +1,342 @@
+//! Format v2 authenticates every object drydock decides on (FORMAT.md §3.1). Each test forges,
+//! from FORMAT.md, an object as a bucket writer without keys (or with the backup-only key)
+//! would, runs what the deploy runs, and checks that no real snapshot is lost, that `check`
+//! names the forgery, and that every real snapshot still restores byte for byte.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use chrono::{TimeZone, Utc};
+use common::forge::*;
+use common::*;
+use drydock::crypto::{self, ChunkKey, MaintenanceSecret};
+use drydock::ids::sha256;
+use drydock::repo::auth::{AuthKey, Authenticator};
+use drydock::repo::blob::{BlobType, EncodedBlob};
+use drydock::repo::config::RepoConfig;
+use drydock::repo::pack::PackBuilder;
+use drydock::repo::snapshot::{Envelope, Parts};
+use drydock::repo::tree::RegistryEntry;
+
+/// A repository with one real configuration snapshot; the source and the snapshot id.
+fn real_backup(dir: &Path) -> (Repo, std::path::PathBuf, String) {
+    let repo = local_repo(dir);
+    let src = dir.join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("harbor.yml"), b"hostname: harbor.example\n").unwrap();
+    fs::write(src.join("layer.bin"), noise(2 << 20, 5)).unwrap();
+    let id = repo.backup(&[&src])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (repo, src, id)
+}
+
+fn assert_restores(repo: &Repo, dir: &Path, src: &Path, id: &str, name: &str) {
+    let out = dir.join(name);
+    repo.id(&["restore", id, "--config-dir", out.to_str().unwrap()])
+        .expect(0);
+    assert_same_tree(src, &restored(&out, src));
+}
+
+fn config_path(repo: &Repo) -> std::path::PathBuf {
+    repo.local_root.as_ref().unwrap().join("config")
+}
+
+/// The attack of format v1, without any key: manifests dated 2099 with no parts, encrypted
+/// to the public recipient, wrapped as v2 snapshot objects with a made-up tag.
+#[test]
+fn snapshots_written_without_a_key_are_no_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src, real) = real_backup(dir.path());
+    let config = RepoConfig::parse(&fs::read(config_path(&repo)).unwrap()).unwrap();
+    let recipient = config.recipient().unwrap();
+    let host = repo.id(&["--json", "show", "latest"]).json()["host"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let stranger = Authenticator::new(AuthKey::objects(&ChunkKey::generate()), config.id);
+    let mut forged = Vec::new();
+    for day in 0..15 {
+        let t = Utc.with_ymd_and_hms(2099, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::days(day);
+        let plain = serde_json::to_vec(&manifest(t, &host, Parts::default())).unwrap();
+        let object = Envelope {
+            manifest: crypto::encrypt(&recipient, &plain),
+            config: Some(config.to_bytes()),
+        }
+        .seal(&stranger);
+        let name = hex::encode(sha256(&object));
+        fs::write(
+            repo.local_root
+                .as_ref()
+                .unwrap()
+                .join("snapshots")
+                .join(&name),
+            object,
+        )
+        .unwrap();
+        forged.push(name);
+    }
+    // `latest` and the listing skip them; the deployed retention cannot count them.
+    let latest = repo.id(&["--json", "show", "latest"]).json();
+    assert_eq!(latest["id"].as_str().unwrap(), real, "{latest}");
+    repo.deployed_forget_and_prune();
+    let check = repo.id(&["--json", "check", "--read-data"]);
+    assert_eq!(check.code, 4, "{}", check.stdout);
+    for name in &forged {
+        assert!(
+            check.stdout.contains(name),
+            "{name} not named: {}",
+            check.stdout
+        );
+    }
+    assert!(check.stdout.contains("not authentic"), "{}", check.stdout);
+    assert!(!check.stdout.contains(&real[..16]), "{}", check.stdout);
+    assert_restores(&repo, dir.path(), &src, &real, "out");
+}
+
+/// The chunker of the reported attack (64/256/1024 bytes), written into `config` without a
+/// key: both keys refuse the config, the refused backup writes nothing, and `key
+/// recover-config` puts the real one back.
+#[test]
+fn an_altered_config_is_refused_and_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src, real) = real_backup(dir.path());
+    let path = config_path(&repo);
+    let pristine = fs::read(&path).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&pristine).unwrap();
+    v["chunker"]["min_size"] = 64.into();
+    v["chunker"]["avg_size"] = 256.into();
+    v["chunker"]["max_size"] = 1024.into();
+    fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    let objects_before = walk(repo.local_root.as_ref().unwrap()).len();
+    let backup = repo.bk(&["backup", "--config", src.to_str().unwrap()]);
+    backup.expect_error(4, "not authentic");
+    assert_eq!(
+        walk(repo.local_root.as_ref().unwrap()).len(),
+        objects_before
+    );
+    repo.id(&["snapshots"]).expect_error(4, "recover-config");
+    let recovered = repo.id(&["--json", "key", "recover-config"]);
+    recovered.expect(0);
+    assert_eq!(recovered.json()["written"], true, "{}", recovered.stdout);
+    let back: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    assert_eq!(back["chunker"]["min_size"], 262144);
+    repo.bk(&["backup", "--config", src.to_str().unwrap()])
+        .expect(0);
+    repo.id(&["check", "--read-data"]).expect(0);
+    assert_restores(&repo, dir.path(), &src, &real, "out");
+}
+
+/// A whole new config from a bucket writer: its own chunk key (and so its own key check and
+/// object tag) sealed to the real recipient, the real id, and the real identity tag copied.
+/// Age proves nothing about who sealed a key, so only the identity tag stops this.
+#[test]
+fn a_replaced_config_cannot_hand_the_identity_a_chunk_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src, real) = real_backup(dir.path());
+    let path = config_path(&repo);
+    let real_config = RepoConfig::parse(&fs::read(&path).unwrap()).unwrap();
+    let theirs = ChunkKey::generate();
+    let mut forged = RepoConfig::new(
+        &real_config.recipient().unwrap(),
+        &theirs,
+        &MaintenanceSecret::generate(),
+        None,
+    );
+    forged.id = real_config.id;
+    forged.key_check = theirs.check_value(&forged.id);
+    forged.seal(&theirs, None);
+    forged.identity_auth = real_config.identity_auth.clone();
+    fs::write(&path, forged.to_bytes()).unwrap();
+    repo.id(&[
+        "restore",
+        "latest",
+        "--config-dir",
+        dir.path().join("x").to_str().unwrap(),
+    ])
+    .expect_error(4, "not authentic");
+    // Without the copied tag the identity refuses too, and says what to run.
+    forged.identity_auth = None;
+    fs::write(&path, forged.to_bytes()).unwrap();
+    repo.id(&["snapshots"]).expect_error(4, "recover-config");
+    repo.id(&["key", "recover-config"]).expect(0);
+    let back = RepoConfig::parse(&fs::read(&path).unwrap()).unwrap();
+    assert_eq!(back.key_check, real_config.key_check);
+    repo.id(&["check", "--read-data"]).expect(0);
+    assert_restores(&repo, dir.path(), &src, &real, "out");
+}
+
+#[test]
+fn a_lost_config_is_rebuilt_from_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src, real) = real_backup(dir.path());
+    fs::remove_file(config_path(&repo)).unwrap();
+    repo.id(&["snapshots"]).expect_error(4, "recover-config");
+    // The backup-only key cannot rebuild it.
+    repo.bk(&["key", "recover-config"])
+        .expect_error(5, "identity");
+    let r = repo.id(&["--json", "key", "recover-config"]);
+    r.expect(0);
+    assert!(
+        r.json()["from"].as_str().unwrap().starts_with("snapshots/"),
+        "{}",
+        r.stdout
+    );
+    repo.id(&["key", "recover-config"]).expect(0);
+    repo.bk(&["backup", "--config", src.to_str().unwrap()])
+        .expect(0);
+    repo.id(&["check", "--read-data"]).expect(0);
+    assert_restores(&repo, dir.path(), &src, &real, "out");
+}
+
+/// `init --recipient` has only the public key, so the identity must vouch for the config
+/// once before it reads anything.
+#[test]
+fn a_recipient_only_repository_is_vouched_for_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    let public = fs::read_to_string(&repo.identity)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
+        .unwrap();
+    let other = dir.path().join("other");
+    let args = ["--repo", other.to_str().unwrap()];
+    let bk = dir.path().join("other.key");
+    let init = run(&[
+        args[0],
+        args[1],
+        "init",
+        "--recipient",
+        &public,
+        "--backup-key-out",
+        bk.to_str().unwrap(),
+    ]);
+    init.expect(0);
+    assert!(init.stdout.contains("recover-config"), "{}", init.stdout);
+    let src = dir.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"a").unwrap();
+    let key = ["--key", bk.to_str().unwrap()];
+    run(&[
+        args[0],
+        args[1],
+        key[0],
+        key[1],
+        "backup",
+        "--config",
+        src.to_str().unwrap(),
+    ])
+    .expect(0);
+    let id = ["--key", repo.identity.to_str().unwrap()];
+    run(&[args[0], args[1], id[0], id[1], "snapshots"]).expect_error(4, "recover-config");
+    run(&[args[0], args[1], id[0], id[1], "key", "recover-config"]).expect(0);
+    run(&[args[0], args[1], id[0], id[1], "check", "--read-data"]).expect(0);
+}
+
+/// A pack left unindexed, as a killed backup leaves one, but written without a key: the next
+/// backup does not adopt it, and `check` does not count it as holding anything.
+#[test]
+fn a_pack_written_without_a_key_is_never_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src, real) = real_backup(dir.path());
+    let config = RepoConfig::parse(&fs::read(config_path(&repo)).unwrap()).unwrap();
+    let stranger = Authenticator::new(AuthKey::objects(&ChunkKey::generate()), config.id);
+    let mut b = PackBuilder::default();
+    b.add(EncodedBlob {
+        blob_type: BlobType::Data,
+        id: drydock::ids::BlobId([7; 32]),
+        raw_length: 3,
+        bytes: crypto::encrypt(&config.recipient().unwrap(), b"\0abc"),
+        lookup: None,
+    });
+    let p = b.finish(&stranger);
+    let hex = p.id.to_hex();
+    let path = repo
+        .local_root
+        .as_ref()
+        .unwrap()
+        .join("packs")
+        .join(&hex[..2]);
+    fs::create_dir_all(&path).unwrap();
+    fs::write(path.join(&hex), &p.bytes).unwrap();
+    let r = repo.bk(&["backup", "--config", src.to_str().unwrap()]);
+    r.expect(0);
+    assert!(r.stderr.contains("not adopting"), "{}", r.stderr);
+    let auth = attacker_auth(&repo);
+    for f in walk(&repo.local_root.as_ref().unwrap().join("index")) {
+        if f.is_file() {
+            let listed = drydock::repo::index::parse(&fs::read(&f).unwrap(), &auth).unwrap();
+            assert!(
+                listed.iter().all(|(pack, _)| *pack != p.id),
+                "adopted: {f:?}"
+            );
+        }
+    }
+    assert_restores(&repo, dir.path(), &src, &real, "out");
+}
+
+/// With the backup-only key, a registry blob for a stored digest with an empty chunk list
+/// (the v1 attack): its id now covers its body, so it is another blob, no copy of the real
+/// one, and the real snapshot keeps every layer through the deployed forget and prune.
+#[test]
+fn a_registry_blob_with_an_empty_chunk_list_cannot_steer_prune() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    let reg = dir.path().join("registry");
+    let digests = registry_tree_with_layers(&reg, 3, 1 << 20);
+    let real = repo
+        .bk(&["--json", "backup", "--registry-fs", reg.to_str().unwrap()])
+        .json()["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let packs_before = walk(&repo.local_root.as_ref().unwrap().join("packs"));
+    let digest = digests[0].clone();
+    let digests_kept = digests.clone();
+    forge_raw(
+        &repo,
+        move |r| {
+            let entry = RegistryEntry {
+                digest: digest.clone(),
+                size: 0,
+                content: vec![],
+            };
+            let data = entry.to_bytes();
+            let mut e = drydock::repo::blob::encode(
+                &r.keys.chunk_key,
+                &r.keys.recipient,
+                BlobType::Registry,
+                &data,
+                3,
+            );
+            e.lookup = Some(drydock::repo::blob::lookup_key(&r.keys.chunk_key, &digest));
+            vec![e]
+        },
+        |_, _| Vec::new(),
+    );
+    repo.deployed_forget_and_prune();
+    for p in &packs_before {
+        assert!(p.exists(), "prune deleted a real pack: {}", p.display());
+    }
+    // The next backup does not trust the disputed digest: it reads the layer again and
+    // finds the real registry blob.
+    let next = repo.bk(&["--json", "backup", "--registry-fs", reg.to_str().unwrap()]);
+    next.expect(0);
+    for id in [real.as_str(), next.json()["snapshot"].as_str().unwrap()] {
+        let out = dir.path().join(format!("out-{}", &id[..8]));
+        repo.id(&["restore", id, "--registry-fs", out.to_str().unwrap()])
+            .expect(0);
+        for d in &digests_kept {
+            let hex = &d[7..];
+            let blob = format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]);
+            assert_eq!(
+                fs::read(reg.join(&blob)).unwrap(),
+                fs::read(out.join(&blob)).unwrap()
+            );
+        }
+    }
+}
