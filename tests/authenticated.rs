@@ -340,3 +340,73 @@ fn a_registry_blob_with_an_empty_chunk_list_cannot_steer_prune() {
         }
     }
 }
+
+/// The small-file oracle of format v1: a Secret value under 256 KiB was one chunk, so a holder
+/// of the backup-only key could confirm a guess against its keyed id, and the index showed
+/// its exact length. Small configuration files are now sealed (FORMAT.md §5).
+#[test]
+fn a_small_secret_is_no_oracle_and_its_length_does_not_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    let src = dir.path().join("secret");
+    fs::create_dir_all(&src).unwrap();
+    let value = b"Harbor12345ABCDE"; // 16 bytes
+    fs::write(src.join("password"), value).unwrap();
+    fs::write(src.join("user"), b"admin").unwrap();
+    let id = repo.backup(&[&src])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The attacker's guess, computed as v1 ids were, with the backup-only key.
+    let ck = {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async { attacker(&repo).await.keys.chunk_key.clone() })
+    };
+    let guess = ck.blob_id(BlobType::Data as u8, value);
+    let auth = attacker_auth(&repo);
+    let mut data_lengths = Vec::new();
+    for f in walk(&repo.local_root.as_ref().unwrap().join("index")) {
+        if !f.is_file() {
+            continue;
+        }
+        for (_, entries) in drydock::repo::index::parse(&fs::read(&f).unwrap(), &auth).unwrap() {
+            for e in entries {
+                assert_ne!(e.id, guess, "the guess matches a stored blob");
+                if e.blob_type == BlobType::Data {
+                    data_lengths.push((e.raw_length, e.length));
+                }
+            }
+        }
+    }
+    // Both files (16 and 5 bytes) are 512-byte plaintexts, stored uncompressed: their stored
+    // sizes differ only by age's random grease stanza (13–190 bytes), not by content.
+    assert_eq!(data_lengths.len(), 2, "{data_lengths:?}");
+    assert!(
+        data_lengths
+            .iter()
+            .all(|&(raw, stored)| raw == 512 && stored > 512),
+        "{data_lengths:?}"
+    );
+    assert!(
+        data_lengths[0].1.abs_diff(data_lengths[1].1) <= 190,
+        "{data_lengths:?}"
+    );
+    // A second backup of the same files stores them again under new ids: no dedup across
+    // snapshots, so an id never says "this value was there before".
+    let again = repo.backup(&[&src]);
+    assert!(
+        again["summary"]["new_blobs"].as_u64().unwrap() >= 2,
+        "{again}"
+    );
+    // They restore byte for byte, and verify compares their content.
+    let out = dir.path().join("out");
+    repo.id(&["restore", &id, "--config-dir", out.to_str().unwrap()])
+        .expect(0);
+    assert_same_tree(&src, &restored(&out, &src));
+    repo.id(&["verify", &id, "--config-dir", out.to_str().unwrap()])
+        .expect(0);
+    fs::write(restored(&out, &src).join("password"), b"Harbor12345ABCDX").unwrap();
+    let v = repo.id(&["verify", &id, "--config-dir", out.to_str().unwrap()]);
+    assert_eq!(v.code, 1, "{}", v.stdout);
+    assert!(v.stdout.contains("content differs"), "{}", v.stdout);
+}

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use chrono::{Duration, TimeZone, Utc};
-use common::forge::{forge_snapshots, manifest};
+use common::forge::{file_node, forge_snapshots, manifest, root};
 use common::*;
 use drydock::repo::snapshot::Parts;
 
@@ -178,4 +178,69 @@ fn keep_within_keeps_everything_close_to_the_newest() {
     let bad = repo.id(&["forget", "--keep-within", "soon"]);
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert!(bad.stderr.contains("not a duration"), "{}", bad.stderr);
+}
+
+/// With the backup-only key a flood of snapshots is as authentic as the CronJob's: 60 of the
+/// real host and part set, dated now. The deployed forget refuses to apply its policy while
+/// the burst is there (exit 4, saying what to do), so no real snapshot is pushed out; the
+/// prune that follows keeps everything they use.
+#[test]
+fn a_flood_of_snapshots_from_the_backup_only_key_pushes_no_real_one_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("harbor.yml"), b"hostname: h\n").unwrap();
+    let real: Vec<String> = (0..2)
+        .map(|_| {
+            repo.backup(&[&src])["snapshot"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let host = repo.id(&["--json", "show", "latest"]).json()["host"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    forge_snapshots(&repo, move |w| {
+        (0..60)
+            .map(|i| {
+                let parts = Parts {
+                    config: Some(drydock::harbor::config::ConfigPart {
+                        roots: vec![root("/etc/x", file_node(w, "x", format!("{i}").as_bytes()))],
+                    }),
+                    ..Default::default()
+                };
+                manifest(Utc::now(), &host, parts)
+            })
+            .collect()
+    });
+    let forget = repo.id(&[
+        "forget",
+        "--expired",
+        "--keep-daily",
+        "7",
+        "--keep-weekly",
+        "4",
+        "--keep-monthly",
+        "6",
+        "--prune",
+        "--safety-delay",
+        "0s",
+    ]);
+    forget.expect_error(4, "--allow-burst");
+    repo.id(&["prune", "--safety-delay", "0s"]).expect(0);
+    let left = snapshot_ids(&repo);
+    assert_eq!(left.len(), 62, "{left:?}");
+    for id in &real {
+        assert!(left.contains(id), "a real snapshot was forgotten: {left:?}");
+        let out = dir.path().join(format!("out-{}", &id[..8]));
+        repo.id(&["restore", id, "--config-dir", out.to_str().unwrap()])
+            .expect(0);
+        assert_same_tree(&src, &restored(&out, &src));
+    }
+    // Named, the policy applies: the operator's decision, not the attacker's.
+    repo.id(&["forget", "--keep-last", "1", "--allow-burst", "--dry-run"])
+        .expect(0);
 }

@@ -58,6 +58,11 @@ pub struct ForgetArgs {
     /// Say what would be forgotten (and pruned); change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Apply --keep-* even when one host and part set got more than 48 snapshots in the last
+    /// 24 hours. By default forget then refuses (exit 4): such a burst is how snapshots
+    /// forged with a leaked backup-only key would push real ones out of their slots.
+    #[arg(long)]
+    pub allow_burst: bool,
     /// With --prune: how old a deletion mark must be before its packs are deleted.
     #[arg(long, value_name = "DURATION", default_value = SAFETY_DELAY, value_parser = super::backup::parse_duration_or_zero)]
     pub safety_delay: chrono::Duration,
@@ -178,6 +183,38 @@ fn newest_per_group(
     newest.into_values().map(|(_, id)| id).collect()
 }
 
+/// More snapshots than this of one host and part set within [`BURST_WINDOW`] is a burst.
+const BURST_LIMIT: usize = 48;
+const BURST_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// Refuse a --keep-* policy while a burst of snapshots sits in one group: they would take
+/// every slot of the period they are in, and a holder of the backup-only key can write them
+/// as easily as the CronJob (FORMAT.md §13). Counted by the store's write time when known.
+fn refuse_bursts(
+    snapshots: &[(SnapshotId, Snapshot)],
+    written: &WriteTimes,
+    untrusted: &HashMap<SnapshotId, String>,
+) -> Result<()> {
+    let since = Utc::now() - BURST_WINDOW;
+    let mut recent: HashMap<(&str, Vec<&str>), usize> = HashMap::new();
+    for (id, s) in snapshots
+        .iter()
+        .filter(|(id, _)| !untrusted.contains_key(id))
+    {
+        if written.time(id).unwrap_or(s.time) >= since {
+            *recent.entry((&s.host, s.parts.names())).or_default() += 1;
+        }
+    }
+    match recent.into_iter().find(|(_, n)| *n > BURST_LIMIT) {
+        None => Ok(()),
+        Some(((host, parts), n)) => Err(Error::Refused(format!(
+            "{n} snapshots of host {} with parts {} were written in the last 24 hours (more than {BURST_LIMIT}); refusing to apply --keep-* while they could push real snapshots out: look at them with `drydock snapshots`, forget unwanted ones by id, or pass --allow-burst",
+            crate::term::esc(host),
+            parts.join(",")
+        ))),
+    }
+}
+
 async fn velero_states(
     store: Option<&dyn Store>,
     snapshots: &[(SnapshotId, Snapshot)],
@@ -211,6 +248,9 @@ async fn gather(
         .iter()
         .filter_map(|(id, s)| Some((*id, written.distrust(id, s.time)?)))
         .collect();
+    if !args.allow_burst && !args.policy().is_empty() {
+        refuse_bursts(&snapshots, &written, &untrusted)?;
+    }
     let times: Vec<(SnapshotId, chrono::DateTime<Utc>)> = snapshots
         .iter()
         .filter(|(id, _)| !untrusted.contains_key(id))

@@ -6,6 +6,7 @@
 //! layout intact, so the restored directory shows the same files.
 
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::beneath::{self, Dir, Meta, Root};
 use crate::error::{Error, Result};
 use crate::ids::BlobId;
-use crate::repo::blob::BlobType;
+use crate::repo::blob::{BlobType, Salt};
 use crate::repo::reader::BlobReader;
 use crate::repo::restorer::{self, FileJob, Staged};
 use crate::repo::tree::{Node, NodeKind, Tree};
@@ -116,6 +117,7 @@ pub fn backup(
         progress,
         counts: Counts::default(),
         warnings: Vec::new(),
+        salt: Salt::generate(),
     };
     let mut roots = Vec::new();
     for p in paths {
@@ -171,9 +173,36 @@ struct Walker<'a> {
     progress: &'a dyn OnBytes,
     counts: Counts,
     warnings: Vec<String>,
+    /// The salt of this backup's sealed small files (FORMAT.md §5 "Small files").
+    salt: Salt,
 }
 
 impl Walker<'_> {
+    /// Store a file: sealed when it is small (a Secret value, a key, a certificate), so its
+    /// id confirms no guess and its length does not show; chunked otherwise.
+    fn file_content(&mut self, mut file: fs::File, len: u64) -> Result<(Vec<BlobId>, u64)> {
+        let limit = self.writer.small_file_limit();
+        if len >= limit {
+            return self.writer.save_stream(file, self.progress);
+        }
+        let mut head = Vec::with_capacity(len as usize);
+        (&mut file)
+            .take(limit)
+            .read_to_end(&mut head)
+            .map_err(|e| Error::io("cannot read a configuration file", e))?;
+        if head.len() as u64 >= limit {
+            // It grew while being read: chunk it like any large file.
+            let rest = std::io::Cursor::new(head).chain(file);
+            return self.writer.save_stream(rest, self.progress);
+        }
+        if head.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let id = self.writer.save_sealed(&head, &self.salt)?;
+        self.progress.bytes(head.len() as u64);
+        Ok((vec![id], head.len() as u64))
+    }
+
     /// The node for `path`, or `None` (with a warning) if it is skipped.
     fn node(&mut self, path: &Path, name: String, follow: bool) -> Result<Option<Node>> {
         let meta = if follow {
@@ -199,7 +228,7 @@ impl Walker<'_> {
                 Ok(f) => f,
                 Err(e) => return Ok(self.skip(path, &e.to_string())),
             };
-            let (content, size) = self.writer.save_stream(file, self.progress)?;
+            let (content, size) = self.file_content(file, meta.len())?;
             if size != meta.len() {
                 self.warnings
                     .push(format!("{}: changed size while being read", path.display()));
@@ -477,7 +506,8 @@ async fn restore_files(
 
 /// Compare files under `target` (laid out as a restore would) with the snapshot: missing,
 /// extra, different kind, size, content, link target, mode or mtime. Content is compared by
-/// chunking the local file with the repository's keyed chunker, so nothing is downloaded.
+/// chunking the local file with the repository's keyed chunker, so nothing is downloaded but
+/// the small files, which are sealed.
 pub async fn verify(
     reader: &BlobReader,
     repo: &Repository,
@@ -487,6 +517,7 @@ pub async fn verify(
     let items = plan(reader, part, target).await?;
     let params = repo.config.chunker;
     let key = repo.keys.chunk_key.clone();
+    let sealed = sealed_contents(reader, &items, params.min_size as u64).await?;
     let items = Arc::new(items);
     let shared = items.clone();
     tokio::task::spawn_blocking(move || {
@@ -494,7 +525,12 @@ pub async fn verify(
             shared.iter().map(|(p, _)| p.as_path()).collect();
         let mut diffs = Vec::new();
         for (path, node) in shared.iter() {
-            compare_one(path, node, &params, &key, &mut diffs);
+            let expected = Expected {
+                params: &params,
+                key: &key,
+                sealed: sealed.get(path).map(Vec::as_slice),
+            };
+            compare_one(path, node, &expected, &mut diffs);
             if node.kind == NodeKind::Dir {
                 if let Ok(entries) = fs::read_dir(path) {
                     let mut extra: Vec<PathBuf> = entries
@@ -517,13 +553,51 @@ pub async fn verify(
     .map_err(|e| Error::Other(format!("verify task failed: {e}")))?
 }
 
-fn compare_one(
-    path: &Path,
-    node: &Node,
-    params: &crate::chunker::ChunkerParams,
-    key: &crate::crypto::ChunkKey,
-    diffs: &mut Vec<String>,
-) {
+/// The content of every small file, which backup stores sealed (FORMAT.md §5): its id has
+/// a salt in it, so it is compared by content, not by recomputing ids. Small files only, so
+/// this downloads little.
+async fn sealed_contents(
+    reader: &BlobReader,
+    items: &[(PathBuf, Node)],
+    small: u64,
+) -> Result<std::collections::HashMap<PathBuf, Vec<u8>>> {
+    let mut out = std::collections::HashMap::new();
+    for (path, node) in items {
+        if let (NodeKind::File, [id]) = (node.kind, node.content.as_slice()) {
+            if node.size < small {
+                let mut data = reader.load(id, BlobType::Data).await?;
+                data.truncate(node.size as usize);
+                out.insert(path.clone(), data);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a local file must hold: the ids its chunks must have, or a sealed file's bytes.
+struct Expected<'a> {
+    params: &'a crate::chunker::ChunkerParams,
+    key: &'a crate::crypto::ChunkKey,
+    sealed: Option<&'a [u8]>,
+}
+
+impl Expected<'_> {
+    fn matches(&self, path: &Path, node: &Node) -> bool {
+        if let Some(bytes) = self.sealed {
+            return fs::read(path).is_ok_and(|local| local == bytes);
+        }
+        let Ok(f) = fs::File::open(path) else {
+            return false;
+        };
+        let ids: Result<Vec<BlobId>> =
+            crate::chunker::chunks(f, self.params, self.key.chunker_seed())
+                .map(|c| c.map(|c| self.key.blob_id(BlobType::Data as u8, &c.data)))
+                .collect();
+        ids.is_ok_and(|ids| ids == node.content)
+    }
+}
+
+fn compare_one(path: &Path, node: &Node, expected: &Expected<'_>, diffs: &mut Vec<String>) {
     let shown = path.display();
     let meta = match fs::symlink_metadata(path) {
         Ok(m) => m,
@@ -564,14 +638,7 @@ fn compare_one(
             ));
         }
         NodeKind::File => {
-            let same = fs::File::open(path).ok().and_then(|f| {
-                let ids: Result<Vec<BlobId>> =
-                    crate::chunker::chunks(f, params, key.chunker_seed())
-                        .map(|c| c.map(|c| key.blob_id(BlobType::Data as u8, &c.data)))
-                        .collect();
-                ids.ok().map(|ids| ids == node.content)
-            });
-            if same != Some(true) {
+            if !expected.matches(path, node) {
                 return diffs.push(format!("{shown}: content differs"));
             }
         }

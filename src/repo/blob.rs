@@ -47,6 +47,37 @@ pub fn lookup_key(chunk_key: &ChunkKey, digest: &str) -> LookupKey {
     )
 }
 
+/// A sealed small file (FORMAT.md §5 "Small files"): its content, zeros, and a random salt
+/// that is the same for every file of one backup, padded to a power of two of at least
+/// [`SEALED_MIN`] bytes. The salt makes the blob id useless as an oracle (a holder of the
+/// backup-only key cannot confirm a guess of a Secret against it); the padding hides the
+/// content's length in the index, pack headers and stored sizes.
+pub fn seal_small(data: &[u8], salt: &Salt) -> Vec<u8> {
+    let len = (data.len() + Salt::LEN).max(SEALED_MIN).next_power_of_two();
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(data);
+    out.resize(len - Salt::LEN, 0);
+    out.extend_from_slice(&salt.0);
+    out
+}
+
+/// The smallest sealed blob.
+pub const SEALED_MIN: usize = 512;
+
+/// The per-backup random input of sealed small files.
+#[derive(Clone, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
+pub struct Salt(pub [u8; 32]);
+
+impl Salt {
+    pub const LEN: usize = 32;
+
+    pub fn generate() -> Salt {
+        let mut s = [0u8; 32];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut s);
+        Salt(s)
+    }
+}
+
 const RAW: u8 = 0;
 const ZSTD: u8 = 1;
 /// Keep zstd output only when it saves at least this share (in 1/100).
@@ -70,8 +101,17 @@ fn saves_enough(compressed: usize, original: usize) -> bool {
 /// zstd-compress `data` unless it does not compress (gzip layers, keys, random bytes).
 ///
 /// A fast level-1 trial on the first 64 KiB decides most incompressible chunks cheaply.
+/// The compression level that means "store raw": sealed small files are never compressed,
+/// since how far their zero padding compresses would tell their length.
+pub const STORE_RAW: i32 = i32::MIN;
+
 fn compress(data: &[u8], level: i32) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + 1);
+    if level == STORE_RAW {
+        out.push(RAW);
+        out.extend_from_slice(data);
+        return out;
+    }
     if data.len() > SAMPLE {
         let sample = &data[..SAMPLE];
         let trial = zstd::bulk::compress(sample, 1).unwrap_or_default();
@@ -261,6 +301,18 @@ fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The vector of FORMAT.md §5 "Small files".
+    #[test]
+    fn sealed_small_files() {
+        let sealed = seal_small(b"Harbor12345", &Salt([0xaa; 32]));
+        assert_eq!(sealed.len(), 512);
+        assert_eq!(&sealed[..11], b"Harbor12345");
+        assert!(sealed[11..480].iter().all(|&b| b == 0));
+        assert!(sealed[480..].iter().all(|&b| b == 0xaa));
+        assert_eq!(seal_small(&[1; 480], &Salt([0; 32])).len(), 512);
+        assert_eq!(seal_small(&[1; 481], &Salt([0; 32])).len(), 1024);
+    }
 
     #[test]
     fn round_trip_compressible_and_not() {

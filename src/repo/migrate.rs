@@ -85,9 +85,11 @@ pub async fn migrate(
                     .await?;
             report.repository = repo.config.id.to_hex();
         }
-        v => return Err(Error::Usage(format!(
+        v => {
+            return Err(Error::Usage(format!(
             "repository format version {v} is not one this drydock migrates from; upgrade drydock"
-        ))),
+        )))
+        }
     }
     report.objects_deleted = delete_v1_objects(&store, identity).await?;
     Ok(report)

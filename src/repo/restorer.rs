@@ -51,11 +51,12 @@ pub struct FileJob<'a> {
     pub size: u64,
 }
 
-/// A blob wanted from a pack and the (file, offset) places its plaintext goes.
+/// A blob wanted from a pack and the (file, offset, length) places its plaintext goes: the
+/// length is the whole plaintext but for a sealed small file's padding (FORMAT.md §5).
 struct Wanted {
     id: BlobId,
     loc: BlobLocation,
-    places: Vec<(usize, u64)>,
+    places: Vec<(usize, u64, usize)>,
 }
 
 /// Neighbouring wanted blobs of one pack, fetched with one range request.
@@ -230,10 +231,16 @@ impl<F: Fn(usize, Staged<'_>) -> Result<()>> Output<'_, F> {
     fn write_range(&self, range: Range, bytes: Fetched, progress: &dyn OnBytes) -> Result<()> {
         for w in &range.blobs {
             let data = self.blob(&range, &bytes, w)?;
-            for &(i, offset) in &w.places {
+            for &(i, offset, len) in &w.places {
                 let tmp = &self.temps[i];
+                let data = data.get(..len).ok_or_else(|| {
+                    Error::Integrity(format!(
+                        "blob {} is shorter than its index entry",
+                        w.id.short()
+                    ))
+                })?;
                 tmp.open(OFlags::WRONLY)?
-                    .write_all_at(&data, offset)
+                    .write_all_at(data, offset)
                     .map_err(|e| Error::io(format!("cannot write {}", tmp.shown().display()), e))?;
                 progress.bytes(data.len() as u64);
                 if self.remaining[i].fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -313,12 +320,17 @@ fn plan(reader: &BlobReader, root: &Root, jobs: &[FileJob<'_>]) -> Result<Plan> 
     let mut remaining = Vec::with_capacity(jobs.len());
     for (i, job) in jobs.iter().enumerate() {
         let mut offset = 0u64;
-        for id in job.content {
+        for (n, id) in job.content.iter().enumerate() {
             let loc = reader.locate(id, BlobType::Data)?;
             let blobs = by_pack.entry(loc.pack).or_insert_with(|| {
                 packs.push(loc.pack);
                 HashMap::new()
             });
+            // Only the last blob may hold more than the file (a sealed file's padding).
+            let len = match n + 1 == job.content.len() {
+                true => (loc.raw_length as u64).min(job.size.saturating_sub(offset)),
+                false => loc.raw_length as u64,
+            };
             blobs
                 .entry(*id)
                 .or_insert_with(|| Wanted {
@@ -327,8 +339,8 @@ fn plan(reader: &BlobReader, root: &Root, jobs: &[FileJob<'_>]) -> Result<Plan> 
                     places: Vec::new(),
                 })
                 .places
-                .push((i, offset));
-            offset += loc.raw_length as u64;
+                .push((i, offset, len as usize));
+            offset += len;
         }
         if offset != job.size {
             return Err(Error::Integrity(format!(

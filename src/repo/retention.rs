@@ -30,6 +30,11 @@ impl WriteTimes {
     pub fn distrust(&self, id: &SnapshotId, claimed: DateTime<Utc>) -> Option<String> {
         distrust(claimed, self.0.get(id).copied(), Utc::now())
     }
+
+    /// When the store wrote snapshot `id`, if it says.
+    pub fn time(&self, id: &SnapshotId) -> Option<DateTime<Utc>> {
+        self.0.get(id).copied()
+    }
 }
 
 /// Why a snapshot's time is not believed, or `None` when it is. `written` is the store's

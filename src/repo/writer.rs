@@ -118,9 +118,25 @@ impl BlobWriter {
     /// Store a registry blob (`digest` is its first line). Blocking.
     pub fn save_registry(&self, digest: &str, data: &[u8]) -> Result<BlobId> {
         let lookup = blob::lookup_key(&self.repo.keys.chunk_key, digest);
-        let id = self.save_as(BlobType::Registry, data, Some(lookup))?;
+        let id = self.save_as(
+            BlobType::Registry,
+            data,
+            Some(lookup),
+            self.repo.config.zstd_level,
+        )?;
         self.registry.write().expect("lock").insert(lookup, id);
         Ok(id)
+    }
+
+    /// Store a small file's content as one sealed blob ([`blob::seal_small`]). Blocking.
+    pub fn save_sealed(&self, data: &[u8], salt: &blob::Salt) -> Result<BlobId> {
+        let sealed = blob::seal_small(data, salt);
+        self.save_as(BlobType::Data, &sealed, None, blob::STORE_RAW)
+    }
+
+    /// Files shorter than this are one chunk, and stored sealed by the configuration part.
+    pub fn small_file_limit(&self) -> u64 {
+        self.repo.config.chunker.min_size as u64
     }
 
     /// Whether a blob with this id is in the repository or already written by this backup.
@@ -130,7 +146,7 @@ impl BlobWriter {
 
     /// Store one blob unless it is known. Blocking; call from a non-async thread.
     pub fn save(&self, blob_type: BlobType, data: &[u8]) -> Result<BlobId> {
-        self.save_as(blob_type, data, None)
+        self.save_as(blob_type, data, None, self.repo.config.zstd_level)
     }
 
     fn save_as(
@@ -138,6 +154,7 @@ impl BlobWriter {
         blob_type: BlobType,
         data: &[u8],
         lookup: Option<LookupKey>,
+        level: i32,
     ) -> Result<BlobId> {
         // Readers refuse larger blobs (FORMAT.md §5), so writing one would lose the snapshot.
         if data.len() > blob::max_raw_length(blob_type) as usize {
@@ -154,13 +171,8 @@ impl BlobWriter {
                 .fetch_add(data.len() as u64, Ordering::Relaxed);
             return Ok(id);
         }
-        let mut encoded = blob::encode_with_id(
-            id,
-            &self.repo.keys.recipient,
-            blob_type,
-            data,
-            self.repo.config.zstd_level,
-        );
+        let mut encoded =
+            blob::encode_with_id(id, &self.repo.keys.recipient, blob_type, data, level);
         encoded.lookup = lookup;
         self.stats
             .new_bytes
