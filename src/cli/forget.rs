@@ -280,6 +280,7 @@ pub async fn run(ctx: &Context, args: ForgetArgs) -> Result<Output> {
         false => None,
     };
     let repo = ctx.open_repo().await?;
+    repo.config.check_writable()?;
     let facts = gather(&repo, &args, velero_store.as_deref()).await?;
     let verb = if args.dry_run {
         "would forget"

@@ -39,6 +39,15 @@ pub struct RepoConfig {
     pub sealed_maintenance_secret: String,
     /// Keyed hash proving a chunk key belongs to this repository.
     pub key_check: String,
+    /// S3 Object Lock retention every object is written with, `GOVERNANCE:30` or
+    /// `COMPLIANCE:365`; reserved (FORMAT.md §4): this drydock reads such repositories but
+    /// refuses to write to them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<String>,
+    /// The age recipient of a maintenance key (snapshot section 2); reserved like
+    /// `object_lock`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_recipient: Option<String>,
     /// Tag of the object key (from the chunk key) over [`auth_text`](Self::auth_text).
     pub auth: String,
     /// Tag of the identity key over the same text; absent until an identity vouched for the
@@ -95,6 +104,8 @@ impl RepoConfig {
                 maintenance.to_hex().as_bytes(),
             )),
             key_check: chunk_key.check_value(&id),
+            object_lock: None,
+            maintenance_recipient: None,
             auth: String::new(),
             identity_auth: None,
         };
@@ -120,7 +131,7 @@ impl RepoConfig {
         let c = &self.chunker;
         let algorithm = serde_json::to_value(c.algorithm).expect("serialises");
         format!(
-            "format={}\nversion={}\nid={}\ncreated={}\nrecipient={}\nchunker.algorithm={}\nchunker.min_size={}\nchunker.avg_size={}\nchunker.max_size={}\npack_size={}\nzstd_level={}\nsealed_chunk_key={}\nsealed_maintenance_secret={}\nkey_check={}\n",
+            "format={}\nversion={}\nid={}\ncreated={}\nrecipient={}\nchunker.algorithm={}\nchunker.min_size={}\nchunker.avg_size={}\nchunker.max_size={}\npack_size={}\nzstd_level={}\nsealed_chunk_key={}\nsealed_maintenance_secret={}\nkey_check={}\nobject_lock={}\nmaintenance_recipient={}\n",
             self.format,
             self.version,
             self.id,
@@ -135,6 +146,8 @@ impl RepoConfig {
             self.sealed_chunk_key,
             self.sealed_maintenance_secret,
             self.key_check,
+            self.object_lock.as_deref().unwrap_or_default(),
+            self.maintenance_recipient.as_deref().unwrap_or_default(),
         )
         .into_bytes()
     }
@@ -188,14 +201,26 @@ impl RepoConfig {
         }
         // A newline in a value would let two configs share one authenticated text.
         let fields = [
-            &self.created,
+            self.created.as_str(),
             &self.recipient,
             &self.sealed_chunk_key,
             &self.sealed_maintenance_secret,
             &self.key_check,
+            self.object_lock.as_deref().unwrap_or_default(),
+            self.maintenance_recipient.as_deref().unwrap_or_default(),
         ];
         if fields.iter().any(|f| f.contains('\n')) {
             return Err(damaged("a field holds a line break"));
+        }
+        Ok(())
+    }
+
+    /// Refuse to write into a repository that asks for what this drydock does not do yet.
+    pub fn check_writable(&self) -> Result<()> {
+        if self.object_lock.is_some() || self.maintenance_recipient.is_some() {
+            return Err(Error::Usage(
+                "this repository uses S3 Object Lock or a maintenance key, which this drydock cannot write; upgrade drydock (it can still read and restore)".into(),
+            ));
         }
         Ok(())
     }
@@ -400,6 +425,19 @@ mod tests {
             altered.verify_backup_key(&real.id, &ck, &id.to_public(), "here"),
             Err(Error::Integrity(_))
         ));
+    }
+
+    /// The reserved fields are authenticated like the rest, and a writer refuses them.
+    #[test]
+    fn reserved_fields_are_authenticated_and_refused_by_writers() {
+        let (id, ck, mut c) = fresh(None);
+        c.check_writable().unwrap();
+        c.object_lock = Some("COMPLIANCE:30".into());
+        assert!(!c.authentic_for(&ck));
+        c.seal(&ck, Some(&id));
+        let back = RepoConfig::parse(&c.to_bytes()).unwrap();
+        assert!(back.unseal(&id).is_ok());
+        assert!(matches!(back.check_writable(), Err(Error::Usage(_))));
     }
 
     #[test]

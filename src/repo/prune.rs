@@ -204,6 +204,7 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
         ..Default::default()
     };
     repo.keys.deletions("pruning")?;
+    repo.config.check_writable()?;
     // Snapshots first: a snapshot written after this point was written by a backup that
     // either saw the current marks (and avoided them) or finishes within the delay.
     let snapshots = authentic_snapshots(&repo).await?;

@@ -81,6 +81,7 @@ pub struct BlobWriter {
 impl BlobWriter {
     /// Start a writer; must be called within a tokio runtime.
     pub fn new(repo: Arc<Repository>, index: &MasterIndex, parallel: usize) -> Result<Self> {
+        repo.config.check_writable()?;
         let parallel = parallel.max(1);
         let (tx, rx) = mpsc::channel(1);
         let uploader = tokio::spawn(upload_loop(repo.clone(), rx, parallel));
