@@ -197,44 +197,83 @@ fn a_lost_config_is_rebuilt_from_a_snapshot() {
 #[test]
 fn a_recipient_only_repository_is_vouched_for_once() {
     let dir = tempfile::tempdir().unwrap();
-    let repo = local_repo(dir.path());
-    let public = fs::read_to_string(&repo.identity)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
-        .unwrap();
-    let other = dir.path().join("other");
-    let args = ["--repo", other.to_str().unwrap()];
-    let bk = dir.path().join("other.key");
-    let init = run(&[
-        args[0],
-        args[1],
-        "init",
-        "--recipient",
-        &public,
-        "--backup-key-out",
-        bk.to_str().unwrap(),
-    ]);
-    init.expect(0);
-    assert!(init.stdout.contains("recover-config"), "{}", init.stdout);
-    let src = dir.path().join("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("a"), b"a").unwrap();
-    let key = ["--key", bk.to_str().unwrap()];
-    run(&[
-        args[0],
-        args[1],
-        key[0],
-        key[1],
-        "backup",
-        "--config",
-        src.to_str().unwrap(),
-    ])
+    let r = RecipientOnly::new(dir.path());
+    assert!(
+        r.init_output.contains("recover-config"),
+        "{}",
+        r.init_output
+    );
+    r.with(
+        &r.backup_key,
+        &["backup", "--config", r.src.to_str().unwrap()],
+    )
     .expect(0);
-    let id = ["--key", repo.identity.to_str().unwrap()];
-    run(&[args[0], args[1], id[0], id[1], "snapshots"]).expect_error(4, "recover-config");
-    run(&[args[0], args[1], id[0], id[1], "key", "recover-config"]).expect(0);
-    run(&[args[0], args[1], id[0], id[1], "check", "--read-data"]).expect(0);
+    let id = &r.repo.identity;
+    r.with(id, &["snapshots"]).expect_error(4, "recover-config");
+    r.with(id, &["key", "recover-config"]).expect(0);
+    r.with(id, &["check", "--read-data"]).expect(0);
+}
+
+/// A repository made by `init --recipient` with the public key of `repo`'s identity, and a
+/// small source directory.
+struct RecipientOnly {
+    _local: Repo,
+    repo: Repo,
+    backup_key: std::path::PathBuf,
+    root: std::path::PathBuf,
+    src: std::path::PathBuf,
+    init_output: String,
+}
+
+impl RecipientOnly {
+    fn new(dir: &Path) -> RecipientOnly {
+        let local = local_repo(dir);
+        let public = fs::read_to_string(&local.identity)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("# public key: ").map(str::to_string))
+            .unwrap();
+        let root = dir.join("other");
+        let backup_key = dir.join("other.key");
+        let init = run(&[
+            "--repo",
+            root.to_str().unwrap(),
+            "init",
+            "--recipient",
+            &public,
+            "--backup-key-out",
+            backup_key.to_str().unwrap(),
+        ]);
+        init.expect(0);
+        let src = dir.join("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("a"), b"a").unwrap();
+        RecipientOnly {
+            repo: Repo {
+                args: vec!["--repo".into(), root.to_str().unwrap().into()],
+                identity: local.identity.clone(),
+                backup_key: backup_key.clone(),
+                local_root: Some(root.clone()),
+                s3: None,
+            },
+            _local: local,
+            backup_key,
+            root,
+            src,
+            init_output: init.stdout,
+        }
+    }
+
+    fn with(&self, key: &Path, args: &[&str]) -> Run {
+        let mut all = vec![
+            "--repo",
+            self.root.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ];
+        all.extend_from_slice(args);
+        run(&all)
+    }
 }
 
 /// A pack left unindexed, as a killed backup leaves one, but written without a key: the next
@@ -409,4 +448,135 @@ fn a_small_secret_is_no_oracle_and_its_length_does_not_show() {
     let v = repo.id(&["verify", &id, "--config-dir", out.to_str().unwrap()]);
     assert_eq!(v.code, 1, "{}", v.stdout);
     assert!(v.stdout.contains("content differs"), "{}", v.stdout);
+}
+
+/// A byte-for-byte copy of a real pack under a false name (no key needed): its header and
+/// blobs authenticate, so only its name gives it away. Prune must not let it stand in for the
+/// real pack, nor a backup adopt it, and `check --read-data` names it.
+#[test]
+fn a_pack_copied_under_a_false_name_cannot_replace_the_real_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src, real) = real_backup(dir.path());
+    let root = repo.local_root.clone().unwrap();
+    let real_packs: Vec<_> = walk(&root.join("packs"))
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect();
+    let fake_dir = root.join("packs/00");
+    let plant = || -> Vec<std::path::PathBuf> {
+        fs::create_dir_all(&fake_dir).unwrap();
+        // Names that sort before the real ones.
+        let fakes: Vec<_> = (0..real_packs.len())
+            .map(|i| fake_dir.join(format!("{i:064x}")))
+            .collect();
+        for (p, fake) in real_packs.iter().zip(&fakes) {
+            fs::copy(p, fake).unwrap();
+        }
+        fakes
+    };
+    // Prune keeps the real packs and treats the copies as the unused objects they are.
+    let fakes = plant();
+    repo.deployed_forget_and_prune();
+    for p in &real_packs {
+        assert!(p.exists(), "prune deleted a real pack: {}", p.display());
+    }
+    assert!(
+        fakes.iter().all(|f| !f.exists()),
+        "the copies were not pruned"
+    );
+    // A backup does not adopt them; check names every one.
+    let fakes = plant();
+    let r = repo.bk(&["backup", "--config", src.to_str().unwrap()]);
+    r.expect(0);
+    assert!(r.stderr.contains("does not match its name"), "{}", r.stderr);
+    let check = repo.id(&["--json", "check", "--read-data"]);
+    assert_eq!(check.code, 4, "{}", check.stdout);
+    for fake in &fakes {
+        let name = fake.file_name().unwrap().to_str().unwrap();
+        assert!(check.stdout.contains(name), "{name}: {}", check.stdout);
+        fs::remove_file(fake).unwrap();
+    }
+    repo.id(&["check", "--read-data"]).expect(0);
+    assert_restores(&repo, dir.path(), &src, &real, "out");
+}
+
+/// A real snapshot object copied under a false name is no snapshot: retention goes on, and
+/// `check` names the copy.
+#[test]
+fn a_snapshot_copied_under_a_false_name_stops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src, real) = real_backup(dir.path());
+    let snaps = repo.local_root.as_ref().unwrap().join("snapshots");
+    let fake = snaps.join("0".repeat(64));
+    fs::copy(snaps.join(&real), &fake).unwrap();
+    repo.deployed_forget_and_prune();
+    let check = repo.id(&["--json", "check"]);
+    assert_eq!(check.code, 4, "{}", check.stdout);
+    assert!(check.stdout.contains(&"0".repeat(64)), "{}", check.stdout);
+    fs::remove_file(fake).unwrap();
+    assert_restores(&repo, dir.path(), &src, &real, "out");
+}
+
+/// `"object_lock": ""` reads like an absent field in the authenticated text; it must not
+/// switch anything on, so the config is damaged, and recovery rebuilds it.
+#[test]
+fn an_empty_reserved_field_is_damage_not_a_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src, real) = real_backup(dir.path());
+    let path = config_path(&repo);
+    let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    v["object_lock"] = "".into();
+    fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    repo.bk(&["backup", "--config", src.to_str().unwrap()])
+        .expect_error(4, "config");
+    repo.id(&["key", "recover-config"]).expect(0);
+    repo.bk(&["backup", "--config", src.to_str().unwrap()])
+        .expect(0);
+    assert_restores(&repo, dir.path(), &src, &real, "out");
+}
+
+/// In a repository from `init --recipient` nothing carries the identity's tag yet, so a
+/// holder of the backup-only key can write a snapshot whose config copy differs (here: its
+/// own maintenance secret and zstd level). Recovery refuses to choose between copies that
+/// disagree, and vouching never keeps a maintenance secret someone else sealed.
+#[test]
+fn recovery_does_not_vouch_for_a_config_copy_a_backup_key_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = RecipientOnly::new(dir.path());
+    let (other, bk, repo) = (&r.root, &r.backup_key, &r.repo);
+    let with = |key: &Path, args: &[&str]| r.with(key, args);
+    with(bk, &["backup", "--config", r.src.to_str().unwrap()]).expect(0);
+    let config_path = other.join("config");
+    let real = RepoConfig::parse(&fs::read(&config_path).unwrap()).unwrap();
+    // The backup-only key's forgery: same id and chunk key, its own parameters.
+    let crypto::KeyFile::BackupOnly(k) = crypto::KeyFile::load(bk).unwrap() else {
+        panic!("not a backup-only key");
+    };
+    let mut forged = real.clone();
+    forged.zstd_level = 19;
+    forged
+        .reseal_maintenance(&MaintenanceSecret::generate())
+        .unwrap();
+    forged.seal(&k.chunk_key, None);
+    let auth = Authenticator::new(AuthKey::objects(&k.chunk_key), real.id);
+    let plain = serde_json::to_vec(&manifest(Utc::now(), "x", Parts::default())).unwrap();
+    let object = Envelope {
+        manifest: crypto::encrypt(&k.recipient, &plain),
+        config: Some(forged.to_bytes()),
+    }
+    .seal(&auth);
+    let forged_object = other.join("snapshots").join(hex::encode(sha256(&object)));
+    fs::write(&forged_object, object).unwrap();
+    with(&repo.identity, &["key", "recover-config"]).expect_error(4, "disagree");
+    assert_eq!(fs::read(&config_path).unwrap(), real.to_bytes());
+    // Without the forgery the identity vouches, with a maintenance secret of its own.
+    fs::remove_file(&forged_object).unwrap();
+    with(&repo.identity, &["key", "recover-config"]).expect(0);
+    let vouched = RepoConfig::parse(&fs::read(&config_path).unwrap()).unwrap();
+    assert_eq!(vouched.zstd_level, real.zstd_level);
+    assert_ne!(
+        vouched.sealed_maintenance_secret,
+        real.sealed_maintenance_secret
+    );
+    with(&repo.identity, &["check", "--read-data"]).expect(0);
 }

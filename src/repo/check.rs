@@ -98,6 +98,7 @@ pub async fn check(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRe
     check_deletion_records(&repo, &sizes, &mut report).await?;
     if opts.read_data > 0.0 {
         read_packs(&repo, &pack_entries, &sizes, opts, &mut report).await?;
+        check_unindexed_names(&repo, &pack_entries, &sizes, &mut report).await?;
     }
     let index = Arc::new(index);
     if repo.keys.has_identity() {
@@ -275,6 +276,27 @@ async fn check_deletion_records(
                 format!("not a deletion record drydock wrote ({why}); prune ignores it, delete it"),
                 [],
             ),
+        }
+    }
+    Ok(())
+}
+
+/// With `--read-data`: every pack no index names must hash to its name. One that does not is
+/// damage, or a copy of a real pack under a false name (its header and blobs authenticate),
+/// which adoption and prune refuse to count; the operator should delete it.
+async fn check_unindexed_names(
+    repo: &Repository,
+    packs: &PackMap,
+    sizes: &HashMap<PackId, u64>,
+    report: &mut CheckReport,
+) -> Result<()> {
+    for id in sizes.keys().filter(|id| !packs.contains_key(id)) {
+        if !repo.named_right(id).await? {
+            report.problem(
+                pack::key(id),
+                "pack content does not match its name: damage, or a copy of another pack under a false name; backups and prune ignore it, delete it".into(),
+                [],
+            );
         }
     }
     Ok(())

@@ -114,6 +114,14 @@ impl RepoConfig {
     }
 
     /// (Re)compute the tags: the object key's, and the identity's when given.
+    /// Seal a new maintenance secret into the config (the tags must be recomputed after).
+    pub fn reseal_maintenance(&mut self, secret: &MaintenanceSecret) -> Result<()> {
+        let recipient = self.recipient()?;
+        self.sealed_maintenance_secret =
+            hex::encode(crypto::encrypt(&recipient, secret.to_hex().as_bytes()));
+        Ok(())
+    }
+
     pub fn seal(&mut self, chunk_key: &ChunkKey, identity: Option<&Identity>) {
         let text = self.auth_text();
         self.auth = AuthKey::objects(chunk_key)
@@ -198,6 +206,14 @@ impl RepoConfig {
                 "unsupported zstd level {}",
                 self.zstd_level
             )));
+        }
+        // An empty optional field reads like an absent one in the authenticated text, so it
+        // must not mean anything else.
+        if [&self.object_lock, &self.maintenance_recipient]
+            .iter()
+            .any(|f| f.as_deref() == Some(""))
+        {
+            return Err(damaged("an optional field is present but empty"));
         }
         // A newline in a value would let two configs share one authenticated text.
         let fields = [

@@ -290,6 +290,17 @@ impl Repository {
             .map_err(|e| Error::Integrity(format!("pack {}: {e}", id.short())))
     }
 
+    /// Whether the pack object's bytes hash to its name. A byte-for-byte copy of a real pack
+    /// under another name has an authentic header and authentic blobs, so only this tells it
+    /// apart; it downloads the whole pack, which only adoption and prune's copy checks need.
+    pub async fn named_right(&self, id: &PackId) -> Result<bool> {
+        match self.store.get(&pack::key(id)).await {
+            Ok(bytes) => Ok(sha256(&bytes) == id.0),
+            Err(Error::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Index packs that no index names — left by a backup that was killed before writing
     /// its index — so their blobs are reused. Returns the index object written, if any.
     pub async fn adopt_unindexed_packs(
@@ -309,6 +320,10 @@ impl Repository {
         let mut adopted = Vec::new();
         for (id, size) in orphans {
             match self.read_pack_header(&id, size).await {
+                Ok(_) if !self.named_right(&id).await? => tracing::warn!(
+                    pack = %id.short(),
+                    "not adopting a pack whose content does not match its name (a copy under a false name, or damage); `drydock check --read-data` names it"
+                ),
                 Ok(entries) => adopted.push((id, entries)),
                 Err(Error::Integrity(why)) => {
                     tracing::warn!(pack = %id.short(), %why, "not adopting a damaged pack")
@@ -380,7 +395,9 @@ impl Repository {
             .get(&snapshot::key(id))
             .await
             .map_err(Error::into_integrity)?;
-        check_named(&bytes, &id.0, &what)?;
+        // A copy of a real snapshot under another name is no snapshot: skipping it loses
+        // nothing, and a bucket writer could delete the original anyway.
+        check_named(&bytes, &id.0, &what).map_err(|e| Error::Unauthentic(e.to_string()))?;
         let envelope = snapshot::Envelope::open(&bytes, &self.keys.objects, &what)?;
         let plain = crypto::decrypt(identity, &envelope.manifest).map_err(|e| match e {
             DecryptFailure::WrongKey => {

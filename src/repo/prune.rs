@@ -88,6 +88,8 @@ pub struct PruneReport {
     pub deleted_packs: usize,
     pub deleted_bytes: u64,
     pub indexes_rewritten: usize,
+    /// Packs no index named that snapshots need, indexed again.
+    pub packs_reindexed: usize,
     pub dry_run: bool,
 }
 
@@ -230,15 +232,23 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
     report.packs = sizes.len();
     // Packs no index names (a backup killed before its index, or an index deleted): their
     // own headers say what they hold, so a used blob in one counts as a copy.
+    // Only a pack whose content matches its name counts: a copy of a real pack under a false
+    // name has an authentic header too, and must not stand in for the real one.
+    let mut unindexed = Vec::new();
     for (pack, size) in &sizes {
         if packs.contains_key(pack) {
             continue;
         }
         match repo.read_pack_header(pack, *size).await {
-            Ok(entries) => {
+            Ok(entries) if repo.named_right(pack).await? => {
                 index.add_pack(*pack, &entries);
+                unindexed.push((*pack, entries.clone()));
                 packs.insert(*pack, entries);
             }
+            Ok(_) => tracing::warn!(
+                pack = %pack.short(),
+                "prune ignores a pack whose content does not match its name; `drydock check --read-data` names it"
+            ),
             Err(Error::Integrity(_)) => {}
             Err(e) => return Err(e),
         }
@@ -268,6 +278,16 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
         }
     }
     let needed: HashSet<PackId> = holder.values().copied().collect();
+    // Unindexed packs that snapshots need (their index was lost or deleted) are indexed
+    // again, so that restores find them.
+    let reindex: Vec<(PackId, Vec<PackEntry>)> = unindexed
+        .into_iter()
+        .filter(|(p, _)| needed.contains(p))
+        .collect();
+    report.packs_reindexed = reindex.len();
+    if !reindex.is_empty() && !opts.dry_run {
+        repo.write_index(&reindex).await?;
+    }
     let mut unused: HashSet<PackId> = HashSet::new();
     for id in sizes.keys() {
         match packs.get(id) {
@@ -305,6 +325,7 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
         listed_in,
         sizes: &sizes,
         kept: &needed,
+        named: Default::default(),
     };
     let unverified = guard.unconfirmed(&unused).await?;
     for p in &unverified {
@@ -428,6 +449,8 @@ struct Guard<'a> {
     sizes: &'a HashMap<PackId, u64>,
     /// Packs that stay.
     kept: &'a HashSet<PackId>,
+    /// Packs checked against their names, and the answer.
+    named: std::sync::Mutex<HashMap<PackId, bool>>,
 }
 
 impl Guard<'_> {
@@ -493,10 +516,21 @@ impl Guard<'_> {
             .into_iter()
             .filter(|l| l.pack != *pack && self.kept.contains(&l.pack))
         {
-            if self.reader.authenticates_at(blob, loc).await? {
+            if self.named_right(&loc.pack).await? && self.reader.authenticates_at(blob, loc).await?
+            {
                 return Ok(true);
             }
         }
         Ok(false)
+    }
+
+    /// [`Repository::named_right`], once per pack.
+    async fn named_right(&self, pack: &PackId) -> Result<bool> {
+        if let Some(&known) = self.named.lock().expect("lock").get(pack) {
+            return Ok(known);
+        }
+        let right = self.repo.named_right(pack).await?;
+        self.named.lock().expect("lock").insert(*pack, right);
+        Ok(right)
     }
 }

@@ -90,7 +90,21 @@ async fn snapshot_copies(store: &Arc<dyn Store>, identity: &Identity) -> Result<
 /// Pick the config to write: the identity's own, else the one every candidate agrees on.
 fn choose(candidates: Vec<Candidate>) -> Result<Candidate> {
     let (vouched, others): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|c| c.vouched);
-    let pool = if vouched.is_empty() { others } else { vouched };
+    let pool = if vouched.is_empty() {
+        // Nothing the identity tagged: any holder of the backup-only key could have written
+        // these, so they must all say the same, parameters included.
+        if others
+            .windows(2)
+            .any(|w| w[0].config.auth_text() != w[1].config.auth_text())
+        {
+            return Err(Error::Integrity(
+                "the config copies here disagree and the identity vouched for none of them, so a holder of the backup-only key may have written one; refusing to choose. Keep the snapshots whose config you trust and run again".into(),
+            ));
+        }
+        others
+    } else {
+        vouched
+    };
     let mut by_repo: BTreeMap<(RepoId, String), Candidate> = BTreeMap::new();
     for c in pool {
         by_repo
@@ -126,6 +140,14 @@ pub async fn recover_config(store: Arc<dyn Store>, identity: &Identity) -> Resul
     candidates.extend(current);
     let mut chosen = choose(candidates)?;
     let keys = chosen.config.unseal(identity)?;
+    if !chosen.vouched {
+        // Its maintenance secret was sealed by whoever wrote it, perhaps a holder of the
+        // backup-only key; no deletion record can exist yet (the identity never opened the
+        // repository), so a fresh one costs nothing.
+        chosen
+            .config
+            .reseal_maintenance(&crate::crypto::MaintenanceSecret::generate())?;
+    }
     chosen.config.seal(&keys.chunk_key, Some(identity));
     let bytes = Bytes::from(chosen.config.to_bytes());
     store
