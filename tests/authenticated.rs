@@ -580,3 +580,31 @@ fn recovery_does_not_vouch_for_a_config_copy_a_backup_key_wrote() {
     );
     with(&repo.identity, &["check", "--read-data"]).expect(0);
 }
+
+/// A garbage object under `index/` (no key needed) stops no command: backup, show, verify
+/// and restore skip it with a warning, and `check` names it.
+#[test]
+fn a_planted_index_object_stops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, src, real) = real_backup(dir.path());
+    let junk = b"DDINDX02 not an index";
+    let path = repo
+        .local_root
+        .as_ref()
+        .unwrap()
+        .join("index")
+        .join(hex::encode(sha256(junk)));
+    fs::write(&path, junk).unwrap();
+    let b = repo.bk(&["backup", "--config", src.to_str().unwrap()]);
+    b.expect(0);
+    assert!(b.stderr.contains("not authentic"), "{}", b.stderr);
+    repo.id(&["show", &real]).expect(0);
+    assert_restores(&repo, dir.path(), &src, &real, "out");
+    let check = repo.id(&["--json", "check"]);
+    assert_eq!(check.code, 4, "{}", check.stdout);
+    assert!(
+        check.stdout.contains(&hex::encode(sha256(junk))),
+        "{}",
+        check.stdout
+    );
+}

@@ -67,7 +67,7 @@ pub async fn run(ctx: &Context, args: DrillArgs) -> Result<Output> {
     if snap.parts.config.is_some() && args.config_dir.is_none() {
         return Err(missing_target("configuration", "--config-dir DIR"));
     }
-    let index = Arc::new(super::restore::readable_index(&repo).await?);
+    let index = Arc::new(repo.load_index().await?);
     let reader = BlobReader::new(repo.clone(), index, "drill")?;
     let mut results = Vec::new();
     if let (Some(part), Some(pg)) = (&snap.parts.database, &pg) {

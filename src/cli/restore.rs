@@ -14,9 +14,7 @@ use crate::harbor::db::{self};
 use crate::harbor::registry;
 use crate::ids::ByteSize;
 use crate::progress::Progress;
-use crate::repo::index::MasterIndex;
 use crate::repo::reader::BlobReader;
-use crate::repo::Repository;
 use crate::term::esc;
 
 #[derive(Args, Debug)]
@@ -51,26 +49,6 @@ pub struct RestoreArgs {
 }
 
 const PARTS: [&str; 3] = ["db", "registry", "config"];
-
-/// The index for reading, without the index objects that are damaged: those lose only the
-/// blobs they alone locate (`check` names the snapshots needing them, and reading such a
-/// blob fails with exit 4), so every other snapshot still restores.
-pub(crate) async fn readable_index(repo: &Repository) -> Result<MasterIndex> {
-    let mut index = MasterIndex::default();
-    for (id, file) in repo.load_index_files().await? {
-        match file {
-            Ok(file) => {
-                for (pack, entries) in file {
-                    index.add_pack(pack, &entries);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(index = %id.short(), error = %e, "skipping a damaged index object")
-            }
-        }
-    }
-    Ok(index)
-}
 
 pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
     for p in &args.only {
@@ -132,7 +110,7 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
         )));
     }
 
-    let index = Arc::new(readable_index(&repo).await?);
+    let index = Arc::new(repo.load_index().await?);
     let reader = BlobReader::new(repo.clone(), index, "restore")?;
     let mut text = String::new();
     let mut parts = serde_json::Map::new();

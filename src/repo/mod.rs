@@ -236,12 +236,21 @@ impl Repository {
             .await
     }
 
-    /// The merged index; a damaged index object is an integrity error.
+    /// The merged index, without the index objects that are damaged or not authentic: those
+    /// lose only the blobs they alone locate (`check` names them and the snapshots needing
+    /// them; a backup adopts their packs again), so one planted object stops nothing.
     pub async fn load_index(&self) -> Result<MasterIndex> {
         let mut master = MasterIndex::default();
-        for (_, file) in self.load_index_files().await? {
-            for (pack, entries) in file? {
-                master.add_pack(pack, &entries);
+        for (id, file) in self.load_index_files().await? {
+            match file {
+                Ok(file) => {
+                    for (pack, entries) in file {
+                        master.add_pack(pack, &entries);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(index = %id.short(), error = %e, "skipping an index object that is damaged or not authentic")
+                }
             }
         }
         Ok(master)
