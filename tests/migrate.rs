@@ -140,3 +140,52 @@ fn migrate_refuses_a_backup_only_key() {
     args[3] = bk.to_str().unwrap().to_string();
     with(&args, &["migrate"]).expect_error(5, "identity");
 }
+
+/// A migration stopped anywhere loses nothing (FORMAT.md §15). Stopped before the switch:
+/// the version 1 config is still in place beside the version 2 objects already written,
+/// and the next run converts everything. Stopped after it: version 1 objects are left
+/// beside the version 2 config, and the next run only deletes them.
+#[test]
+fn a_migration_stopped_before_or_after_the_switch_is_finished_by_running_it_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (args, src) = copy_fixture(dir.path());
+    let repo = dir.path().join("repo");
+    let v1 = repo_files(&repo);
+    let put_back = |files: &[(std::path::PathBuf, Vec<u8>)]| {
+        for (path, bytes) in files {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, bytes).unwrap();
+        }
+    };
+    with(&args, &["migrate"]).expect(0);
+    // Before the switch: put every version 1 object back, the config included.
+    put_back(&v1);
+    with(&args, &["snapshots"]).expect_error(2, "drydock migrate");
+    with(&args, &["migrate"]).expect(0);
+    with(&args, &["check", "--read-data"]).expect(0);
+    // After the switch: version 1 objects back, the version 2 config kept.
+    let config = fs::read(repo.join("config")).unwrap();
+    put_back(&v1);
+    fs::write(repo.join("config"), config).unwrap();
+    let again = with(&args, &["--json", "migrate"]);
+    again.expect(0);
+    assert_eq!(again.json()["converted"], false, "{}", again.stdout);
+    assert!(
+        again.json()["objects_deleted"].as_u64().unwrap() > 0,
+        "{}",
+        again.stdout
+    );
+    with(&args, &["check", "--read-data"]).expect(0);
+    let out = dir.path().join("out");
+    with(
+        &args,
+        &["restore", "latest", "--registry-fs", out.to_str().unwrap()],
+    )
+    .expect(0);
+    for f in walk(&src.join("reg")) {
+        if f.is_file() {
+            let rel = f.strip_prefix(src.join("reg")).unwrap();
+            assert_eq!(fs::read(&f).unwrap(), fs::read(out.join(rel)).unwrap());
+        }
+    }
+}

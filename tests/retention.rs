@@ -216,19 +216,7 @@ fn a_flood_of_snapshots_from_the_backup_only_key_pushes_no_real_one_out() {
             })
             .collect()
     });
-    let forget = repo.id(&[
-        "forget",
-        "--expired",
-        "--keep-daily",
-        "7",
-        "--keep-weekly",
-        "4",
-        "--keep-monthly",
-        "6",
-        "--prune",
-        "--safety-delay",
-        "0s",
-    ]);
+    let forget = repo.deployed_forget();
     forget.expect_error(4, "--allow-burst");
     repo.id(&["prune", "--safety-delay", "0s"]).expect(0);
     let left = snapshot_ids(&repo);

@@ -561,18 +561,29 @@ async fn sealed_contents(
     items: &[(PathBuf, Node)],
     small: u64,
 ) -> Result<std::collections::HashMap<PathBuf, Vec<u8>>> {
-    let mut out = std::collections::HashMap::new();
-    for (path, node) in items {
-        if let (NodeKind::File, [id]) = (node.kind, node.content.as_slice()) {
-            if node.size < small {
-                let mut data = reader.load(id, BlobType::Data).await?;
-                data.truncate(node.size as usize);
-                out.insert(path.clone(), data);
-            }
-        }
-    }
-    Ok(out)
+    let sealed: Vec<(&PathBuf, &Node)> = items
+        .iter()
+        .filter(|(_, n)| n.kind == NodeKind::File && n.content.len() == 1 && n.size < small)
+        .map(|(p, n)| (p, n))
+        .collect();
+    let ids: Vec<BlobId> = sealed.iter().map(|(_, n)| n.content[0]).collect();
+    // Neighbouring blobs come in one range request, a few requests at a time.
+    let blobs: Vec<Vec<u8>> = reader
+        .load_stream(&ids, BlobType::Data, SEALED_FETCHES)
+        .try_collect()
+        .await?;
+    Ok(sealed
+        .into_iter()
+        .zip(blobs)
+        .map(|((path, node), mut data)| {
+            data.truncate(node.size as usize);
+            (path.clone(), data)
+        })
+        .collect())
 }
+
+/// Range requests in flight while `verify` fetches sealed small files.
+const SEALED_FETCHES: usize = 4;
 
 /// What a local file must hold: the ids its chunks must have, or a sealed file's bytes.
 struct Expected<'a> {

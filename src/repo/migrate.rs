@@ -20,7 +20,7 @@ use super::pack::{self, PackBuilder, PackEntry};
 use super::reader::BlobReader;
 use super::snapshot::{self, Snapshot};
 use super::tree::{RegistryEntry, Tree};
-use super::writer::BlobWriter;
+use super::writer::{packer_for, BlobWriter, PACKS_PER_INDEX};
 use super::{Keys, Repository};
 use crate::chunker::ChunkerParams;
 use crate::crypto::{self, ChunkKey, Identity, KeyFile, MaintenanceSecret};
@@ -140,12 +140,8 @@ fn v2_repository(store: Arc<dyn Store>, v1: &[u8], identity: &Identity) -> Resul
     })
 }
 
-/// Which of the two packs a copied blob goes to (as the writer lays them out).
-fn packer(t: BlobType) -> usize {
-    usize::from(t != BlobType::Data)
-}
-
-/// Copies encrypted blobs verbatim into version 2 packs and indexes them.
+/// Copies encrypted blobs verbatim into version 2 packs and indexes them, laid out and
+/// indexed as [`BlobWriter`] does.
 struct Copier<'a> {
     repo: &'a Repository,
     packers: [PackBuilder; 2],
@@ -156,7 +152,7 @@ struct Copier<'a> {
 
 impl Copier<'_> {
     async fn add(&mut self, blob: EncodedBlob) -> Result<()> {
-        let p = &mut self.packers[packer(blob.blob_type)];
+        let p = &mut self.packers[packer_for(blob.blob_type)];
         p.add(blob);
         if p.len() as u64 >= self.repo.config.pack_size {
             let full = std::mem::take(p);
@@ -174,7 +170,7 @@ impl Copier<'_> {
         self.index.add_pack(finished.id, &finished.entries);
         self.pending.push((finished.id, finished.entries));
         self.packs += 1;
-        if self.pending.len() >= 8 {
+        if self.pending.len() >= PACKS_PER_INDEX {
             self.flush_index().await?;
         }
         Ok(())

@@ -79,9 +79,7 @@ impl Keys {
             ))
         })
     }
-}
 
-impl Keys {
     /// Check the key given against the config and derive what it can do.
     fn open(config: &RepoConfig, key: KeyFile, location: &str) -> Result<Keys> {
         let objects = |ck: &ChunkKey| Authenticator::new(AuthKey::objects(ck), config.id);
@@ -236,21 +234,29 @@ impl Repository {
             .await
     }
 
-    /// The merged index, without the index objects that are damaged or not authentic: those
-    /// lose only the blobs they alone locate (`check` names them and the snapshots needing
-    /// them; a backup adopts their packs again), so one planted object stops nothing.
-    pub async fn load_index(&self) -> Result<MasterIndex> {
-        let mut master = MasterIndex::default();
+    /// Every index object that parses and authenticates. The others are skipped with a
+    /// warning: they lose only the blobs they alone locate (`check` names them and the
+    /// snapshots needing them; a backup adopts their packs again), so one planted object
+    /// stops nothing.
+    pub async fn readable_index_files(&self) -> Result<Vec<(IndexId, index::IndexFile)>> {
+        let mut out = Vec::new();
         for (id, file) in self.load_index_files().await? {
             match file {
-                Ok(file) => {
-                    for (pack, entries) in file {
-                        master.add_pack(pack, &entries);
-                    }
-                }
+                Ok(file) => out.push((id, file)),
                 Err(e) => {
                     tracing::warn!(index = %id.short(), error = %e, "skipping an index object that is damaged or not authentic")
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The merged index of [`readable_index_files`](Self::readable_index_files).
+    pub async fn load_index(&self) -> Result<MasterIndex> {
+        let mut master = MasterIndex::default();
+        for (_, file) in self.readable_index_files().await? {
+            for (pack, entries) in file {
+                master.add_pack(pack, &entries);
             }
         }
         Ok(master)
@@ -301,11 +307,31 @@ impl Repository {
 
     /// Whether the pack object's bytes hash to its name. A byte-for-byte copy of a real pack
     /// under another name has an authentic header and authentic blobs, so only this tells it
-    /// apart; it downloads the whole pack, which only adoption and prune's copy checks need.
+    /// apart; it downloads the whole pack, which only prune's copy checks need.
     pub async fn named_right(&self, id: &PackId) -> Result<bool> {
+        Ok(self.whole_pack(id).await?.is_some())
+    }
+
+    /// The header of a pack no index names, read from the whole pack, which must hash to
+    /// its name (see [`named_right`](Self::named_right)); `None` when it does not or is
+    /// gone. One download: what adoption and prune trust an unindexed pack by.
+    pub async fn unindexed_pack_header(&self, id: &PackId) -> Result<Option<Vec<PackEntry>>> {
+        let Some(bytes) = self.whole_pack(id).await? else {
+            return Ok(None);
+        };
+        let len = bytes.len() as u64;
+        let tail = bytes.len().saturating_sub(pack::TRAILER_LEN);
+        pack::header_len(&bytes[tail..], len)
+            .and_then(|n| pack::parse_header(&bytes[bytes.len() - n..], len, &self.keys.objects))
+            .map(Some)
+            .map_err(|e| Error::Integrity(format!("pack {}: {e}", id.short())))
+    }
+
+    /// The pack's bytes if they hash to its name.
+    async fn whole_pack(&self, id: &PackId) -> Result<Option<Bytes>> {
         match self.store.get(&pack::key(id)).await {
-            Ok(bytes) => Ok(sha256(&bytes) == id.0),
-            Err(Error::NotFound(_)) => Ok(false),
+            Ok(bytes) => Ok((sha256(&bytes) == id.0).then_some(bytes)),
+            Err(Error::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -317,23 +343,24 @@ impl Repository {
         index: &mut MasterIndex,
         skip: &std::collections::HashSet<PackId>,
     ) -> Result<Option<IndexId>> {
-        let orphans: Vec<(PackId, u64)> = self
+        let orphans: Vec<PackId> = self
             .list_packs()
             .await?
             .into_iter()
-            .filter(|(id, _)| !index.has_pack(id) && !skip.contains(id))
+            .map(|(id, _)| id)
+            .filter(|id| !index.has_pack(id) && !skip.contains(id))
             .collect();
         if orphans.is_empty() {
             return Ok(None);
         }
         let mut adopted = Vec::new();
-        for (id, size) in orphans {
-            match self.read_pack_header(&id, size).await {
-                Ok(_) if !self.named_right(&id).await? => tracing::warn!(
+        for id in orphans {
+            match self.unindexed_pack_header(&id).await {
+                Ok(None) => tracing::warn!(
                     pack = %id.short(),
                     "not adopting a pack whose content does not match its name (a copy under a false name, or damage); `drydock check --read-data` names it"
                 ),
-                Ok(entries) => adopted.push((id, entries)),
+                Ok(Some(entries)) => adopted.push((id, entries)),
                 Err(Error::Integrity(why)) => {
                     tracing::warn!(pack = %id.short(), %why, "not adopting a damaged pack")
                 }

@@ -185,21 +185,6 @@ async fn authentic_snapshots(repo: &Repository) -> Result<Vec<Snapshot>> {
     Ok(snapshots)
 }
 
-/// Every index object that authenticates; the packs of one that does not are read through
-/// their own headers instead, like packs no index names.
-async fn authentic_index_files(
-    repo: &Repository,
-) -> Result<Vec<(IndexId, super::index::IndexFile)>> {
-    let mut out = Vec::new();
-    for (iid, file) in repo.load_index_files().await? {
-        match file {
-            Ok(f) => out.push((iid, f)),
-            Err(e) => tracing::warn!("prune ignores index/{iid}: {e}"),
-        }
-    }
-    Ok(out)
-}
-
 pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport> {
     let mut report = PruneReport {
         dry_run: opts.dry_run,
@@ -210,7 +195,9 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
     // Snapshots first: a snapshot written after this point was written by a backup that
     // either saw the current marks (and avoided them) or finishes within the delay.
     let snapshots = authentic_snapshots(&repo).await?;
-    let files = authentic_index_files(&repo).await?;
+    // An index object that is damaged or not authentic is skipped: its packs are read
+    // through their own headers below, like packs no index names.
+    let files = repo.readable_index_files().await?;
     let mut index = MasterIndex::default();
     let mut packs: HashMap<PackId, Vec<PackEntry>> = HashMap::new();
     let mut index_of: HashMap<PackId, Vec<IndexId>> = HashMap::new();
@@ -235,17 +222,17 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
     // Only a pack whose content matches its name counts: a copy of a real pack under a false
     // name has an authentic header too, and must not stand in for the real one.
     let mut unindexed = Vec::new();
-    for (pack, size) in &sizes {
+    for pack in sizes.keys() {
         if packs.contains_key(pack) {
             continue;
         }
-        match repo.read_pack_header(pack, *size).await {
-            Ok(entries) if repo.named_right(pack).await? => {
+        match repo.unindexed_pack_header(pack).await {
+            Ok(Some(entries)) => {
                 index.add_pack(*pack, &entries);
                 unindexed.push((*pack, entries.clone()));
                 packs.insert(*pack, entries);
             }
-            Ok(_) => tracing::warn!(
+            Ok(None) => tracing::warn!(
                 pack = %pack.short(),
                 "prune ignores a pack whose content does not match its name; `drydock check --read-data` names it"
             ),

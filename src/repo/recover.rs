@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::auth::{AuthKey, Authenticator};
 use super::config::{self, RepoConfig};
 use super::snapshot::Envelope;
-use crate::crypto::Identity;
+use crate::crypto::{ChunkKey, Identity};
 use crate::error::{Error, Result};
 use crate::ids::{sha256, RepoId};
 use crate::store::{PutMode, Store};
@@ -38,6 +39,7 @@ pub struct Recovered {
 
 struct Candidate {
     config: RepoConfig,
+    chunk_key: ChunkKey,
     vouched: bool,
     source: Source,
 }
@@ -49,6 +51,7 @@ fn candidate(bytes: &[u8], identity: &Identity, source: Source) -> Option<Candid
     let unsealed = config.unseal(identity).ok()?;
     Some(Candidate {
         vouched: unsealed.vouched,
+        chunk_key: unsealed.chunk_key,
         config,
         source,
     })
@@ -63,23 +66,17 @@ async fn snapshot_copies(store: &Arc<dyn Store>, identity: &Identity) -> Result<
             Err(Error::NotFound(_)) => continue,
             Err(e) => return Err(e),
         };
-        let Some(body) = bytes.get(8..bytes.len().saturating_sub(32)) else {
-            continue;
-        };
+        // The copy names the chunk key its snapshot's tag must verify with.
         let Ok(Envelope {
             config: Some(copy), ..
-        }) = Envelope::split(body, &o.key)
+        }) = Envelope::unverified(&bytes, &o.key)
         else {
             continue;
         };
         let Some(c) = candidate(&copy, identity, Source::Snapshot(o.key.clone())) else {
             continue;
         };
-        let keys = c.config.unseal(identity)?;
-        let auth = super::auth::Authenticator::new(
-            super::auth::AuthKey::objects(&keys.chunk_key),
-            c.config.id,
-        );
+        let auth = Authenticator::new(AuthKey::objects(&c.chunk_key), c.config.id);
         if Envelope::open(&bytes, &auth, &o.key).is_ok() {
             out.push(c);
         }
@@ -139,7 +136,6 @@ pub async fn recover_config(store: Arc<dyn Store>, identity: &Identity) -> Resul
     let mut candidates = snapshot_copies(&store, identity).await?;
     candidates.extend(current);
     let mut chosen = choose(candidates)?;
-    let keys = chosen.config.unseal(identity)?;
     if !chosen.vouched {
         // Its maintenance secret was sealed by whoever wrote it, perhaps a holder of the
         // backup-only key; no deletion record can exist yet (the identity never opened the
@@ -148,7 +144,7 @@ pub async fn recover_config(store: Arc<dyn Store>, identity: &Identity) -> Resul
             .config
             .reseal_maintenance(&crate::crypto::MaintenanceSecret::generate())?;
     }
-    chosen.config.seal(&keys.chunk_key, Some(identity));
+    chosen.config.seal(&chosen.chunk_key, Some(identity));
     let bytes = Bytes::from(chosen.config.to_bytes());
     store
         .put(config::KEY, bytes.clone(), PutMode::Overwrite)

@@ -24,7 +24,7 @@ use crate::ids::{BlobId, IndexId, LookupKey, PackId};
 use crate::store::PutMode;
 
 /// Write an index object after this many packs, so a killed backup loses little.
-const PACKS_PER_INDEX: usize = 8;
+pub(super) const PACKS_PER_INDEX: usize = 8;
 
 #[derive(Default)]
 pub struct WriteStats {
@@ -59,7 +59,7 @@ impl OnBytes for () {
 /// Which pack a blob goes into: trees and registry entries (the small blobs a restore
 /// or check reads first, to plan) apart from data, as restic does, so they sit together in
 /// a few packs and a restore fetches them with a few requests instead of one per directory.
-fn packer_for(blob_type: BlobType) -> usize {
+pub(super) fn packer_for(blob_type: BlobType) -> usize {
     match blob_type {
         BlobType::Data => 0,
         BlobType::Tree | BlobType::Registry => 1,

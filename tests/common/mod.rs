@@ -216,6 +216,12 @@ impl Repo {
     /// the safety delay, so what the first marks the second deletes.
     #[track_caller]
     pub fn deployed_forget_and_prune(&self) {
+        self.deployed_forget().expect(0);
+        self.id(&["prune", "--safety-delay", "0s"]).expect(0);
+    }
+
+    /// The deployed CronJob's `forget … --prune`, with no safety delay; its result.
+    pub fn deployed_forget(&self) -> Run {
         self.id(&[
             "forget",
             "--expired",
@@ -229,8 +235,6 @@ impl Repo {
             "--safety-delay",
             "0s",
         ])
-        .expect(0);
-        self.id(&["prune", "--safety-delay", "0s"]).expect(0);
     }
 
     /// `backup --json` with the backup-only key; returns the summary.
