@@ -1,9 +1,12 @@
 //! Keys and encryption: age X25519 for confidentiality and authenticity, keyed BLAKE3 for ids.
 //!
-//! Two kinds of key file exist (docs/SECURITY.md):
+//! Three kinds of key file exist (docs/SECURITY.md):
 //! - an **identity**: a standard age identity file (`AGE-SECRET-KEY-1…`); it decrypts everything;
 //! - a **backup-only key**: the repository's recipient and chunk-id key; it can write and
-//!   deduplicate but cannot decrypt anything.
+//!   deduplicate but cannot decrypt anything;
+//! - a **maintenance key**: the object and deletion keys and an age identity of its own, which
+//!   opens snapshot summaries and registry blobs (ids and digests) but no content; it runs
+//!   forget, prune and check without the identity.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -109,7 +112,7 @@ impl MaintenanceSecret {
     }
 }
 
-/// What drydock writes into a backup-only key file (read back by [`parse_backup_key`]).
+/// What drydock writes into a backup-only key file (read back by [`parse_key_line`]).
 #[derive(Serialize)]
 struct BackupKeyFile<'a> {
     #[serde(rename = "type")]
@@ -121,6 +124,59 @@ struct BackupKeyFile<'a> {
 }
 
 const BACKUP_KEY_TYPE: &str = "drydock-backup-only-key";
+const MAINTENANCE_KEY_TYPE: &str = "drydock-maintenance-key";
+
+/// What drydock writes into a maintenance key file.
+#[derive(Serialize)]
+struct MaintenanceKeyFile<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    version: u32,
+    repository: RepoId,
+    recipient: String,
+    maintenance_identity: &'a str,
+    object_key: &'a str,
+    maintenance_secret: &'a str,
+}
+
+/// A maintenance key: enough to judge and delete, not to read content or write backups.
+pub struct MaintenanceKey {
+    pub repository: RepoId,
+    /// The repository's recipient (to recognise the repository, never to encrypt).
+    pub recipient: Recipient,
+    /// Opens snapshot summaries (section 2) and registry blobs; its public key is the
+    /// config's `maintenance_recipient`.
+    pub identity: Identity,
+    /// The object key (derived from the chunk key, which the maintenance key does not hold).
+    pub object_key: Zeroizing<[u8; 32]>,
+    pub secret: MaintenanceSecret,
+}
+
+impl MaintenanceKey {
+    pub fn to_file_text(&self) -> Zeroizing<String> {
+        let identity = self.identity.to_string();
+        let object_key = Zeroizing::new(hex::encode(*self.object_key));
+        let secret = self.secret.to_hex();
+        let json = Zeroizing::new(
+            serde_json::to_string(&MaintenanceKeyFile {
+                kind: MAINTENANCE_KEY_TYPE,
+                version: 1,
+                repository: self.repository,
+                recipient: self.recipient.to_string(),
+                maintenance_identity: identity.expose_secret(),
+                object_key: &object_key,
+                maintenance_secret: &secret,
+            })
+            .expect("serialisable"),
+        );
+        Zeroizing::new(format!(
+            "# drydock maintenance key for repository {}\n\
+             # It runs forget, prune and check and can delete backups, but cannot read them. Keep it secret.\n{}\n",
+            self.repository.short(),
+            *json
+        ))
+    }
+}
 
 /// A backup-only key: enough to write and deduplicate, not to read.
 #[derive(Clone)]
@@ -134,6 +190,7 @@ pub struct BackupKey {
 pub enum KeyFile {
     Identity(Box<Identity>),
     BackupOnly(BackupKey),
+    Maintenance(Box<MaintenanceKey>),
 }
 
 /// Key files are a few hundred bytes; anything far larger is not one.
@@ -179,9 +236,9 @@ impl KeyFile {
             [line] if line.starts_with("AGE-SECRET-KEY-1") => Identity::from_str(line)
                 .map(|id| KeyFile::Identity(Box::new(id)))
                 .map_err(|e| Error::Key(format!("invalid age identity: {e}"))),
-            [line] if line.starts_with('{') => parse_backup_key(line).map(KeyFile::BackupOnly),
+            [line] if line.starts_with('{') => parse_key_line(line),
             _ => Err(Error::Key(
-                "not a drydock key file: expected one age identity (AGE-SECRET-KEY-1…) or one backup-only key line"
+                "not a drydock key file: expected one age identity (AGE-SECRET-KEY-1…), or one backup-only or maintenance key line"
                     .into(),
             )),
         }
@@ -205,14 +262,14 @@ impl Drop for Wiped {
     }
 }
 
-/// Parse the JSON line of a backup-only key. Errors name the field, never its value: a
-/// message quoting a broken file would print the chunk key into logs (serde's messages
-/// quote values, so they are not used).
-fn parse_backup_key(line: &str) -> Result<BackupKey> {
-    let bad = |what: String| Error::Key(format!("invalid backup-only key: {what}"));
+/// Parse the JSON line of a backup-only or maintenance key. Errors name the field, never
+/// its value: a message quoting a broken file would print the key into logs (serde's
+/// messages quote values, so they are not used).
+fn parse_key_line(line: &str) -> Result<KeyFile> {
+    let bad = |what: String| Error::Key(format!("invalid key file: {what}"));
     let json = Wiped(serde_json::from_str(line).map_err(|e| {
         bad(format!(
-            "not valid JSON (at column {}); write it again with `drydock key backup-only`",
+            "not valid JSON (at column {}); write it again with `drydock key backup-only` or `drydock key maintenance`",
             e.column()
         ))
     })?);
@@ -225,19 +282,37 @@ fn parse_backup_key(line: &str) -> Result<BackupKey> {
             .and_then(Value::as_str)
             .ok_or_else(|| bad(format!("field \"{name}\" is missing or not a string")))
     };
+    let hex_field = |name: &str| bad(format!("field \"{name}\" is not 64 hex digits"));
     let version = obj.get("version").and_then(Value::as_u64);
-    if field("type")? != BACKUP_KEY_TYPE || version != Some(1) {
+    let kind = field("type")?;
+    if ![BACKUP_KEY_TYPE, MAINTENANCE_KEY_TYPE].contains(&kind) || version != Some(1) {
         return Err(bad(format!(
-            "unsupported key file: this drydock reads type \"{BACKUP_KEY_TYPE}\" version 1"
+            "unsupported key file: this drydock reads types \"{BACKUP_KEY_TYPE}\" and \"{MAINTENANCE_KEY_TYPE}\", version 1"
         )));
     }
-    let hex_field = |name: &str| bad(format!("field \"{name}\" is not 64 hex digits"));
-    Ok(BackupKey {
-        repository: RepoId::from_hex(field("repository")?).map_err(|_| hex_field("repository"))?,
-        recipient: Recipient::from_str(field("recipient")?.trim())
-            .map_err(|_| bad("field \"recipient\" is not an age recipient (age1…)".into()))?,
-        chunk_key: ChunkKey::from_hex(field("chunk_key")?).map_err(|_| hex_field("chunk_key"))?,
-    })
+    let repository = RepoId::from_hex(field("repository")?).map_err(|_| hex_field("repository"))?;
+    let recipient = Recipient::from_str(field("recipient")?.trim())
+        .map_err(|_| bad("field \"recipient\" is not an age recipient (age1…)".into()))?;
+    if kind == BACKUP_KEY_TYPE {
+        return Ok(KeyFile::BackupOnly(BackupKey {
+            repository,
+            recipient,
+            chunk_key: ChunkKey::from_hex(field("chunk_key")?)
+                .map_err(|_| hex_field("chunk_key"))?,
+        }));
+    }
+    let mut object_key = Zeroizing::new([0u8; 32]);
+    hex::decode_to_slice(field("object_key")?, &mut *object_key)
+        .map_err(|_| hex_field("object_key"))?;
+    Ok(KeyFile::Maintenance(Box::new(MaintenanceKey {
+        repository,
+        recipient,
+        identity: Identity::from_str(field("maintenance_identity")?.trim())
+            .map_err(|_| bad("field \"maintenance_identity\" is not an age identity".into()))?,
+        object_key,
+        secret: MaintenanceSecret::from_hex(field("maintenance_secret")?)
+            .map_err(|_| hex_field("maintenance_secret"))?,
+    })))
 }
 
 /// Whether a key file's mode lets anyone but its owner in. As PostgreSQL judges
@@ -257,8 +332,9 @@ fn check_permissions(path: &Path, meta: &fs::Metadata, key: &KeyFile) -> Result<
     }
     let mode = meta.mode() & 0o777;
     match key {
-        KeyFile::Identity(_) => Err(Error::Key(format!(
-            "identity file {} is accessible by group or others (mode {mode:04o}): run `chmod 600 {}`",
+        // A maintenance key can delete every backup: guarded like the identity.
+        KeyFile::Identity(_) | KeyFile::Maintenance(_) => Err(Error::Key(format!(
+            "key file {} is accessible by group or others (mode {mode:04o}): run `chmod 600 {}`",
             path.display(),
             path.display()
         ))),
@@ -356,9 +432,14 @@ pub fn write_secret_file(path: &Path, text: &str) -> Result<()> {
 
 /// Encrypt to one recipient in age's binary format.
 pub fn encrypt(recipient: &Recipient, plaintext: &[u8]) -> Vec<u8> {
+    encrypt_to(&[recipient], plaintext)
+}
+
+/// Encrypt to every recipient given (at least one) in age's binary format.
+pub fn encrypt_to(recipients: &[&Recipient], plaintext: &[u8]) -> Vec<u8> {
     let encryptor =
-        age::Encryptor::with_recipients(std::iter::once(recipient as &dyn age::Recipient))
-            .expect("one X25519 recipient is always valid");
+        age::Encryptor::with_recipients(recipients.iter().map(|r| *r as &dyn age::Recipient))
+            .expect("X25519 recipients are always valid");
     let mut out = Vec::with_capacity(plaintext.len() + 256 + plaintext.len() / 4096);
     let mut w = encryptor.wrap_output(&mut out).expect("writing to a Vec");
     w.write_all(plaintext).expect("writing to a Vec");
@@ -461,7 +542,7 @@ mod tests {
                 Err(e) => e.to_string(),
                 Ok(_) => panic!("accepted {line}"),
             };
-            assert!(err.starts_with("invalid backup-only key: "), "{err}");
+            assert!(err.starts_with("invalid key file: "), "{err}");
             for leaked in [&secret[..16], "age1broken", "zz", "5e5e"] {
                 assert!(!err.contains(leaked), "{err:?} quotes {leaked}");
             }

@@ -64,6 +64,7 @@ fn snapshots_written_without_a_key_are_no_snapshots() {
         let plain = serde_json::to_vec(&manifest(t, &host, Parts::default())).unwrap();
         let object = Envelope {
             manifest: crypto::encrypt(&recipient, &plain),
+            summary: None,
             config: Some(config.to_bytes()),
         }
         .seal(&stranger);
@@ -144,6 +145,7 @@ fn a_replaced_config_cannot_hand_the_identity_a_chunk_key() {
         &real_config.recipient().unwrap(),
         &theirs,
         &MaintenanceSecret::generate(),
+        None,
         None,
     );
     forged.id = real_config.id;
@@ -346,13 +348,13 @@ fn a_registry_blob_with_an_empty_chunk_list_cannot_steer_prune() {
             };
             let data = entry.to_bytes();
             let mut e = drydock::repo::blob::encode(
-                &r.keys.chunk_key,
+                &r.keys.chunk_key("test").unwrap(),
                 &r.keys.recipient,
                 BlobType::Registry,
                 &data,
                 3,
             );
-            e.lookup = Some(drydock::repo::blob::lookup_key(&r.keys.chunk_key, &digest));
+            e.lookup = Some(drydock::repo::blob::lookup_key(&r.keys.chunk_key("test").unwrap(), &digest));
             vec![e]
         },
         |_, _| Vec::new(),
@@ -399,7 +401,7 @@ fn a_small_secret_is_no_oracle_and_its_length_does_not_show() {
     // The attacker's guess, computed as v1 ids were, with the backup-only key.
     let ck = {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async { attacker(&repo).await.keys.chunk_key.clone() })
+        rt.block_on(async { attacker(&repo).await.keys.chunk_key("test").unwrap().clone() })
     };
     let guess = ck.blob_id(BlobType::Data as u8, value);
     let auth = attacker_auth(&repo);
@@ -562,6 +564,7 @@ fn recovery_does_not_vouch_for_a_config_copy_a_backup_key_wrote() {
     let plain = serde_json::to_vec(&manifest(Utc::now(), "x", Parts::default())).unwrap();
     let object = Envelope {
         manifest: crypto::encrypt(&k.recipient, &plain),
+        summary: None,
         config: Some(forged.to_bytes()),
     }
     .seal(&auth);

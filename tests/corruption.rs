@@ -1113,7 +1113,7 @@ fn every_bit_of_config_is_covered() {
     };
     let good = open_with(&pristine, &identity).unwrap();
     let good_config = serde_json::to_value(&good.config).unwrap();
-    let chunk_key = good.keys.chunk_key.to_hex();
+    let chunk_key = good.keys.chunk_key("test").unwrap().to_hex();
 
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     let mut bad = Vec::new();
@@ -1140,7 +1140,7 @@ fn every_bit_of_config_is_covered() {
                     .collect();
                 // Every field is authenticated (format v2): a change that still opens may
                 // only touch what this key does not read.
-                if r.keys.chunk_key.to_hex() != chunk_key
+                if r.keys.chunk_key("test").unwrap().to_hex() != chunk_key
                     || changed.iter().any(|k| !unused.contains(&k.as_str()))
                 {
                     bad.push(format!("{what}: opened, but changed {changed:?}"));

@@ -82,7 +82,7 @@ fn forge_huge_file(repo: &Repo, stored: fn(&crypto::Recipient) -> Vec<u8>) {
             let bytes = stored(&r.keys.recipient);
             vec![EncodedBlob {
                 blob_type: BlobType::Data,
-                id: r.keys.chunk_key.blob_id(0, b"bomb"),
+                id: r.keys.chunk_key("test").unwrap().blob_id(0, b"bomb"),
                 raw_length: u32::MAX,
                 bytes,
                 lookup: None,
@@ -266,7 +266,7 @@ fn key_file_errors_never_print_the_chunk_key() {
     for v in &cases {
         write_key(&broken, v);
         let r = repo.with_key(&broken, &["snapshots"]);
-        r.expect_error(5, "invalid backup-only key");
+        r.expect_error(5, "invalid key file");
         let all = format!("{}{}", r.stdout, r.stderr);
         for i in 0..hex.len() - 8 {
             assert!(

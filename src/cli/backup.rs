@@ -199,7 +199,9 @@ async fn snapshot(
         parts,
         summary: summary.clone(),
     };
-    let id = repo.save_snapshot(&snapshot).await?;
+    let id = repo
+        .save_snapshot(&snapshot, Some(&writer.references()))
+        .await?;
     record_metrics(&summary, &snapshot.parts);
     if let Ok(ids) = repo.list_snapshot_ids().await {
         crate::metrics::record(crate::metrics::Sample::new(

@@ -17,7 +17,7 @@ use super::{Context, Output};
 use crate::error::{Error, Result};
 use crate::ids::SnapshotId;
 use crate::repo::retention::{KeepPolicy, WriteTimes};
-use crate::repo::snapshot::{self, Snapshot};
+use crate::repo::snapshot::{self, Meta};
 use crate::repo::Repository;
 use crate::store::Store;
 use crate::velero::{self, backups::VeleroBackup};
@@ -83,7 +83,7 @@ impl ForgetArgs {
 
 /// What is known of every snapshot before anything is decided.
 struct Facts {
-    snapshots: Vec<(SnapshotId, Snapshot)>,
+    snapshots: Vec<(SnapshotId, Meta)>,
     /// Why a snapshot's time is not believed.
     untrusted: HashMap<SnapshotId, String>,
     /// Kept by the `--keep-*` policy (trusted snapshots only); `None` without a policy.
@@ -95,7 +95,7 @@ struct Facts {
 }
 
 /// Why a snapshot goes.
-fn reasons(id: &SnapshotId, snap: &Snapshot, args: &ForgetArgs, facts: &Facts) -> Vec<String> {
+fn reasons(id: &SnapshotId, snap: &Meta, args: &ForgetArgs, facts: &Facts) -> Vec<String> {
     let now = Utc::now();
     let mut why = Vec::new();
     if facts.named.contains(id) {
@@ -126,23 +126,21 @@ fn reasons(id: &SnapshotId, snap: &Snapshot, args: &ForgetArgs, facts: &Facts) -
 }
 
 /// Why a snapshot that has reasons to go stays all the same.
-fn keep_anyway(id: &SnapshotId, snap: &Snapshot, facts: &Facts) -> Option<String> {
+fn keep_anyway(id: &SnapshotId, snap: &Meta, facts: &Facts) -> Option<String> {
     if facts.named.contains(id) || !facts.newest.contains(id) {
         return None;
     }
     Some(format!(
         "the newest snapshot of host {} with parts {}; name it to forget it",
         crate::term::esc(&snap.host),
-        snap.parts.names().join(",")
+        snap.parts.join(",")
     ))
 }
 
 /// Every snapshot (one unreadable is an error: forget would misjudge the rest; one not
 /// authentic is no snapshot and is skipped), with when the store wrote each.
-async fn readable_snapshots(
-    repo: &Repository,
-) -> Result<(Vec<(SnapshotId, Snapshot)>, WriteTimes)> {
-    let (all, written) = repo.load_snapshots_written().await?;
+async fn readable_snapshots(repo: &Repository) -> Result<(Vec<(SnapshotId, Meta)>, WriteTimes)> {
+    let (all, written) = repo.load_metas_written().await?;
     let mut snapshots = Vec::new();
     for (id, s) in all {
         let s = match s {
@@ -165,19 +163,17 @@ async fn readable_snapshots(
 
 /// The newest trusted snapshot of each (host, parts) group.
 fn newest_per_group(
-    snapshots: &[(SnapshotId, Snapshot)],
+    snapshots: &[(SnapshotId, Meta)],
     untrusted: &HashMap<SnapshotId, String>,
 ) -> HashSet<SnapshotId> {
     // Per (host, parts): the greatest (time, id).
     type Newest = (chrono::DateTime<Utc>, SnapshotId);
-    let mut newest: HashMap<(&str, Vec<&str>), Newest> = HashMap::new();
+    let mut newest: HashMap<(&str, &[String]), Newest> = HashMap::new();
     for (id, s) in snapshots
         .iter()
         .filter(|(id, _)| !untrusted.contains_key(id))
     {
-        let entry = newest
-            .entry((&s.host, s.parts.names()))
-            .or_insert((s.time, *id));
+        let entry = newest.entry((&s.host, &s.parts)).or_insert((s.time, *id));
         *entry = (*entry).max((s.time, *id));
     }
     newest.into_values().map(|(_, id)| id).collect()
@@ -191,18 +187,18 @@ const BURST_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 /// every slot of the period they are in, and a holder of the backup-only key can write them
 /// as easily as the CronJob (FORMAT.md §13). Counted by the store's write time when known.
 fn refuse_bursts(
-    snapshots: &[(SnapshotId, Snapshot)],
+    snapshots: &[(SnapshotId, Meta)],
     written: &WriteTimes,
     untrusted: &HashMap<SnapshotId, String>,
 ) -> Result<()> {
     let since = Utc::now() - BURST_WINDOW;
-    let mut recent: HashMap<(&str, Vec<&str>), usize> = HashMap::new();
+    let mut recent: HashMap<(&str, &[String]), usize> = HashMap::new();
     for (id, s) in snapshots
         .iter()
         .filter(|(id, _)| !untrusted.contains_key(id))
     {
         if written.time(id).unwrap_or(s.time) >= since {
-            *recent.entry((&s.host, s.parts.names())).or_default() += 1;
+            *recent.entry((&s.host, &s.parts)).or_default() += 1;
         }
     }
     match recent.into_iter().find(|(_, n)| *n > BURST_LIMIT) {
@@ -217,7 +213,7 @@ fn refuse_bursts(
 
 async fn velero_states(
     store: Option<&dyn Store>,
-    snapshots: &[(SnapshotId, Snapshot)],
+    snapshots: &[(SnapshotId, Meta)],
 ) -> Result<BTreeMap<String, VeleroBackup>> {
     let mut states = BTreeMap::new();
     let Some(store) = store else {
@@ -241,7 +237,7 @@ async fn gather(
 ) -> Result<Facts> {
     let mut named = HashSet::new();
     for spec in &args.snapshots {
-        named.insert(repo.find_snapshot(spec).await?.0);
+        named.insert(repo.find_snapshot_id(spec).await?);
     }
     let (snapshots, written) = readable_snapshots(repo).await?;
     let untrusted: HashMap<SnapshotId, String> = snapshots

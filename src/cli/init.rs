@@ -18,6 +18,10 @@ pub struct InitArgs {
     /// Write a backup-only key here (mode 0600), for the backup CronJob.
     #[arg(long, value_name = "FILE")]
     pub backup_key_out: Option<PathBuf>,
+    /// Write a maintenance key here (mode 0600), for the forget/prune CronJob: it runs
+    /// forget, prune and check and can delete, but reads no content (docs/SECURITY.md §2).
+    #[arg(long, value_name = "FILE")]
+    pub maintenance_key_out: Option<PathBuf>,
     /// Encrypt to an existing age identity's public key (age1…) instead of a new identity.
     #[arg(long, value_name = "AGE1…", conflicts_with = "identity_out")]
     pub recipient: Option<String>,
@@ -25,9 +29,13 @@ pub struct InitArgs {
 
 pub async fn run(ctx: &Context, args: InitArgs) -> Result<Output> {
     let store = ctx.store().await?;
-    for p in [&args.identity_out, &args.backup_key_out]
-        .into_iter()
-        .flatten()
+    for p in [
+        &args.identity_out,
+        &args.backup_key_out,
+        &args.maintenance_key_out,
+    ]
+    .into_iter()
+    .flatten()
     {
         if p.exists() {
             return Err(Error::Usage(format!(
@@ -48,22 +56,43 @@ pub async fn run(ctx: &Context, args: InitArgs) -> Result<Output> {
     if let (Some(id), Some(path)) = (&identity, &args.identity_out) {
         crypto::write_secret_file(path, &crypto::identity_file_text(id))?;
     }
-    let (config, chunk_key) =
-        match Repository::init(store.clone(), &recipient, identity.as_ref()).await {
-            Ok(x) => x,
-            Err(e) => {
-                if let (Some(_), Some(path)) = (&identity, &args.identity_out) {
-                    let _ = std::fs::remove_file(path);
-                }
-                return Err(e);
+    let maintenance = args
+        .maintenance_key_out
+        .as_ref()
+        .map(|_| Identity::generate());
+    let maintenance_recipient = maintenance.as_ref().map(Identity::to_public);
+    let created = match Repository::init(
+        store.clone(),
+        &recipient,
+        maintenance_recipient.as_ref(),
+        identity.as_ref(),
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => {
+            if let (Some(_), Some(path)) = (&identity, &args.identity_out) {
+                let _ = std::fs::remove_file(path);
             }
-        };
+            return Err(e);
+        }
+    };
+    let config = &created.config;
     if let Some(path) = &args.backup_key_out {
         let key = BackupKey {
             repository: config.id,
             recipient: recipient.clone(),
-            chunk_key,
+            chunk_key: created.chunk_key.clone(),
         };
+        crypto::write_secret_file(path, &key.to_file_text())?;
+    }
+    if let (Some(path), Some(identity)) = (&args.maintenance_key_out, maintenance) {
+        let key = crate::repo::keys::maintenance_key(
+            config,
+            &created.chunk_key,
+            identity,
+            created.maintenance.clone(),
+        )?;
         crypto::write_secret_file(path, &key.to_file_text())?;
     }
     let mut text = format!(
@@ -83,6 +112,12 @@ pub async fn run(ctx: &Context, args: InitArgs) -> Result<Output> {
             p.display()
         );
     }
+    if let Some(p) = &args.maintenance_key_out {
+        text += &format!(
+            "maintenance key (for forget and prune; cannot decrypt): {}\n",
+            p.display()
+        );
+    }
     if identity.is_none() {
         // Only the identity can tag the config for itself (FORMAT.md §4).
         text += "before the identity reads this repository, run `drydock key recover-config` once with it as --key\n";
@@ -95,6 +130,7 @@ pub async fn run(ctx: &Context, args: InitArgs) -> Result<Output> {
             "recipient": config.recipient,
             "identity_file": args.identity_out,
             "backup_key_file": args.backup_key_out,
+            "maintenance_key_file": args.maintenance_key_out,
         }),
     ))
 }

@@ -516,7 +516,7 @@ pub async fn verify(
 ) -> Result<Vec<String>> {
     let items = plan(reader, part, target).await?;
     let params = repo.config.chunker;
-    let key = repo.keys.chunk_key.clone();
+    let key = repo.keys.chunk_key("verifying")?.clone();
     let sealed = sealed_contents(reader, &items, params.min_size as u64).await?;
     let items = Arc::new(items);
     let shared = items.clone();

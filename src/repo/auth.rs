@@ -7,6 +7,7 @@
 //!   key, which identity and backup-only key hold and a bucket writer does not;
 //! - deletion records: the *deletion key*, derived from the maintenance secret, which a
 //!   backup-only key does not hold, so a backup writer cannot shorten prune's safety delay;
+//!   The maintenance key holds the object key itself, not the chunk key it comes from;
 //! - the config again: the *identity key*, derived from the identity itself, so that a config
 //!   rewritten by someone holding only a backup-only key (or nothing) cannot hand the identity
 //!   a chunk key of the attacker's choosing.
@@ -81,6 +82,16 @@ impl AuthKey {
     /// Tags config, index, pack header and snapshot objects.
     pub fn objects(chunk_key: &ChunkKey) -> AuthKey {
         chunk_key.with_bytes(|k| Self::derive("drydock object auth v2", k))
+    }
+
+    /// The object key as a maintenance key file carries it (it holds no chunk key).
+    pub fn from_bytes(bytes: &[u8; 32]) -> AuthKey {
+        AuthKey(*bytes)
+    }
+
+    /// The raw key, for writing it into a maintenance key file.
+    pub fn to_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.0)
     }
 
     /// Tags deletion records.

@@ -103,6 +103,8 @@ pub async fn check(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRe
     let index = Arc::new(index);
     if repo.keys.has_identity() {
         check_snapshots(&repo, &index, &mut report).await?;
+    } else if repo.keys.maintenance_identity().is_some() {
+        check_summaries(&repo, &index, &mut report).await?;
     } else {
         report.snapshots = repo.list_snapshot_ids().await?.len();
         report.warnings.push(
@@ -391,9 +393,9 @@ fn verify_pack(
             all.clone(),
         ));
     }
-    let identity = match repo.keys.identity("check --read-data") {
-        Ok(i) => i,
-        Err(_) => return found,
+    let keys = &repo.keys;
+    let (Ok(identity), Ok(chunk_key)) = (keys.identity(""), keys.chunk_key("")) else {
+        return found;
     };
     let mut bad = Vec::new();
     for e in entries {
@@ -401,7 +403,7 @@ fn verify_pack(
         let ok = bytes.get(range).is_some_and(|stored| {
             blob::decode(
                 identity,
-                &repo.keys.chunk_key,
+                chunk_key,
                 e.blob_type,
                 &e.id,
                 e.raw_length,
@@ -527,6 +529,81 @@ async fn check_snapshots(
                 format!("{why}: retention and `latest` ignore it; if it is not yours, `drydock forget {}` it", sid.short()),
             ));
         }
+    }
+    for (sid, message) in unreadable {
+        report.problems.push(Problem {
+            object: format!("snapshots/{sid}"),
+            message,
+            snapshots: vec![sid.short()],
+            blobs: HashSet::new(),
+        });
+    }
+    attribute(report, &damaged_by);
+    Ok(())
+}
+
+/// With the maintenance key: every blob each snapshot's summary names (and the chunks of
+/// its registry blobs) is in an index and undamaged.
+async fn check_summaries(
+    repo: &Arc<Repository>,
+    index: &Arc<MasterIndex>,
+    report: &mut CheckReport,
+) -> Result<()> {
+    let summaries = repo.load_summaries().await?;
+    let (_, written) = repo.load_metas_written().await?;
+    report.snapshots = summaries.len();
+    let bad: HashSet<BlobId> = report
+        .problems
+        .iter()
+        .flat_map(|p| p.blobs.iter().copied())
+        .collect();
+    let mut missing: HashSet<BlobId> = HashSet::new();
+    let mut damaged_by: HashMap<SnapshotId, BTreeSet<BlobId>> = HashMap::new();
+    let mut unreadable: Vec<(SnapshotId, String)> = Vec::new();
+    for (sid, summary) in &summaries {
+        let summary = match summary {
+            Ok(s) => s,
+            Err(e) => {
+                unreadable.push((*sid, e.to_string()));
+                continue;
+            }
+        };
+        if let Some(why) = written.distrust(sid, summary.meta.time) {
+            unreadable.push((*sid, format!("{why}: retention and `latest` ignore it; if it is not yours, `drydock forget {}` it", sid.short())));
+        }
+        let used = match super::maintenance::referenced(repo, index, std::slice::from_ref(summary))
+            .await
+        {
+            Ok(u) => u,
+            Err(e @ (Error::Store(_) | Error::Io { .. })) => return Err(e),
+            Err(e) => {
+                unreadable.push((*sid, e.to_string()));
+                continue;
+            }
+        };
+        let reached: BTreeSet<BlobId> = used
+            .into_iter()
+            .filter(|id| {
+                let gone = !index.contains(id);
+                if gone {
+                    missing.insert(*id);
+                }
+                gone || bad.contains(id)
+            })
+            .collect();
+        if !reached.is_empty() {
+            damaged_by.insert(*sid, reached);
+        }
+    }
+    if !missing.is_empty() {
+        report.problem(
+            "index".into(),
+            format!(
+                "{} blob(s) used by snapshots are in no index: an index object or pack is missing",
+                missing.len()
+            ),
+            missing.iter().copied(),
+        );
     }
     for (sid, message) in unreadable {
         report.problems.push(Problem {

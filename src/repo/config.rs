@@ -40,12 +40,11 @@ pub struct RepoConfig {
     /// Keyed hash proving a chunk key belongs to this repository.
     pub key_check: String,
     /// S3 Object Lock retention every object is written with, `GOVERNANCE:30` or
-    /// `COMPLIANCE:365`; reserved (FORMAT.md §4): this drydock reads such repositories but
-    /// refuses to write to them.
+    /// `COMPLIANCE:365` (FORMAT.md §4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub object_lock: Option<String>,
-    /// The age recipient of a maintenance key (snapshot section 2); reserved like
-    /// `object_lock`.
+    /// The age recipient of the maintenance key: snapshot summaries (section 2) and registry
+    /// blobs are encrypted to it as well (FORMAT.md §4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance_recipient: Option<String>,
     /// Tag of the object key (from the chunk key) over [`auth_text`](Self::auth_text).
@@ -81,6 +80,7 @@ impl RepoConfig {
         recipient: &Recipient,
         chunk_key: &ChunkKey,
         maintenance: &MaintenanceSecret,
+        maintenance_recipient: Option<&Recipient>,
         identity: Option<&Identity>,
     ) -> Self {
         let mut id = [0u8; 32];
@@ -105,7 +105,7 @@ impl RepoConfig {
             )),
             key_check: chunk_key.check_value(&id),
             object_lock: None,
-            maintenance_recipient: None,
+            maintenance_recipient: maintenance_recipient.map(|r| r.to_string()),
             auth: String::new(),
             identity_auth: None,
         };
@@ -233,10 +233,53 @@ impl RepoConfig {
 
     /// Refuse to write into a repository that asks for what this drydock does not do yet.
     pub fn check_writable(&self) -> Result<()> {
-        if self.object_lock.is_some() || self.maintenance_recipient.is_some() {
+        if self.object_lock.is_some() {
             return Err(Error::Usage(
-                "this repository uses S3 Object Lock or a maintenance key, which this drydock cannot write; upgrade drydock (it can still read and restore)".into(),
+                "this repository uses S3 Object Lock, which this drydock cannot write; upgrade drydock (it can still read and restore)".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// The maintenance key's recipient, if the repository has one.
+    pub fn maintenance_recipient(&self) -> Result<Option<Recipient>> {
+        self.maintenance_recipient
+            .as_deref()
+            .map(|r| {
+                crypto::parse_recipient(r)
+                    .map_err(|_| damaged("its maintenance_recipient is not an age recipient"))
+            })
+            .transpose()
+    }
+
+    /// Check a maintenance key against this config: same repository, its identity the
+    /// config's maintenance recipient, and its object key vouching for the config.
+    pub fn verify_maintenance_key(
+        &self,
+        repository: &RepoId,
+        recipient: &Recipient,
+        maintenance: &Recipient,
+        object_key: &AuthKey,
+        location: &str,
+    ) -> Result<()> {
+        self.recipient()?;
+        if *repository != self.id || recipient.to_string() != self.recipient {
+            return Err(Error::Key(format!(
+                "the maintenance key is for repository {}, but {location} holds repository {}",
+                repository.short(),
+                self.id.short()
+            )));
+        }
+        if self.maintenance_recipient()?.map(|r| r.to_string()) != Some(maintenance.to_string()) {
+            return Err(Error::Key(format!(
+                "this maintenance key is not repository {}'s current one (its config names another maintenance recipient, or none); write a new one with `drydock key maintenance` and the identity",
+                self.id.short()
+            )));
+        }
+        let authentic = Tag::from_hex(&self.auth)
+            .is_some_and(|t| object_key.verify(Kind::Config, &self.id, &[&self.auth_text()], &t));
+        if !authentic {
+            return Err(not_authentic("the maintenance key's object key"));
         }
         Ok(())
     }
@@ -390,6 +433,7 @@ mod tests {
             &id.to_public(),
             &ck,
             &MaintenanceSecret::generate(),
+            None,
             identity.or(Some(&id)),
         );
         (id, ck, c)
@@ -421,6 +465,7 @@ mod tests {
             &id.to_public(),
             &ChunkKey::generate(),
             &MaintenanceSecret::generate(),
+            None,
             None,
         );
         forged.id = real.id;

@@ -119,7 +119,7 @@ fn v2_repository(store: Arc<dyn Store>, v1: &[u8], identity: &Identity) -> Resul
     }
     let maintenance = MaintenanceSecret::generate();
     let recipient = identity.to_public();
-    let mut config = RepoConfig::new(&recipient, &chunk_key, &maintenance, None);
+    let mut config = RepoConfig::new(&recipient, &chunk_key, &maintenance, None, None);
     config.id = old.id;
     config.created = old.created;
     config.chunker = old.chunker;
@@ -239,7 +239,7 @@ async fn convert(
             if e.blob_type == BlobType::Registry {
                 let plain = blob::decode_v1_registry(
                     identity,
-                    &repo.keys.chunk_key,
+                    repo.keys.chunk_key("migrating")?,
                     &e.id,
                     e.raw_length,
                     stored,
@@ -265,7 +265,7 @@ async fn convert(
     let snapshots = rewrite_snapshots(repo, identity, index, registry, parallel).await?;
     report.snapshots = snapshots.len();
     for s in &snapshots {
-        repo.save_snapshot(s).await?;
+        repo.save_snapshot(s, None).await?;
     }
     Ok(())
 }

@@ -15,6 +15,8 @@ pub mod blob;
 pub mod check;
 pub mod config;
 pub mod index;
+pub mod keys;
+pub mod maintenance;
 pub mod migrate;
 pub mod pack;
 pub mod prune;
@@ -36,9 +38,9 @@ use crate::crypto::{self, ChunkKey, DecryptFailure, Identity, KeyFile, Recipient
 use crate::error::{Error, Result};
 use crate::ids::{sha256, IndexId, PackId, SnapshotId};
 use crate::store::{PutMode, PutOutcome, Store};
-use auth::{AuthKey, Authenticator};
 use config::RepoConfig;
 use index::MasterIndex;
+pub use keys::Keys;
 use pack::PackEntry;
 use retention::WriteTimes;
 use snapshot::Snapshot;
@@ -46,76 +48,11 @@ use snapshot::Snapshot;
 /// How many objects to fetch at once while loading indexes and snapshots.
 const LOAD_CONCURRENCY: usize = 16;
 
-/// What the key given can do.
-pub struct Keys {
-    pub recipient: Recipient,
+/// What `init` made: the config and the secrets the key files are written from.
+pub struct Created {
+    pub config: RepoConfig,
     pub chunk_key: ChunkKey,
-    /// Tags and checks config, index, pack header and snapshot objects.
-    pub objects: Authenticator,
-    /// Tags and checks deletion records: the identity's (and a maintenance key's) only.
-    deletions: Option<Authenticator>,
-    identity: Option<Identity>,
-}
-
-impl Keys {
-    /// The identity, or a key error naming the operation that needs it.
-    pub fn identity(&self, operation: &str) -> Result<&Identity> {
-        self.identity.as_ref().ok_or_else(|| {
-            Error::Key(format!(
-                "{operation} needs the repository identity (AGE-SECRET-KEY-…); the backup-only key given can write backups but not read them"
-            ))
-        })
-    }
-
-    pub fn has_identity(&self) -> bool {
-        self.identity.is_some()
-    }
-
-    /// The deletion records' key, or a key error naming the operation that needs it.
-    pub fn deletions(&self, operation: &str) -> Result<&Authenticator> {
-        self.deletions.as_ref().ok_or_else(|| {
-            Error::Key(format!(
-                "{operation} needs the repository identity; a backup-only key cannot mark packs for deletion"
-            ))
-        })
-    }
-
-    /// Check the key given against the config and derive what it can do.
-    fn open(config: &RepoConfig, key: KeyFile, location: &str) -> Result<Keys> {
-        let objects = |ck: &ChunkKey| Authenticator::new(AuthKey::objects(ck), config.id);
-        Ok(match key {
-            KeyFile::Identity(identity) => {
-                let u = config.unseal(&identity)?;
-                // Without its own tag the identity cannot tell this config from one a
-                // bucket writer made with a chunk key of their own (FORMAT.md §4).
-                if !u.vouched {
-                    return Err(Error::Unauthentic(
-                        "the repository config carries no tag of this identity (a repository made by `init --recipient`, or a config rewritten without it); run `drydock key recover-config` once with the identity".into(),
-                    ));
-                }
-                Keys {
-                    recipient: identity.to_public(),
-                    objects: objects(&u.chunk_key),
-                    deletions: Some(Authenticator::new(
-                        AuthKey::deletions(&u.maintenance),
-                        config.id,
-                    )),
-                    chunk_key: u.chunk_key,
-                    identity: Some(*identity),
-                }
-            }
-            KeyFile::BackupOnly(k) => {
-                config.verify_backup_key(&k.repository, &k.chunk_key, &k.recipient, location)?;
-                Keys {
-                    recipient: k.recipient,
-                    objects: objects(&k.chunk_key),
-                    deletions: None,
-                    chunk_key: k.chunk_key,
-                    identity: None,
-                }
-            }
-        })
-    }
+    pub maintenance: crypto::MaintenanceSecret,
 }
 
 pub struct Repository {
@@ -152,12 +89,14 @@ async fn missing_config(store: &Arc<dyn Store>) -> Error {
 }
 
 impl Repository {
-    /// Create a repository; fails if one already exists there.
+    /// Create a repository; fails if one already exists there. `maintenance` is the
+    /// recipient of a maintenance key made with it, if any.
     pub async fn init(
         store: Arc<dyn Store>,
         recipient: &Recipient,
+        maintenance: Option<&Recipient>,
         identity: Option<&Identity>,
-    ) -> Result<(RepoConfig, ChunkKey)> {
+    ) -> Result<Created> {
         if !store.list("").await?.is_empty() {
             if store.get(config::KEY).await.is_ok() {
                 return Err(Error::Usage(format!(
@@ -171,23 +110,22 @@ impl Repository {
             )));
         }
         let chunk_key = ChunkKey::generate();
-        let config = RepoConfig::new(
-            recipient,
-            &chunk_key,
-            &crypto::MaintenanceSecret::generate(),
-            identity,
-        );
+        let secret = crypto::MaintenanceSecret::generate();
+        let config = RepoConfig::new(recipient, &chunk_key, &secret, maintenance, identity);
         let bytes = Bytes::from(config.to_bytes());
+        let created = Created {
+            config,
+            chunk_key,
+            maintenance: secret,
+        };
         match store
             .put(config::KEY, bytes.clone(), PutMode::CreateNew)
             .await?
         {
-            PutOutcome::Written => Ok((config, chunk_key)),
+            PutOutcome::Written => Ok(created),
             // Our own write, whose answer was lost and whose retry found it (the config holds
             // a random id, so nobody else wrote these bytes).
-            PutOutcome::AlreadyExists if store.get(config::KEY).await? == bytes => {
-                Ok((config, chunk_key))
-            }
+            PutOutcome::AlreadyExists if store.get(config::KEY).await? == bytes => Ok(created),
             PutOutcome::AlreadyExists => Err(Error::Usage(format!(
                 "a repository was created at {} at the same time; use that one",
                 store.describe()
@@ -386,11 +324,41 @@ impl Repository {
         Ok(id)
     }
 
-    /// Encrypt and store a snapshot manifest.
-    pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId> {
+    /// Encrypt and store a snapshot manifest. In a repository with a maintenance key the
+    /// snapshot carries a summary too: `references` is every blob the writer stored or
+    /// reused for it; without it (the identity writing again what it read), the summary is
+    /// walked from the snapshot's trees.
+    pub async fn save_snapshot(
+        self: &Arc<Self>,
+        snapshot: &Snapshot,
+        references: Option<&std::collections::HashSet<crate::ids::BlobId>>,
+    ) -> Result<SnapshotId> {
+        let summary = match (&self.keys.maintenance_recipient, references) {
+            (None, _) => None,
+            (Some(r), Some(refs)) => Some(
+                maintenance::Summary::new(snapshot.meta(), false, refs.iter().copied()).seal(r),
+            ),
+            (Some(r), None) => {
+                let reader = reader::BlobReader::new(
+                    self.clone(),
+                    Arc::new(self.load_index().await?),
+                    "summarising a snapshot",
+                )?;
+                Some(maintenance::Summary::walk(&reader, snapshot).await?.seal(r))
+            }
+        };
+        self.put_snapshot(snapshot, summary).await
+    }
+
+    async fn put_snapshot(
+        &self,
+        snapshot: &Snapshot,
+        summary: Option<Vec<u8>>,
+    ) -> Result<SnapshotId> {
         let plain = serde_json::to_vec(snapshot).expect("snapshots serialise");
         let sealed = snapshot::Envelope {
             manifest: crypto::encrypt(&self.keys.recipient, &plain),
+            summary,
             config: Some(self.config.to_bytes()),
         }
         .seal(&self.keys.objects);
@@ -423,9 +391,8 @@ impl Repository {
         Ok(ids)
     }
 
-    pub async fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
-        let identity = self.keys.identity("reading a snapshot")?;
-        let what = format!("snapshot {}", id.short());
+    /// A snapshot object's sections, checked against its name and authenticated.
+    async fn load_envelope(&self, id: &SnapshotId, what: &str) -> Result<snapshot::Envelope> {
         let bytes = self
             .store
             .get(&snapshot::key(id))
@@ -433,8 +400,14 @@ impl Repository {
             .map_err(Error::into_integrity)?;
         // A copy of a real snapshot under another name is no snapshot: skipping it loses
         // nothing, and a bucket writer could delete the original anyway.
-        check_named(&bytes, &id.0, &what).map_err(|e| Error::Unauthentic(e.to_string()))?;
-        let envelope = snapshot::Envelope::open(&bytes, &self.keys.objects, &what)?;
+        check_named(&bytes, &id.0, what).map_err(|e| Error::Unauthentic(e.to_string()))?;
+        snapshot::Envelope::open(&bytes, &self.keys.objects, what)
+    }
+
+    pub async fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let identity = self.keys.identity("reading a snapshot")?;
+        let what = format!("snapshot {}", id.short());
+        let envelope = self.load_envelope(id, &what).await?;
         let plain = crypto::decrypt(identity, &envelope.manifest).map_err(|e| match e {
             DecryptFailure::WrongKey => {
                 Error::Key(format!("{what} is not encrypted to this identity"))
@@ -444,10 +417,40 @@ impl Repository {
         Snapshot::parse(&plain, &what)
     }
 
+    /// A snapshot's maintenance summary, with the maintenance key.
+    pub async fn load_summary(&self, id: &SnapshotId) -> Result<maintenance::Summary> {
+        let identity = self.keys.maintenance_identity().ok_or_else(|| {
+            Error::Key("reading snapshot summaries needs the maintenance key".into())
+        })?;
+        let what = format!("snapshot {}", id.short());
+        let envelope = self.load_envelope(id, &what).await?;
+        let sealed = envelope.summary.ok_or_else(|| {
+            Error::Key(format!(
+                "{what} has no maintenance summary (it was written before the repository had a maintenance key); run `drydock key maintenance` with the identity once to add summaries"
+            ))
+        })?;
+        maintenance::Summary::open(identity, &sealed, &what)
+    }
+
+    /// What retention judges a snapshot by, with the identity or the maintenance key.
+    pub async fn load_meta(&self, id: &SnapshotId) -> Result<snapshot::Meta> {
+        match self.keys.has_identity() {
+            true => Ok(self.load_snapshot(id).await?.meta()),
+            false => Ok(self.load_summary(id).await?.meta),
+        }
+    }
+
     /// Every snapshot, oldest first; each with its load result so one bad object does not
     /// hide the others.
     pub async fn load_snapshots(&self) -> Result<Vec<(SnapshotId, Result<Snapshot>)>> {
-        Ok(self.load_snapshots_written().await?.0)
+        self.keys.identity("listing snapshots")?;
+        Ok(self
+            .load_each_written(
+                |id| async move { self.load_snapshot(&id).await },
+                |s| s.time,
+            )
+            .await?
+            .0)
     }
 
     /// [`load_snapshots`](Self::load_snapshots), with when the store wrote each object (the
@@ -456,6 +459,44 @@ impl Repository {
         &self,
     ) -> Result<(Vec<(SnapshotId, Result<Snapshot>)>, WriteTimes)> {
         self.keys.identity("listing snapshots")?;
+        self.load_each_written(
+            |id| async move { self.load_snapshot(&id).await },
+            |s| s.time,
+        )
+        .await
+    }
+
+    /// Every snapshot's [`snapshot::Meta`] and write time, with the identity or the
+    /// maintenance key.
+    pub async fn load_metas_written(
+        &self,
+    ) -> Result<(Vec<(SnapshotId, Result<snapshot::Meta>)>, WriteTimes)> {
+        self.keys.can_judge("reading snapshots")?;
+        self.load_each_written(|id| async move { self.load_meta(&id).await }, |m| m.time)
+            .await
+    }
+
+    /// Every summary, with the maintenance key.
+    pub async fn load_summaries(&self) -> Result<Vec<(SnapshotId, Result<maintenance::Summary>)>> {
+        Ok(self
+            .load_each_written(
+                |id| async move { self.load_summary(&id).await },
+                |s| s.meta.time,
+            )
+            .await?
+            .0)
+    }
+
+    /// Load every listed snapshot with `load`, oldest first by `time`.
+    async fn load_each_written<T, F, Fut>(
+        &self,
+        load: F,
+        time: impl Fn(&T) -> DateTime<Utc>,
+    ) -> Result<(Vec<(SnapshotId, Result<T>)>, WriteTimes)>
+    where
+        F: Fn(SnapshotId) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
         let listed = self.list_snapshot_objects().await?;
         let written = WriteTimes(
             listed
@@ -464,8 +505,11 @@ impl Repository {
                 .collect(),
         );
         let ids = listed.into_iter().map(|(id, _)| id);
-        let mut all: Vec<(SnapshotId, Result<Snapshot>)> = stream::iter(ids)
-            .map(|id| async move { (id, self.load_snapshot(&id).await) })
+        let mut all: Vec<(SnapshotId, Result<T>)> = stream::iter(ids)
+            .map(|id| {
+                let fut = load(id);
+                async move { (id, fut.await) }
+            })
             .buffer_unordered(LOAD_CONCURRENCY)
             .collect()
             .await;
@@ -479,16 +523,23 @@ impl Repository {
                 return Err(e);
             }
         }
-        all.sort_by_key(|(id, s)| (s.as_ref().map(|s| s.time).ok(), *id));
+        all.sort_by_key(|(id, s)| (s.as_ref().map(&time).ok(), *id));
         Ok((all, written))
     }
 
-    /// Resolve `latest`, a full id or a unique prefix.
+    /// Resolve `latest`, a full id or a unique prefix, and load the snapshot.
     pub async fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         self.keys.identity("reading a snapshot")?;
+        let id = self.find_snapshot_id(spec).await?;
+        Ok((id, self.load_snapshot(&id).await?))
+    }
+
+    /// Resolve `latest`, a full id or a unique prefix (with the identity or the maintenance
+    /// key; `latest` skips snapshots whose time the store contradicts).
+    pub async fn find_snapshot_id(&self, spec: &str) -> Result<SnapshotId> {
         if spec == "latest" {
-            let (all, written) = self.load_snapshots_written().await?;
-            let mut newest: Option<(SnapshotId, Snapshot)> = None;
+            let (all, written) = self.load_metas_written().await?;
+            let mut newest: Option<(SnapshotId, DateTime<Utc>)> = None;
             for (id, s) in all {
                 let s = match s {
                     Ok(s) => s,
@@ -501,11 +552,11 @@ impl Repository {
                     tracing::warn!(snapshot = %id.short(), "`latest` skips a snapshot whose time is not trusted: {why}");
                     continue;
                 }
-                if newest.as_ref().is_none_or(|(_, n)| s.time >= n.time) {
-                    newest = Some((id, s));
+                if newest.as_ref().is_none_or(|(_, t)| s.time >= *t) {
+                    newest = Some((id, s.time));
                 }
             }
-            return newest.ok_or_else(|| {
+            return newest.map(|(id, _)| id).ok_or_else(|| {
                 Error::Usage(format!(
                     "the repository at {} has no snapshots yet",
                     self.store.describe()
@@ -525,7 +576,7 @@ impl Repository {
             .filter(|id| id.to_hex().starts_with(&spec_lc))
             .collect();
         match matches.as_slice() {
-            [id] => Ok((*id, self.load_snapshot(id).await?)),
+            [id] => Ok(*id),
             [] => Err(Error::Usage(format!(
                 "no snapshot {spec:?} in {}; `drydock snapshots` lists them",
                 self.store.describe()

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::{Authenticator, Kind, Tag};
 use super::blob::BlobType;
-use super::index::MasterIndex;
+use super::index::{BlobLocation, MasterIndex};
+use super::maintenance::Summary;
 use super::pack::{self, PackEntry};
 use super::reader::BlobReader;
 use super::snapshot::Snapshot;
@@ -98,7 +99,7 @@ pub struct PruneReport {
 /// backup only stores some blobs again for a mark it cannot read, and prune acts on no
 /// record it cannot authenticate, so neither can be steered by one.
 pub async fn records(repo: &Repository) -> Result<Vec<(String, Result<DeletionRecord, String>)>> {
-    let key = repo.keys.deletions("").ok();
+    let key = repo.keys.deletions_if_held();
     let mut out = Vec::new();
     for o in repo.store.list(DELETIONS).await? {
         let bytes = match repo.store.get(&o.key).await {
@@ -163,14 +164,29 @@ pub async fn referenced(reader: &BlobReader, snapshots: &[Snapshot]) -> Result<H
     Ok(seen)
 }
 
+/// The snapshots prune keeps data for, as the key given can read them: manifests with the
+/// identity (their trees are walked), summaries with the maintenance key.
+enum Kept {
+    Manifests(Vec<Snapshot>),
+    Summaries(Vec<Summary>),
+}
+
 /// Every snapshot a key holder wrote. One that is not authentic is no snapshot (nobody with
 /// a key wrote it), so it keeps nothing; one that is authentic but cannot be read stops the
 /// prune, since its data must not go before someone looks at it.
-async fn authentic_snapshots(repo: &Repository) -> Result<Vec<Snapshot>> {
-    let mut snapshots = Vec::new();
-    for (id, s) in repo.load_snapshots().await? {
+async fn authentic_snapshots(repo: &Repository) -> Result<Kept> {
+    if repo.keys.has_identity() {
+        Ok(Kept::Manifests(authentic(repo.load_snapshots().await?)?))
+    } else {
+        Ok(Kept::Summaries(authentic(repo.load_summaries().await?)?))
+    }
+}
+
+fn authentic<T>(all: Vec<(crate::ids::SnapshotId, Result<T>)>) -> Result<Vec<T>> {
+    let mut kept = Vec::new();
+    for (id, s) in all {
         match s {
-            Ok(s) => snapshots.push(s),
+            Ok(s) => kept.push(s),
             Err(Error::Unauthentic(why)) => {
                 tracing::warn!("prune ignores snapshots/{id}: {why}")
             }
@@ -182,7 +198,25 @@ async fn authentic_snapshots(repo: &Repository) -> Result<Vec<Snapshot>> {
             }
         }
     }
-    Ok(snapshots)
+    Ok(kept)
+}
+
+/// Every blob the kept snapshots use, and (with the identity) the reader that checks copies.
+async fn used_blobs(
+    repo: &Arc<Repository>,
+    index: &Arc<MasterIndex>,
+    kept: &Kept,
+) -> Result<(HashSet<BlobId>, Option<BlobReader>)> {
+    match kept {
+        Kept::Manifests(snapshots) => {
+            let reader = BlobReader::new(repo.clone(), index.clone(), "prune")?;
+            Ok((referenced(&reader, snapshots).await?, Some(reader)))
+        }
+        Kept::Summaries(summaries) => Ok((
+            super::maintenance::referenced(repo, index, summaries).await?,
+            None,
+        )),
+    }
 }
 
 pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport> {
@@ -242,8 +276,7 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
     }
     // Every location any index (or unindexed header) gives: the copies prune may rely on.
     let index = Arc::new(index);
-    let reader = BlobReader::new(repo.clone(), index.clone(), "prune")?;
-    let used = referenced(&reader, &snapshots).await?;
+    let (used, reader) = used_blobs(&repo, &index, &snapshots).await?;
 
     // A blob stored twice (a backup re-stored blobs of a marked pack) needs only one of its
     // packs: prefer packs no deletion record names, so marked packs can go.
@@ -306,7 +339,7 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
     }
     let guard = Guard {
         repo: &repo,
-        reader: &reader,
+        reader: reader.as_ref(),
         used: &used,
         index: &index,
         listed_in,
@@ -428,7 +461,9 @@ async fn agrees_with_header(
 /// forge.
 struct Guard<'a> {
     repo: &'a Repository,
-    reader: &'a BlobReader,
+    /// With the identity: copies are decrypted and checked against their ids. Without it
+    /// (the maintenance key) only a byte-identical copy counts.
+    reader: Option<&'a BlobReader>,
     used: &'a HashSet<BlobId>,
     index: &'a MasterIndex,
     /// The used blobs each pack holds, by the indexes.
@@ -503,12 +538,45 @@ impl Guard<'_> {
             .into_iter()
             .filter(|l| l.pack != *pack && self.kept.contains(&l.pack))
         {
-            if self.named_right(&loc.pack).await? && self.reader.authenticates_at(blob, loc).await?
-            {
+            if self.named_right(&loc.pack).await? && self.copy_holds(blob, pack, loc).await? {
                 return Ok(true);
             }
         }
         Ok(false)
+    }
+
+    /// Whether the copy at `loc` is `blob`: decrypted and checked against its id with the
+    /// identity; with the maintenance key, which can check no id, only when its stored bytes
+    /// equal those of the copy in `pack` (a holder of the backup-only key could otherwise
+    /// store garbage under a used blob's id and have the real copy deleted).
+    async fn copy_holds(&self, blob: &BlobId, pack: &PackId, loc: BlobLocation) -> Result<bool> {
+        if let Some(reader) = self.reader {
+            return reader.authenticates_at(blob, loc).await;
+        }
+        let Some(mine) = self
+            .index
+            .locations(blob)
+            .into_iter()
+            .find(|l| l.pack == *pack)
+        else {
+            return Ok(false);
+        };
+        let (a, b) = futures::try_join!(self.stored(&mine), self.stored(&loc))?;
+        Ok(a.is_some() && a == b)
+    }
+
+    async fn stored(&self, loc: &BlobLocation) -> Result<Option<Bytes>> {
+        let key = pack::key(&loc.pack);
+        match self
+            .repo
+            .store
+            .get_range(&key, loc.offset as u64, loc.length as u64)
+            .await
+        {
+            Ok(b) => Ok(Some(b)),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// [`Repository::named_right`], once per pack.

@@ -239,7 +239,7 @@ impl BlobReader {
         let keys = &self.repo.keys;
         blob::decode(
             keys.identity("reading data")?,
-            &keys.chunk_key,
+            keys.chunk_key("reading")?,
             expected,
             id,
             loc.raw_length,

@@ -23,6 +23,9 @@ pub fn key(id: &SnapshotId) -> String {
 pub const MAGIC: &[u8; 8] = b"DDSNAP02";
 /// The manifest, age-encrypted to the recipient. Exactly one.
 const SECTION_MANIFEST: u8 = 1;
+/// The maintenance summary, age-encrypted to the maintenance recipient
+/// ([`super::maintenance::Summary`]). At most one.
+const SECTION_SUMMARY: u8 = 2;
 /// The repository's config as the writer opened it: what `key recover-config` rebuilds from.
 const SECTION_CONFIG: u8 = 3;
 
@@ -30,6 +33,8 @@ const SECTION_CONFIG: u8 = 3;
 pub struct Envelope {
     /// The manifest's age ciphertext.
     pub manifest: Vec<u8>,
+    /// The maintenance summary's age ciphertext, in repositories with a maintenance key.
+    pub summary: Option<Vec<u8>>,
     /// The config copy, if the writer added one.
     pub config: Option<Vec<u8>>,
 }
@@ -38,6 +43,7 @@ impl Envelope {
     pub fn seal(&self, auth: &Authenticator) -> Vec<u8> {
         let mut out = MAGIC.to_vec();
         let sections = std::iter::once((SECTION_MANIFEST, &self.manifest))
+            .chain(self.summary.iter().map(|c| (SECTION_SUMMARY, c)))
             .chain(self.config.iter().map(|c| (SECTION_CONFIG, c)));
         for (kind, bytes) in sections {
             out.push(kind);
@@ -77,7 +83,7 @@ impl Envelope {
     /// Split the sections between the magic and the tag.
     pub fn split(mut rest: &[u8], what: &str) -> Result<Envelope> {
         let bad = |why: &str| Error::Integrity(format!("{what} is malformed: {why}"));
-        let (mut manifest, mut config) = (None, None);
+        let (mut manifest, mut summary, mut config) = (None, None, None);
         while !rest.is_empty() {
             if rest.len() < 5 {
                 return Err(bad("truncated section"));
@@ -90,8 +96,9 @@ impl Envelope {
             rest = &rest[5 + len..];
             let slot = match kind {
                 SECTION_MANIFEST => &mut manifest,
+                SECTION_SUMMARY => &mut summary,
                 SECTION_CONFIG => &mut config,
-                _ => continue, // reserved kinds (2: the maintenance summary) are skipped
+                _ => continue, // kinds a newer drydock may add are skipped
             };
             if slot.replace(bytes.to_vec()).is_some() {
                 return Err(bad("a section appears twice"));
@@ -99,6 +106,7 @@ impl Envelope {
         }
         Ok(Envelope {
             manifest: manifest.ok_or_else(|| bad("no manifest section"))?,
+            summary,
             config,
         })
     }
@@ -122,7 +130,33 @@ pub struct Snapshot {
     pub summary: Summary,
 }
 
+/// What retention and `latest` judge a snapshot by: all a maintenance key learns of it
+/// besides the blobs it uses (FORMAT.md §9.2).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Meta {
+    pub time: DateTime<Utc>,
+    pub host: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<DateTime<Utc>>,
+    /// The part names, as [`Parts::names`] gives them.
+    pub parts: Vec<String>,
+    pub program: String,
+}
+
 impl Snapshot {
+    pub fn meta(&self) -> Meta {
+        Meta {
+            time: self.time,
+            host: self.host.clone(),
+            tags: self.tags.clone(),
+            expires: self.expires,
+            parts: self.parts.names().into_iter().map(String::from).collect(),
+            program: self.program.clone(),
+        }
+    }
+
     /// Parse a decrypted manifest and refuse what this drydock cannot read (a newer
     /// version, an unknown part). `what` names the snapshot in errors ("snapshot 1a2b3c4d").
     pub fn parse(plain: &[u8], what: &str) -> Result<Snapshot> {

@@ -68,6 +68,9 @@ pub(super) fn packer_for(blob_type: BlobType) -> usize {
 
 pub struct BlobWriter {
     repo: Arc<Repository>,
+    chunk_key: crate::crypto::ChunkKey,
+    /// Every blob this writer stored or found stored: the snapshot summary's references.
+    referenced: Mutex<HashSet<BlobId>>,
     known: RwLock<HashSet<BlobId>>,
     /// Registry blobs by digest lookup key: the repository's and this backup's.
     registry: RwLock<HashMap<LookupKey, BlobId>>,
@@ -82,6 +85,7 @@ impl BlobWriter {
     /// Start a writer; must be called within a tokio runtime.
     pub fn new(repo: Arc<Repository>, index: &MasterIndex, parallel: usize) -> Result<Self> {
         repo.config.check_writable()?;
+        let chunk_key = repo.keys.chunk_key("writing a backup")?.clone();
         let parallel = parallel.max(1);
         let (tx, rx) = mpsc::channel(1);
         let uploader = tokio::spawn(upload_loop(repo.clone(), rx, parallel));
@@ -94,6 +98,8 @@ impl BlobWriter {
             known: RwLock::new(index.blob_ids().copied().collect()),
             registry: RwLock::new(index.registry_blobs().collect()),
             repo,
+            chunk_key,
+            referenced: Mutex::default(),
             packers: Default::default(),
             tx: Mutex::new(Some(tx)),
             uploader: Mutex::new(Some(uploader)),
@@ -112,13 +118,15 @@ impl BlobWriter {
 
     /// The registry blob already stored for `digest`, found without reading anything.
     pub fn known_registry(&self, digest: &str) -> Option<BlobId> {
-        let lookup = blob::lookup_key(&self.repo.keys.chunk_key, digest);
-        self.registry.read().expect("lock").get(&lookup).copied()
+        let lookup = blob::lookup_key(&self.chunk_key, digest);
+        let id = self.registry.read().expect("lock").get(&lookup).copied()?;
+        self.referenced.lock().expect("lock").insert(id);
+        Some(id)
     }
 
     /// Store a registry blob (`digest` is its first line). Blocking.
     pub fn save_registry(&self, digest: &str, data: &[u8]) -> Result<BlobId> {
-        let lookup = blob::lookup_key(&self.repo.keys.chunk_key, digest);
+        let lookup = blob::lookup_key(&self.chunk_key, digest);
         let id = self.save_as(
             BlobType::Registry,
             data,
@@ -165,7 +173,8 @@ impl BlobWriter {
                 blob::max_raw_length(blob_type)
             )));
         }
-        let id = blob::blob_id(&self.repo.keys.chunk_key, blob_type, data);
+        let id = blob::blob_id(&self.chunk_key, blob_type, data);
+        self.referenced.lock().expect("lock").insert(id);
         if !self.claim(id) {
             self.stats
                 .reused_bytes
@@ -173,7 +182,7 @@ impl BlobWriter {
             return Ok(id);
         }
         let mut encoded =
-            blob::encode_with_id(id, &self.repo.keys.recipient, blob_type, data, level);
+            blob::encode_with_id(id, &self.recipients(blob_type), blob_type, data, level);
         encoded.lookup = lookup;
         self.stats
             .new_bytes
@@ -215,7 +224,7 @@ impl BlobWriter {
         progress: &dyn OnBytes,
     ) -> Result<(Vec<BlobId>, u64)> {
         let params = self.repo.config.chunker;
-        let seed = self.repo.keys.chunk_key.chunker_seed();
+        let seed = self.chunk_key.chunker_seed();
         let mut ids: Vec<(u64, BlobId, u64)> = self.pool.install(|| {
             chunker::chunks(reader, &params, seed)
                 .par_bridge()
@@ -230,6 +239,23 @@ impl BlobWriter {
         ids.sort_unstable_by_key(|(offset, _, _)| *offset);
         let len = ids.last().map(|(o, _, l)| o + l).unwrap_or(0);
         Ok((ids.into_iter().map(|(_, id, _)| id).collect(), len))
+    }
+
+    /// Who a blob is encrypted to: the recipient, and for registry blobs (digests and chunk
+    /// ids, no content) the maintenance recipient too, so that prune with the maintenance
+    /// key learns the chunks of a layer a later backup reused by digest.
+    fn recipients(&self, blob_type: BlobType) -> Vec<&crate::crypto::Recipient> {
+        let keys = &self.repo.keys;
+        let mut r = vec![&keys.recipient];
+        if blob_type == BlobType::Registry {
+            r.extend(keys.maintenance_recipient.as_ref());
+        }
+        r
+    }
+
+    /// Every blob this writer stored or found stored (for the snapshot summary).
+    pub fn references(&self) -> HashSet<BlobId> {
+        self.referenced.lock().expect("lock").clone()
     }
 
     /// Upload what is buffered, wait for every upload and write the last index object.

@@ -126,7 +126,11 @@ pub fn forge_raw(
         writer.finish().await.unwrap();
         let mut ids = Vec::new();
         for s in &snaps {
-            ids.push(r.save_snapshot(s).await.unwrap());
+            ids.push(
+                r.save_snapshot(s, Some(&writer.references()))
+                    .await
+                    .unwrap(),
+            );
         }
         ids
     })

@@ -1,0 +1,326 @@
+//! The maintenance view of a snapshot (FORMAT.md §9.2): what a maintenance key judges and
+//! keeps a snapshot by, without reading any of its content.
+//!
+//! A writer adds a *summary* to every snapshot of a repository that has a maintenance
+//! recipient: the snapshot's [`Meta`] and the ids of every blob it uses, age-encrypted to
+//! that recipient. A backup knows every blob it stored or found stored, except the chunks
+//! of a registry blob it reused by digest; those the maintenance key reads from the
+//! registry blob itself, which writers encrypt to the maintenance recipient too. A summary
+//! that the identity wrote by walking the snapshot's trees is *closed*: it already lists
+//! those chunks.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::blob::{self, BlobType};
+use super::index::MasterIndex;
+use super::reader::BlobReader;
+use super::snapshot::{Meta, Snapshot};
+use super::tree::RegistryEntry;
+use super::{pack, prune, Repository};
+use crate::crypto::{self, DecryptFailure, Identity, Recipient};
+use crate::error::{Error, Result};
+use crate::ids::BlobId;
+
+pub const VERSION: u32 = 1;
+
+/// The JSON head of a summary; the blob ids follow it in binary.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Head {
+    version: u32,
+    #[serde(flatten)]
+    meta: Meta,
+    closed: bool,
+    references: u64,
+}
+
+/// A snapshot as the maintenance key sees it.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub meta: Meta,
+    /// Whether `references` holds the chunks of every registry blob it lists as well.
+    pub closed: bool,
+    /// Every blob the snapshot uses (with the exception above), sorted.
+    pub references: Vec<BlobId>,
+}
+
+/// Summaries larger than this are refused before anything is sized by them.
+const MAX_REFERENCES: u64 = 1 << 28;
+
+impl Summary {
+    pub fn new(meta: Meta, closed: bool, references: impl IntoIterator<Item = BlobId>) -> Self {
+        let mut references: Vec<BlobId> = references.into_iter().collect();
+        references.sort_unstable();
+        references.dedup();
+        Summary {
+            meta,
+            closed,
+            references,
+        }
+    }
+
+    /// `u32le head length ‖ head JSON ‖ 32-byte ids`, encrypted to the maintenance recipient.
+    pub fn seal(&self, recipient: &Recipient) -> Vec<u8> {
+        let head = serde_json::to_vec(&Head {
+            version: VERSION,
+            meta: self.meta.clone(),
+            closed: self.closed,
+            references: self.references.len() as u64,
+        })
+        .expect("summaries serialise");
+        let mut plain = Vec::with_capacity(4 + head.len() + 32 * self.references.len());
+        plain.extend_from_slice(&(head.len() as u32).to_le_bytes());
+        plain.extend_from_slice(&head);
+        for id in &self.references {
+            plain.extend_from_slice(&id.0);
+        }
+        crypto::encrypt(recipient, &plain)
+    }
+
+    /// Decrypt and parse a summary section; `what` names the snapshot in errors.
+    pub fn open(identity: &Identity, sealed: &[u8], what: &str) -> Result<Summary> {
+        let bad = |why: &str| Error::Integrity(format!("{what}: its summary is malformed: {why}"));
+        let plain = crypto::decrypt(identity, sealed).map_err(|e| match e {
+            DecryptFailure::WrongKey => Error::Key(format!(
+                "{what}: its summary is not encrypted to this maintenance key (the repository's maintenance key was replaced since); write a new key with `drydock key maintenance`"
+            )),
+            DecryptFailure::Corrupt(why) => bad(&why),
+        })?;
+        let head_len = plain
+            .get(..4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
+            .ok_or_else(|| bad("truncated"))?;
+        let head = plain
+            .get(4..4 + head_len)
+            .ok_or_else(|| bad("the head is longer than the section"))?;
+        let head: Head = serde_json::from_slice(head).map_err(|e| bad(&e.to_string()))?;
+        if head.version != VERSION {
+            return Err(Error::Usage(format!(
+                "{what}: summary version {} is not {VERSION}; upgrade drydock",
+                head.version
+            )));
+        }
+        let ids = &plain[4 + head_len..];
+        if head.references > MAX_REFERENCES || ids.len() as u64 != 32 * head.references {
+            return Err(bad("its id count does not match its length"));
+        }
+        Ok(Summary {
+            meta: head.meta,
+            closed: head.closed,
+            references: ids
+                .chunks_exact(32)
+                .map(|c| BlobId(c.try_into().expect("32 bytes")))
+                .collect(),
+        })
+    }
+
+    /// A closed summary of a snapshot, walked with the identity (migration, and
+    /// `key maintenance` for snapshots written before the repository had a maintenance key).
+    pub async fn walk(reader: &BlobReader, snapshot: &Snapshot) -> Result<Summary> {
+        let used = prune::referenced(reader, std::slice::from_ref(snapshot)).await?;
+        Ok(Summary::new(snapshot.meta(), true, used))
+    }
+}
+
+/// Every blob the summaries reach: their references, and the chunks of each registry blob
+/// an open summary lists, read with the maintenance identity. Fails rather than guess.
+pub async fn referenced(
+    repo: &Repository,
+    index: &MasterIndex,
+    summaries: &[Summary],
+) -> Result<HashSet<BlobId>> {
+    let identity = repo
+        .keys
+        .maintenance_identity()
+        .ok_or_else(|| Error::Key("reading snapshot summaries needs the maintenance key".into()))?;
+    let mut used: HashSet<BlobId> = HashSet::new();
+    let mut registry: HashSet<BlobId> = HashSet::new();
+    for s in summaries {
+        for id in &s.references {
+            used.insert(*id);
+            let is_registry = index
+                .locations(id)
+                .iter()
+                .any(|l| l.blob_type == BlobType::Registry);
+            if !s.closed && is_registry {
+                registry.insert(*id);
+            }
+        }
+    }
+    for id in registry {
+        used.extend(registry_content(repo, index, identity, &id).await?);
+    }
+    Ok(used)
+}
+
+/// The chunks of a registry blob, united over every copy the maintenance identity opens. A
+/// backup-only key can store a copy with a shorter chunk list under the same id, and the
+/// maintenance key cannot check ids, so no single copy is believed to be the whole list.
+async fn registry_content(
+    repo: &Repository,
+    index: &MasterIndex,
+    identity: &Identity,
+    id: &BlobId,
+) -> Result<HashSet<BlobId>> {
+    let mut content = HashSet::new();
+    let mut opened = 0;
+    for loc in index.locations(id) {
+        if loc.blob_type != BlobType::Registry {
+            continue;
+        }
+        let stored = match repo
+            .store
+            .get_range(&pack::key(&loc.pack), loc.offset as u64, loc.length as u64)
+            .await
+        {
+            Ok(b) => b,
+            Err(Error::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        let entry =
+            blob::open_for_maintenance(identity, id, loc.raw_length, &stored).and_then(|plain| {
+                RegistryEntry::parse(&plain).map_err(|e| Error::Integrity(e.to_string()))
+            });
+        if let Ok(entry) = entry {
+            opened += 1;
+            content.extend(entry.content);
+        }
+    }
+    if opened == 0 {
+        return Err(Error::Integrity(format!(
+            "registry blob {} that a snapshot uses has no copy the maintenance key can read (written before the repository had a maintenance key, or damaged); run `drydock key maintenance` with the identity once, or prune with the identity",
+            id.short()
+        )));
+    }
+    Ok(content)
+}
+
+/// What [`install`] did.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Installed {
+    /// Snapshots rewritten with a summary: (old id, new id).
+    pub snapshots: Vec<(crate::ids::SnapshotId, crate::ids::SnapshotId)>,
+    /// Registry blobs stored again, encrypted to the new maintenance recipient as well.
+    pub registry_blobs: usize,
+}
+
+/// Give the repository a new maintenance key (the identity's operation, FORMAT.md §9.2):
+/// a new maintenance recipient and deletion secret in the config (which revokes any earlier
+/// maintenance key), every snapshot written again with a closed summary and its old object
+/// deleted, and every registry blob a snapshot uses stored once more, encrypted to the new
+/// recipient too. Rerunnable: an interrupted run leaves duplicates that the next one (or
+/// prune) removes.
+pub async fn install(
+    store: std::sync::Arc<dyn crate::store::Store>,
+    identity: &Identity,
+    parallel: usize,
+) -> Result<(crate::crypto::MaintenanceKey, Installed)> {
+    use std::sync::Arc;
+    let repo = Repository::open(
+        store.clone(),
+        crate::crypto::KeyFile::Identity(Box::new(identity.clone())),
+    )
+    .await?;
+    repo.config.check_writable()?;
+    let chunk_key = repo.keys.chunk_key("installing a maintenance key")?.clone();
+    let key_identity = Identity::generate();
+    let secret = crate::crypto::MaintenanceSecret::generate();
+    let mut config = repo.config.clone();
+    config.maintenance_recipient = Some(key_identity.to_public().to_string());
+    config.reseal_maintenance(&secret)?;
+    config.seal(&chunk_key, Some(identity));
+    store
+        .put(
+            super::config::KEY,
+            bytes::Bytes::from(config.to_bytes()),
+            crate::store::PutMode::Overwrite,
+        )
+        .await?;
+    let key = super::keys::maintenance_key(&config, &chunk_key, key_identity, secret)?;
+    // Reopened: the keys now carry the new maintenance recipient, which writers encrypt to.
+    let repo = Arc::new(
+        Repository::open(
+            store,
+            crate::crypto::KeyFile::Identity(Box::new(identity.clone())),
+        )
+        .await?,
+    );
+    let index = Arc::new(repo.load_index().await?);
+    let reader = BlobReader::new(repo.clone(), index.clone(), "installing a maintenance key")?;
+    let mut report = Installed::default();
+    let mut registry: HashSet<BlobId> = HashSet::new();
+    let recipient = repo
+        .keys
+        .maintenance_recipient
+        .clone()
+        .expect("just written");
+    for (old, snapshot) in repo.load_snapshots().await? {
+        let snapshot = match snapshot {
+            Ok(s) => s,
+            Err(Error::Unauthentic(why)) => {
+                tracing::warn!("not summarising snapshots/{old}: {why}");
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let summary = Summary::walk(&reader, &snapshot).await?;
+        registry.extend(summary.references.iter().copied().filter(|id| {
+            index
+                .locations(id)
+                .iter()
+                .any(|l| l.blob_type == BlobType::Registry)
+        }));
+        let new = repo
+            .put_snapshot(&snapshot, Some(summary.seal(&recipient)))
+            .await?;
+        if new != old {
+            repo.store.delete(&super::snapshot::key(&old)).await?;
+        }
+        report.snapshots.push((old, new));
+    }
+    report.registry_blobs = restore_registry_blobs(&repo, &reader, registry, parallel).await?;
+    Ok((key, report))
+}
+
+/// Store the registry blobs again through a writer that knows of no blob, so each gets a
+/// new copy encrypted to the maintenance recipient as well.
+async fn restore_registry_blobs(
+    repo: &std::sync::Arc<Repository>,
+    reader: &BlobReader,
+    ids: HashSet<BlobId>,
+    parallel: usize,
+) -> Result<usize> {
+    use std::sync::Arc;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let writer = Arc::new(super::writer::BlobWriter::new(
+        repo.clone(),
+        &MasterIndex::default(),
+        parallel,
+    )?);
+    let n = ids.len();
+    for id in ids {
+        let body = reader.load(&id, BlobType::Registry).await?;
+        let entry = RegistryEntry::parse(&body).map_err(|e| {
+            Error::Integrity(format!("registry blob {} is malformed: {e}", id.short()))
+        })?;
+        let w = writer.clone();
+        let stored = tokio::task::spawn_blocking(move || w.save_registry(&entry.digest, &body))
+            .await
+            .map_err(|e| Error::Other(format!("a worker failed: {e}")))?;
+        match stored {
+            Ok(new) if new == id => {}
+            Ok(_) => {
+                return Err(Error::Integrity(format!(
+                    "registry blob {} changed its id when stored again",
+                    id.short()
+                )))
+            }
+            Err(e) => return Err(writer.abort(e).await),
+        }
+    }
+    writer.finish().await?;
+    Ok(n)
+}
