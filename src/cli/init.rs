@@ -19,7 +19,7 @@ pub struct InitArgs {
     #[arg(long, value_name = "FILE")]
     pub backup_key_out: Option<PathBuf>,
     /// Write a maintenance key here (mode 0600), for the forget/prune CronJob: it runs
-    /// forget, prune and check and can delete, but reads no content (docs/SECURITY.md §2).
+    /// forget, prune and check and can delete, but reads no content (docs/SECURITY.md §1).
     #[arg(long, value_name = "FILE")]
     pub maintenance_key_out: Option<PathBuf>,
     /// Encrypt to an existing age identity's public key (age1…) instead of a new identity.

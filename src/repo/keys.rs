@@ -1,4 +1,4 @@
-//! The three key kinds (docs/SECURITY.md §2) and what each lets a command do.
+//! The three key kinds (docs/SECURITY.md §1) and what each lets a command do.
 //!
 //! - The **identity** decrypts everything and vouches for the config.
 //! - The **backup-only key** holds the chunk key: it writes and deduplicates, reads nothing.
