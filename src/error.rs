@@ -45,6 +45,11 @@ pub enum Error {
     /// A requested object does not exist (exit 1 unless mapped by the caller).
     #[error("{0} does not exist")]
     NotFound(String),
+    /// An object S3 Object Lock keeps: a version of it is under retention (or a legal hold),
+    /// so the store refused to delete it. Nothing is damaged; a later prune deletes it once
+    /// the retain-until date the message names has passed (exit 1).
+    #[error("{0}")]
+    Retained(String),
     /// Anything else (exit 1).
     #[error("{0}")]
     Other(String),
@@ -68,9 +73,11 @@ impl Error {
             Error::Io { source, .. } if source.kind() == io::ErrorKind::PermissionDenied => {
                 exit::KEY
             }
-            Error::Io { .. } | Error::Store(_) | Error::NotFound(_) | Error::Other(_) => {
-                exit::FAILURE
-            }
+            Error::Io { .. }
+            | Error::Store(_)
+            | Error::NotFound(_)
+            | Error::Retained(_)
+            | Error::Other(_) => exit::FAILURE,
         }
     }
 

@@ -348,13 +348,16 @@ fn a_registry_blob_with_an_empty_chunk_list_cannot_steer_prune() {
             };
             let data = entry.to_bytes();
             let mut e = drydock::repo::blob::encode(
-                &r.keys.chunk_key("test").unwrap(),
+                r.keys.chunk_key("test").unwrap(),
                 &r.keys.recipient,
                 BlobType::Registry,
                 &data,
                 3,
             );
-            e.lookup = Some(drydock::repo::blob::lookup_key(&r.keys.chunk_key("test").unwrap(), &digest));
+            e.lookup = Some(drydock::repo::blob::lookup_key(
+                r.keys.chunk_key("test").unwrap(),
+                &digest,
+            ));
             vec![e]
         },
         |_, _| Vec::new(),
@@ -401,7 +404,14 @@ fn a_small_secret_is_no_oracle_and_its_length_does_not_show() {
     // The attacker's guess, computed as v1 ids were, with the backup-only key.
     let ck = {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async { attacker(&repo).await.keys.chunk_key("test").unwrap().clone() })
+        rt.block_on(async {
+            attacker(&repo)
+                .await
+                .keys
+                .chunk_key("test")
+                .unwrap()
+                .clone()
+        })
     };
     let guess = ck.blob_id(BlobType::Data as u8, value);
     let auth = attacker_auth(&repo);

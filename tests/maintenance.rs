@@ -120,13 +120,16 @@ fn the_maintenance_key_forgets_and_prunes_and_reads_no_content() {
     repo.with_key(&mk, &["check"]).expect(0);
     // The maintenance key cannot read or write backups.
     let out = dir.path().join("denied");
-    repo.with_key(&mk, &["restore", "latest", "--registry-fs", out.to_str().unwrap()])
-        .expect_error(5, "identity");
+    repo.with_key(
+        &mk,
+        &["restore", "latest", "--registry-fs", out.to_str().unwrap()],
+    )
+    .expect_error(5, "identity");
     repo.with_key(&mk, &["backup", "--registry-fs", reg.to_str().unwrap()])
         .expect_error(5, "maintenance key can run forget, prune and check only");
     // Of every stored blob, its identity opens registry blobs (digests and chunk ids) only.
     let opened = blobs_the_maintenance_key_opens(&repo, &mk);
-    assert!(opened.iter().any(|t| *t == BlobType::Registry));
+    assert!(opened.contains(&BlobType::Registry));
     assert!(
         opened.iter().all(|t| *t == BlobType::Registry),
         "{opened:?}"
@@ -167,7 +170,13 @@ fn key_maintenance_readies_an_existing_repository_and_revokes_the_previous_key()
     registry_tree_with_layers(&reg, 3, 6 << 20);
     let before = [backup_registry(&repo, &reg), backup_registry(&repo, &reg)];
     let mk = dir.path().join("maintenance.key");
-    let r = repo.id(&["--json", "key", "maintenance", "--out", mk.to_str().unwrap()]);
+    let r = repo.id(&[
+        "--json",
+        "key",
+        "maintenance",
+        "--out",
+        mk.to_str().unwrap(),
+    ]);
     r.expect(0);
     let renamed = r.json()["snapshots"].as_array().unwrap().clone();
     assert_eq!(renamed.len(), 2);

@@ -14,7 +14,8 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::{ByteReader, ObjectInfo, PutMode, PutOutcome, Store};
+use super::WriteRetention;
+use super::{BucketLock, ByteReader, ObjectInfo, PutMode, PutOutcome, Retention, Store};
 use crate::error::{Error, Result};
 
 const TMP_PREFIX: &str = ".tmp-";
@@ -224,6 +225,24 @@ impl Store for LocalStore {
         })
         .await
     }
+
+    /// A directory cannot lock anything.
+    async fn bucket_lock(&self) -> Result<Option<BucketLock>> {
+        Ok(None)
+    }
+
+    /// Ignored: nothing here can be locked.
+    fn set_write_retention(&self, _: Option<WriteRetention>) {}
+
+    async fn retention(&self, _: &str) -> Result<Retention> {
+        Ok(Retention::default())
+    }
+
+    async fn extend_retention(&self, _: &str, _: chrono::DateTime<chrono::Utc>) -> Result<()> {
+        Err(Error::Usage(
+            "S3 Object Lock needs an S3 bucket; a local repository cannot lock objects".into(),
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -268,5 +287,27 @@ mod tests {
         s.delete("a/d").await.unwrap();
         s.delete("a/d").await.unwrap();
         assert!(matches!(s.get("a/d").await, Err(Error::NotFound(_))));
+    }
+
+    #[tokio::test]
+    async fn cannot_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStore::new(dir.path().to_owned());
+        assert_eq!(s.bucket_lock().await.unwrap(), None);
+        s.set_write_retention(Some(WriteRetention {
+            mode: super::super::LockMode::Compliance,
+            days: 1,
+        }));
+        s.put("k", Bytes::from_static(b"x"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        assert_eq!(s.retention("k").await.unwrap(), Retention::default());
+        assert!(matches!(
+            s.extend_retention("k", chrono::Utc::now()).await,
+            Err(Error::Usage(m)) if m.contains("local repository")
+        ));
+        // Deleting stays a plain delete.
+        s.delete("k").await.unwrap();
+        assert!(matches!(s.get("k").await, Err(Error::NotFound(_))));
     }
 }

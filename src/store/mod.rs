@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 
 use crate::error::{Error, Result};
@@ -40,6 +41,124 @@ pub enum PutOutcome {
     AlreadyExists,
 }
 
+/// An S3 Object Lock retention mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LockMode {
+    /// A user with `s3:BypassGovernanceRetention` can still shorten the retention or
+    /// delete the version.
+    Governance,
+    /// Nobody, the account's root user included, can shorten the retention or delete the
+    /// version before its retain-until date.
+    Compliance,
+}
+
+impl LockMode {
+    /// The S3 wire name (`GOVERNANCE`, `COMPLIANCE`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        }
+    }
+}
+
+impl std::fmt::Display for LockMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for LockMode {
+    type Err = Error;
+
+    /// `GOVERNANCE` or `COMPLIANCE`, in any case.
+    fn from_str(s: &str) -> Result<Self> {
+        if s.eq_ignore_ascii_case("GOVERNANCE") {
+            Ok(LockMode::Governance)
+        } else if s.eq_ignore_ascii_case("COMPLIANCE") {
+            Ok(LockMode::Compliance)
+        } else {
+            Err(Error::Usage(format!(
+                "unknown Object Lock mode {s:?}: want GOVERNANCE or COMPLIANCE"
+            )))
+        }
+    }
+}
+
+/// The retention every write carries once [`Store::set_write_retention`] set it: each new
+/// object version is locked in `mode` until `days` days after it was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteRetention {
+    pub mode: LockMode,
+    pub days: u32,
+}
+
+impl WriteRetention {
+    /// The longest retention accepted: S3 allows 100 years.
+    pub const MAX_DAYS: u32 = 36_500;
+
+    /// The retain-until date of a version written now: `days` ahead, rounded up to a
+    /// whole second (S3 keeps seconds; rounding down would shorten the retention).
+    pub fn until_from_now(&self) -> DateTime<Utc> {
+        ceil_second(Utc::now() + chrono::Duration::days(i64::from(self.days)))
+    }
+}
+
+impl std::fmt::Display for WriteRetention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.mode, self.days)
+    }
+}
+
+impl std::str::FromStr for WriteRetention {
+    type Err = Error;
+
+    /// `MODE:DAYS`, as `--object-lock GOVERNANCE:30` gives it.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::Usage(format!(
+                "invalid Object Lock retention {s:?}: want GOVERNANCE:DAYS or COMPLIANCE:DAYS, DAYS from 1 to {}",
+                Self::MAX_DAYS
+            ))
+        };
+        let (mode, days) = s.split_once(':').ok_or_else(bad)?;
+        let mode: LockMode = mode.parse()?;
+        let days: u32 = days.parse().map_err(|_| bad())?;
+        if !(1..=Self::MAX_DAYS).contains(&days) {
+            return Err(bad());
+        }
+        Ok(WriteRetention { mode, days })
+    }
+}
+
+/// The Object Lock retention of one object version.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub mode: Option<LockMode>,
+    pub until: Option<DateTime<Utc>>,
+}
+
+/// A bucket's Object Lock configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BucketLock {
+    /// Object Lock is enabled (such a bucket is always versioned).
+    pub enabled: bool,
+    /// The bucket's default retention rule, in days (a rule in years counts 365 days a
+    /// year).
+    pub default_retention: Option<(LockMode, u32)>,
+}
+
+/// `t` rounded up to a whole second.
+pub(crate) fn ceil_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    let whole = t.timestamp();
+    let whole = if t.timestamp_subsec_nanos() > 0 {
+        whole.saturating_add(1)
+    } else {
+        whole
+    };
+    DateTime::from_timestamp(whole, 0).unwrap_or(t)
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// A human description (`/path` or `s3://bucket/prefix`) for messages.
@@ -61,6 +180,37 @@ pub trait Store: Send + Sync {
     /// target in place, pack by pack); `None` for others.
     fn local_path(&self, _key: &str) -> Option<std::path::PathBuf> {
         None
+    }
+
+    /// The bucket's Object Lock configuration; `None` for a store that cannot lock objects
+    /// at all.
+    async fn bucket_lock(&self) -> Result<Option<BucketLock>> {
+        Ok(None)
+    }
+
+    /// From now on every write carries this retention, or none (`None`). While one is set
+    /// (the "locked mode") the store also reads past delete markers: `delete` removes every
+    /// version of a key, `list` and the reads see the newest version that is not a delete
+    /// marker. Ignored by stores that cannot lock.
+    fn set_write_retention(&self, _retention: Option<WriteRetention>) {}
+
+    /// The retention of the object's current version (in locked mode past a delete
+    /// marker: its newest version that is not one); both fields `None`: not locked;
+    /// [`Error::NotFound`] if absent.
+    async fn retention(&self, _key: &str) -> Result<Retention> {
+        Ok(Retention::default())
+    }
+
+    /// Lock the object's current version (as [`Store::retention`] finds it) until at least
+    /// `until`, in the write retention's mode (a COMPLIANCE retention stays COMPLIANCE);
+    /// never shortens a retention that already reaches further, and a date in the past
+    /// does nothing. [`Error::NotFound`] if absent; [`Error::Usage`] for a store that cannot
+    /// lock, or when neither the write retention nor the object has a mode.
+    async fn extend_retention(&self, key: &str, _until: DateTime<Utc>) -> Result<()> {
+        Err(Error::Usage(format!(
+            "cannot lock {key}: {} does not support S3 Object Lock",
+            self.describe()
+        )))
     }
 }
 
@@ -110,6 +260,19 @@ impl Store for ReadOnly {
         self.inner.open_read(key).await
     }
     async fn put_stream(&self, key: &str, _: BoxStream<'_, Result<Bytes>>) -> Result<()> {
+        self.refuse(key)
+    }
+    async fn bucket_lock(&self) -> Result<Option<BucketLock>> {
+        self.inner.bucket_lock().await
+    }
+    /// Forwarded: it also switches how the inner store reads (past delete markers).
+    fn set_write_retention(&self, retention: Option<WriteRetention>) {
+        self.inner.set_write_retention(retention)
+    }
+    async fn retention(&self, key: &str) -> Result<Retention> {
+        self.inner.retention(key).await
+    }
+    async fn extend_retention(&self, key: &str, _: DateTime<Utc>) -> Result<()> {
         self.refuse(key)
     }
 }
@@ -220,5 +383,79 @@ mod tests {
             Location::parse("file://rel"),
             Err(Error::Usage(_))
         ));
+    }
+
+    #[test]
+    fn parses_lock_modes_and_retentions() {
+        for (text, mode) in [
+            ("GOVERNANCE", LockMode::Governance),
+            ("compliance", LockMode::Compliance),
+        ] {
+            assert_eq!(text.parse::<LockMode>().unwrap(), mode);
+            assert_eq!(mode.to_string(), text.to_uppercase());
+        }
+        assert!(matches!("LEGAL".parse::<LockMode>(), Err(Error::Usage(_))));
+        let r: WriteRetention = "COMPLIANCE:30".parse().unwrap();
+        assert_eq!(
+            r,
+            WriteRetention {
+                mode: LockMode::Compliance,
+                days: 30
+            }
+        );
+        assert_eq!(r.to_string(), "COMPLIANCE:30");
+        for bad in [
+            "GOVERNANCE",
+            "GOVERNANCE:",
+            "GOVERNANCE:0",
+            "GOVERNANCE:-1",
+            "GOVERNANCE:36501",
+            "NONE:3",
+        ] {
+            assert!(
+                matches!(bad.parse::<WriteRetention>(), Err(Error::Usage(_))),
+                "{bad}"
+            );
+        }
+        let until = r.until_from_now();
+        assert_eq!(until.timestamp_subsec_nanos(), 0);
+        let want = Utc::now() + chrono::Duration::days(30);
+        assert!((until - want).num_seconds().abs() <= 2);
+    }
+
+    #[test]
+    fn rounds_up_to_a_second() {
+        let t = DateTime::from_timestamp(100, 1).unwrap();
+        assert_eq!(ceil_second(t), DateTime::from_timestamp(101, 0).unwrap());
+        let whole = DateTime::from_timestamp(100, 0).unwrap();
+        assert_eq!(ceil_second(whole), whole);
+    }
+
+    #[tokio::test]
+    async fn read_only_forwards_lock_reads_and_refuses_locking() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner: Arc<dyn Store> = Arc::new(local::LocalStore::new(dir.path().to_owned()));
+        inner
+            .put("k", Bytes::from_static(b"x"), PutMode::Overwrite)
+            .await
+            .unwrap();
+        let ro = ReadOnly::wrap(inner, "the location is read-only");
+        ro.set_write_retention(Some(WriteRetention {
+            mode: LockMode::Governance,
+            days: 1,
+        }));
+        assert_eq!(ro.bucket_lock().await.unwrap(), None);
+        assert_eq!(ro.retention("k").await.unwrap(), Retention::default());
+        assert!(matches!(
+            ro.extend_retention("k", Utc::now()).await,
+            Err(Error::Usage(m)) if m.contains("read-only")
+        ));
+    }
+
+    #[test]
+    fn a_retained_object_is_a_plain_failure() {
+        let e = Error::Retained("kept".into());
+        assert_eq!(e.exit_code(), crate::error::exit::FAILURE);
+        assert_eq!(e.hint(), None);
     }
 }

@@ -391,6 +391,58 @@ pub fn new_bucket() -> String {
     name
 }
 
+/// A bucket with S3 Object Lock enabled (so versioned), as `drydock init --object-lock`
+/// wants one.
+pub fn new_locked_bucket() -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "dd-lock-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    block_on(
+        s3_client()
+            .create_bucket()
+            .bucket(&name)
+            .object_lock_enabled_for_bucket(true)
+            .send(),
+    )
+    .expect("create locked bucket");
+    name
+}
+
+/// A plain SDK client for the test S3 server: what a bucket writer (or an attacker with
+/// the bucket's credentials) does behind drydock's back.
+pub fn raw_s3_client() -> aws_sdk_s3::Client {
+    s3_client()
+}
+
+/// The options that open a store on the test S3 server in-process (path style, moto's
+/// credentials from a file, as `Repo::store` does). The file is written once per process
+/// and replaced whole (a rename): a store opened while another test truncated and rewrote
+/// it in place would find it empty.
+pub fn test_s3_options() -> drydock::store::S3Options {
+    static CREDENTIALS: OnceLock<PathBuf> = OnceLock::new();
+    let credentials = CREDENTIALS.get_or_init(|| {
+        let path = std::env::temp_dir().join("drydock-test-moto-credentials-store");
+        let mut tmp = tempfile::NamedTempFile::new_in(std::env::temp_dir()).unwrap();
+        std::io::Write::write_all(
+            &mut tmp,
+            b"[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n",
+        )
+        .unwrap();
+        tmp.persist(&path).unwrap();
+        path
+    });
+    drydock::store::S3Options {
+        endpoint: Some(s3_endpoint()),
+        region: Some("us-east-1".into()),
+        path_style: true,
+        credentials_file: Some(credentials.clone()),
+        ..Default::default()
+    }
+}
+
 pub fn put_object(bucket: &str, key: &str, body: &[u8]) {
     let body = body.to_vec();
     block_on(
