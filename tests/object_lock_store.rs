@@ -77,23 +77,7 @@ async fn raw_versions(bucket: &str, key: &str) -> (Vec<String>, Vec<String>) {
 
 /// Move a GOVERNANCE retention's date into the past, as its expiry would.
 async fn expire(bucket: &str, key: &str, version: &str) {
-    raw_s3_client()
-        .put_object_retention()
-        .bucket(bucket)
-        .key(key)
-        .version_id(version)
-        .bypass_governance_retention(true)
-        .retention(
-            aws_sdk_s3::types::ObjectLockRetention::builder()
-                .mode(aws_sdk_s3::types::ObjectLockRetentionMode::Governance)
-                .retain_until_date(aws_smithy_types::DateTime::from_secs(
-                    (Utc::now() - Duration::days(1)).timestamp(),
-                ))
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    set_version_retention(bucket, key, version, Utc::now() - Duration::days(1)).await;
 }
 
 async fn read_all(s: &dyn Store, key: &str) -> Vec<u8> {

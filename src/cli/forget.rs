@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::ids::SnapshotId;
 use crate::repo::retention::{KeepPolicy, WriteTimes};
 use crate::repo::snapshot::{self, Meta};
-use crate::repo::Repository;
+use crate::repo::{lock, Repository};
 use crate::store::Store;
 use crate::velero::{self, backups::VeleroBackup};
 
@@ -287,6 +287,8 @@ pub async fn run(ctx: &Context, args: ForgetArgs) -> Result<Output> {
     let mut forgotten = Vec::new();
     let mut kept_anyway = Vec::new();
     let mut remaining = 0;
+    // Forgotten, but Object Lock retains their objects: marked, deleted by a later prune.
+    let mut held = Vec::new();
     for (id, s) in &facts.snapshots {
         let when = s.time.format("%Y-%m-%d %H:%M:%S");
         if let Some(why) = facts.untrusted.get(id) {
@@ -317,12 +319,22 @@ pub async fn run(ctx: &Context, args: ForgetArgs) -> Result<Output> {
             id.short(),
             crate::term::esc(why.join("; "))
         );
-        if !args.dry_run {
-            repo.store.delete(&snapshot::key(id)).await?;
+        if !args.dry_run
+            && !lock::delete_unless_retained(repo.store.as_ref(), &snapshot::key(id)).await?
+        {
+            held.push(*id);
         }
         forgotten.push(
             json!({"id": id.to_hex(), "short_id": id.short(), "time": s.time, "reasons": why}),
         );
+    }
+    if !held.is_empty() {
+        held.sort();
+        text += &format!(
+            "{} of them are under Object Lock retention: marked forgotten, deleted by a prune after their date\n",
+            held.len()
+        );
+        crate::repo::prune::write_record(&repo, Vec::new(), held, Utc::now()).await?;
     }
     text += &format!(
         "{} snapshot(s) forgotten, {remaining} remain\n",

@@ -22,6 +22,11 @@ pub struct InitArgs {
     /// forget, prune and check and can delete, but reads no content (docs/SECURITY.md §1).
     #[arg(long, value_name = "FILE")]
     pub maintenance_key_out: Option<PathBuf>,
+    /// S3 Object Lock (WORM): write every object with this retention, GOVERNANCE:DAYS or
+    /// COMPLIANCE:DAYS. The bucket must have Object Lock enabled; forget and prune then
+    /// delete nothing before its date, and prune extends the retention of what stays.
+    #[arg(long, value_name = "MODE:DAYS")]
+    pub object_lock: Option<crate::store::WriteRetention>,
     /// Encrypt to an existing age identity's public key (age1…) instead of a new identity.
     #[arg(long, value_name = "AGE1…", conflicts_with = "identity_out")]
     pub recipient: Option<String>,
@@ -65,6 +70,7 @@ pub async fn run(ctx: &Context, args: InitArgs) -> Result<Output> {
         store.clone(),
         &recipient,
         maintenance_recipient.as_ref(),
+        args.object_lock,
         identity.as_ref(),
     )
     .await

@@ -40,7 +40,7 @@ pub async fn run_prune(repo: Arc<Repository>, args: &PruneArgs) -> Result<Output
     )
     .await?;
     let would = if args.dry_run { "would be " } else { "" };
-    let text = format!(
+    let mut text = format!(
         "prune: {} packs, {} unused; {} {would}deleted ({}), {} {would}marked for deletion after {}, {} waiting; {} packs partly used ({} unused inside)\n",
         report.packs,
         report.packs_unused,
@@ -52,6 +52,12 @@ pub async fn run_prune(repo: Arc<Repository>, args: &PruneArgs) -> Result<Output
         report.packs_partly_used,
         ByteSize(report.bytes_unused_in_used_packs),
     );
+    if report.packs_retained > 0 || report.retention_extended > 0 {
+        text += &format!(
+            "Object Lock: {} unused packs still retained (deleted by a prune after their date); retention extended on {} objects that stay\n",
+            report.packs_retained, report.retention_extended
+        );
+    }
     Ok(Output::ok(text, json!(report)))
 }
 

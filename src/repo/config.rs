@@ -231,12 +231,15 @@ impl RepoConfig {
         Ok(())
     }
 
-    /// Refuse to write into a repository that asks for what this drydock does not do yet.
+    /// Refuse to write into a repository that asks for what this drydock does not do: an
+    /// `object_lock` it cannot parse (a newer drydock's mode) must not be written without.
     pub fn check_writable(&self) -> Result<()> {
-        if self.object_lock.is_some() {
-            return Err(Error::Usage(
-                "this repository uses S3 Object Lock, which this drydock cannot write; upgrade drydock (it can still read and restore)".into(),
-            ));
+        if let Some(lock) = &self.object_lock {
+            lock.parse::<crate::store::WriteRetention>().map_err(|_| {
+                Error::Usage(format!(
+                    "this repository's Object Lock setting {lock:?} is not one this drydock can write; upgrade drydock (it can still read and restore)"
+                ))
+            })?;
         }
         Ok(())
     }

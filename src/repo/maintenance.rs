@@ -250,6 +250,7 @@ pub async fn install(
     let reader = BlobReader::new(repo.clone(), index.clone(), "installing a maintenance key")?;
     let mut report = Installed::default();
     let mut registry: HashSet<BlobId> = HashSet::new();
+    let mut held = Vec::new();
     let recipient = repo
         .keys
         .maintenance_recipient
@@ -274,10 +275,16 @@ pub async fn install(
         let new = repo
             .put_snapshot(&snapshot, Some(summary.seal(&recipient)))
             .await?;
-        if new != old {
-            repo.store.delete(&super::snapshot::key(&old)).await?;
+        let key = super::snapshot::key(&old);
+        if new != old && !super::lock::delete_unless_retained(repo.store.as_ref(), &key).await? {
+            held.push(old);
         }
         report.snapshots.push((old, new));
+    }
+    // Under Object Lock the old objects stay until their date: marked forgotten, so that
+    // nothing counts them twice, and deleted by a later prune.
+    if !held.is_empty() {
+        super::prune::write_record(&repo, Vec::new(), held, chrono::Utc::now()).await?;
     }
     report.registry_blobs = restore_registry_blobs(&repo, &reader, registry, parallel).await?;
     Ok((key, report))

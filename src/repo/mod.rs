@@ -16,6 +16,7 @@ pub mod check;
 pub mod config;
 pub mod index;
 pub mod keys;
+pub mod lock;
 pub mod maintenance;
 pub mod migrate;
 pub mod pack;
@@ -71,6 +72,32 @@ fn check_named(bytes: &[u8], expected: &[u8; 32], what: &str) -> Result<()> {
     Ok(())
 }
 
+/// In a bucket with Object Lock, a `config` a bucket writer hid behind a delete marker: its
+/// last version, read in the store's locked mode (set again from the config right after).
+async fn hidden_config(store: &Arc<dyn Store>) -> Result<Option<Bytes>> {
+    if !store
+        .bucket_lock()
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|b| b.enabled)
+    {
+        return Ok(None);
+    }
+    store.set_write_retention(Some(crate::store::WriteRetention {
+        mode: crate::store::LockMode::Governance,
+        days: 1,
+    }));
+    match store.get(config::KEY).await {
+        Ok(b) => Ok(Some(b)),
+        Err(Error::NotFound(_)) => {
+            store.set_write_retention(None);
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// No `config` object: no repository here — or a repository that lost its config, when
 /// index or snapshot objects are there (an integrity error, not a wrong location).
 async fn missing_config(store: &Arc<dyn Store>) -> Error {
@@ -95,8 +122,13 @@ impl Repository {
         store: Arc<dyn Store>,
         recipient: &Recipient,
         maintenance: Option<&Recipient>,
+        object_lock: Option<crate::store::WriteRetention>,
         identity: Option<&Identity>,
     ) -> Result<Created> {
+        if let Some(r) = &object_lock {
+            lock::require(store.as_ref(), r).await?;
+            store.set_write_retention(Some(*r));
+        }
         if !store.list("").await?.is_empty() {
             if store.get(config::KEY).await.is_ok() {
                 return Err(Error::Usage(format!(
@@ -111,7 +143,11 @@ impl Repository {
         }
         let chunk_key = ChunkKey::generate();
         let secret = crypto::MaintenanceSecret::generate();
-        let config = RepoConfig::new(recipient, &chunk_key, &secret, maintenance, identity);
+        let mut config = RepoConfig::new(recipient, &chunk_key, &secret, maintenance, identity);
+        if let Some(r) = object_lock {
+            config.object_lock = Some(r.to_string());
+            config.seal(&chunk_key, identity);
+        }
         let bytes = Bytes::from(config.to_bytes());
         let created = Created {
             config,
@@ -136,10 +172,16 @@ impl Repository {
     pub async fn open(store: Arc<dyn Store>, key: KeyFile) -> Result<Self> {
         let bytes = match store.get(config::KEY).await {
             Ok(b) => b,
-            Err(Error::NotFound(_)) => return Err(missing_config(&store).await),
+            Err(Error::NotFound(_)) => match hidden_config(&store).await? {
+                Some(b) => b,
+                None => return Err(missing_config(&store).await),
+            },
             Err(e) => return Err(e),
         };
         let config = RepoConfig::parse(&bytes)?;
+        // Before anything else is read or written: every write carries the retention, and
+        // reads and listings see past delete markers a bucket writer planted.
+        store.set_write_retention(lock::configured(&config)?);
         let keys = Keys::open(&config, key, &store.describe())?;
         Ok(Repository {
             store,
@@ -378,10 +420,13 @@ impl Repository {
             .collect())
     }
 
+    /// Every snapshot object, except those forgotten while Object Lock retains them.
     async fn list_snapshot_objects(&self) -> Result<Vec<(SnapshotId, Option<DateTime<Utc>>)>> {
+        let forgotten = prune::forgotten(self).await?;
         let mut ids = Vec::new();
         for o in self.store.list("snapshots/").await? {
             match SnapshotId::from_hex(o.key.trim_start_matches("snapshots/")) {
+                Ok(id) if forgotten.contains(&id) => {}
                 Ok(id) => ids.push((id, o.modified)),
                 Err(_) => {
                     tracing::warn!(key = %crate::term::esc(&o.key), "ignoring an unexpected object under snapshots/")

@@ -37,6 +37,10 @@ pub struct DeletionRecord {
     pub version: u32,
     pub created: DateTime<Utc>,
     pub packs: Vec<PackId>,
+    /// Snapshots forgotten while Object Lock still retained their objects: no command
+    /// counts them any more, and prune deletes them after their date.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<crate::ids::SnapshotId>,
 }
 
 pub const RECORD_VERSION: u32 = 2;
@@ -91,6 +95,10 @@ pub struct PruneReport {
     pub indexes_rewritten: usize,
     /// Packs no index named that snapshots need, indexed again.
     pub packs_reindexed: usize,
+    /// Unused packs Object Lock still retains: deleted by a prune after their date.
+    pub packs_retained: usize,
+    /// Objects whose Object Lock retention this prune extended.
+    pub retention_extended: usize,
     pub dry_run: bool,
 }
 
@@ -357,11 +365,32 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
     let (due, waiting): (Vec<_>, Vec<_>) = records
         .into_iter()
         .partition(|(_, r)| r.created + opts.safety_delay <= now);
-    let to_delete: HashSet<PackId> = due
+    let mut to_delete: HashSet<PackId> = due
         .iter()
         .flat_map(|(_, r)| r.packs.iter().copied())
         .filter(|p| unused.contains(p))
         .collect();
+    // Under Object Lock a pack waits, in its record, until neither it nor an index object
+    // naming it is retained any more.
+    let lock = super::lock::configured(&repo.config)?;
+    let mut held: HashSet<PackId> = HashSet::new();
+    if lock.is_some() {
+        for p in to_delete.clone() {
+            let mut keys = vec![pack::key(&p)];
+            keys.extend(
+                index_of
+                    .get(&p)
+                    .into_iter()
+                    .flatten()
+                    .map(super::index::key),
+            );
+            if super::lock::any_retained(repo.store.as_ref(), &keys, now).await? {
+                to_delete.remove(&p);
+                held.insert(p);
+            }
+        }
+    }
+    report.packs_retained = held.len();
     let still_waiting: HashSet<PackId> = waiting
         .iter()
         .flat_map(|(_, r)| r.packs.iter().copied())
@@ -369,7 +398,7 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
     report.waiting = still_waiting.len();
     let to_mark: Vec<PackId> = unused
         .iter()
-        .filter(|p| !to_delete.contains(p) && !still_waiting.contains(p))
+        .filter(|p| !to_delete.contains(p) && !still_waiting.contains(p) && !held.contains(p))
         .copied()
         .collect();
     report.deleted_packs = to_delete.len();
@@ -400,38 +429,120 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
             repo.write_index(&keep).await?;
         }
         for iid in &affected {
-            repo.store.delete(&super::index::key(iid)).await?;
+            let key = super::index::key(iid);
+            if !super::lock::delete_unless_retained(repo.store.as_ref(), &key).await? {
+                // Still named by an index that stays: its packs stay too.
+                for (p, _) in &index_packs[iid] {
+                    if to_delete.remove(p) {
+                        held.insert(*p);
+                    }
+                }
+            }
         }
         report.indexes_rewritten = affected.len();
     }
     for p in &to_delete {
-        repo.store.delete(&pack::key(p)).await?;
+        if !super::lock::delete_unless_retained(repo.store.as_ref(), &pack::key(p)).await? {
+            held.insert(*p);
+        }
     }
-    for (key, _) in &due {
-        repo.store.delete(key).await?;
+    report.deleted_packs = to_delete.len() - to_delete.iter().filter(|p| held.contains(p)).count();
+    for (key, record) in &due {
+        if finish_record(&repo, record, &held).await? {
+            super::lock::delete_unless_retained(repo.store.as_ref(), key).await?;
+        }
     }
     if !to_mark.is_empty() {
         let mut sorted = to_mark;
         sorted.sort();
-        let rec = DeletionRecord {
-            version: RECORD_VERSION,
-            created: now,
-            packs: sorted,
-        };
-        let name = format!(
-            "{DELETIONS}{}-{}",
-            now.format("%Y%m%dT%H%M%S%.fZ"),
-            hex::encode(rand::random::<[u8; 4]>())
-        );
-        repo.store
-            .put(
-                &name,
-                Bytes::from(rec.to_bytes(repo.keys.deletions("pruning")?)),
-                PutMode::CreateNew,
-            )
-            .await?;
+        write_record(&repo, sorted, Vec::new(), now).await?;
+    }
+    if let Some(retention) = lock {
+        report.retention_extended = extend_kept(&repo, &needed, &retention).await?;
     }
     Ok(report)
+}
+
+/// Delete the snapshots a due record forgot; whether the record is done (none of its packs
+/// or snapshots still held by Object Lock).
+async fn finish_record(
+    repo: &Repository,
+    record: &DeletionRecord,
+    held: &HashSet<PackId>,
+) -> Result<bool> {
+    let mut done = !record.packs.iter().any(|p| held.contains(p));
+    for id in &record.snapshots {
+        let key = super::snapshot::key(id);
+        done &= super::lock::delete_unless_retained(repo.store.as_ref(), &key).await?;
+    }
+    Ok(done)
+}
+
+/// Under Object Lock: keep locked what stays — the packs snapshots use, every index object
+/// and every snapshot object not forgotten — so a kept snapshot's data never becomes
+/// deletable before the snapshot does.
+async fn extend_kept(
+    repo: &Repository,
+    needed: &HashSet<PackId>,
+    retention: &crate::store::WriteRetention,
+) -> Result<usize> {
+    let forgotten = forgotten(repo).await?;
+    let mut objects = Vec::new();
+    for o in repo.store.list("packs/").await? {
+        let name = o.key.rsplit('/').next().unwrap_or_default();
+        if PackId::from_hex(name).is_ok_and(|p| needed.contains(&p)) {
+            objects.push(o);
+        }
+    }
+    objects.extend(repo.store.list("index/").await?);
+    for o in repo.store.list("snapshots/").await? {
+        let id = crate::ids::SnapshotId::from_hex(o.key.trim_start_matches("snapshots/"));
+        if id.is_ok_and(|id| !forgotten.contains(&id)) {
+            objects.push(o);
+        }
+    }
+    super::lock::extend(repo.store.as_ref(), &objects, retention).await
+}
+
+/// Write a deletion record (`deletions/<time>-<random>`).
+pub async fn write_record(
+    repo: &Repository,
+    packs: Vec<PackId>,
+    snapshots: Vec<crate::ids::SnapshotId>,
+    created: DateTime<Utc>,
+) -> Result<()> {
+    let rec = DeletionRecord {
+        version: RECORD_VERSION,
+        created,
+        packs,
+        snapshots,
+    };
+    let name = format!(
+        "{DELETIONS}{}-{}",
+        created.format("%Y%m%dT%H%M%S%.fZ"),
+        hex::encode(rand::random::<[u8; 4]>())
+    );
+    repo.store
+        .put(
+            &name,
+            Bytes::from(rec.to_bytes(repo.keys.deletions("pruning")?)),
+            PutMode::CreateNew,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Snapshots forgotten under Object Lock whose objects are still there (authentic records
+/// only: a backup-only key, which cannot check them, sees every snapshot object).
+pub async fn forgotten(repo: &Repository) -> Result<HashSet<crate::ids::SnapshotId>> {
+    if repo.config.object_lock.is_none() || repo.keys.deletions_if_held().is_none() {
+        return Ok(HashSet::new());
+    }
+    Ok(pending(repo)
+        .await?
+        .into_iter()
+        .flat_map(|(_, r)| r.snapshots)
+        .collect())
 }
 
 /// Whether an index's listing of a pack may be carried into a rewritten index: it matches

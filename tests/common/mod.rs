@@ -411,6 +411,58 @@ pub fn new_locked_bucket() -> String {
     name
 }
 
+/// Set a GOVERNANCE retention date on one version behind drydock's back (moto lets a
+/// bypassing caller move it either way): how tests make retention expire, or shorten it.
+pub async fn set_version_retention(
+    bucket: &str,
+    key: &str,
+    version: &str,
+    until: chrono::DateTime<chrono::Utc>,
+) {
+    s3_client()
+        .put_object_retention()
+        .bucket(bucket)
+        .key(key)
+        .version_id(version)
+        .bypass_governance_retention(true)
+        .retention(
+            aws_sdk_s3::types::ObjectLockRetention::builder()
+                .mode(aws_sdk_s3::types::ObjectLockRetentionMode::Governance)
+                .retain_until_date(aws_smithy_types::DateTime::from_secs(until.timestamp()))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+}
+
+/// Every (key, version id) of the bucket's object versions, delete markers left out.
+pub async fn all_versions(bucket: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
+    loop {
+        let page = s3_client()
+            .list_object_versions()
+            .bucket(bucket)
+            .set_key_marker(key_marker.clone())
+            .set_version_id_marker(version_marker.clone())
+            .send()
+            .await
+            .unwrap();
+        for v in page.versions() {
+            out.push((
+                v.key().unwrap().to_string(),
+                v.version_id().unwrap().to_string(),
+            ));
+        }
+        if page.is_truncated() != Some(true) {
+            return out;
+        }
+        key_marker = page.next_key_marker().map(String::from);
+        version_marker = page.next_version_id_marker().map(String::from);
+    }
+}
+
 /// A plain SDK client for the test S3 server: what a bucket writer (or an attacker with
 /// the bucket's credentials) does behind drydock's back.
 pub fn raw_s3_client() -> aws_sdk_s3::Client {
