@@ -23,7 +23,14 @@ pub struct PruneArgs {
     /// Say what would be marked and deleted; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Rewrite packs of which at least this percentage of bytes is unused: their used blobs
+    /// are copied into new packs and the old packs marked (100 turns repacking off).
+    #[arg(long, value_name = "PERCENT", default_value_t = DEFAULT_REPACK_THRESHOLD, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub repack_threshold: u8,
 }
+
+/// Packs at least this unused (percent) are repacked by default.
+pub const DEFAULT_REPACK_THRESHOLD: u8 = 50;
 
 pub async fn run(ctx: &Context, args: PruneArgs) -> Result<Output> {
     let repo = ctx.open_repo().await?;
@@ -36,6 +43,8 @@ pub async fn run_prune(repo: Arc<Repository>, args: &PruneArgs) -> Result<Output
         &PruneOptions {
             safety_delay: args.safety_delay,
             dry_run: args.dry_run,
+            repack_threshold: (args.repack_threshold < 100)
+                .then(|| f64::from(args.repack_threshold) / 100.0),
         },
     )
     .await?;
@@ -52,6 +61,14 @@ pub async fn run_prune(repo: Arc<Repository>, args: &PruneArgs) -> Result<Output
         report.packs_partly_used,
         ByteSize(report.bytes_unused_in_used_packs),
     );
+    if report.packs_repacked > 0 {
+        text += &format!(
+            "repacked {} mostly unused packs ({} of used blobs copied into {} new packs); the old ones are marked\n",
+            report.packs_repacked,
+            ByteSize(report.bytes_repacked),
+            report.packs_written
+        );
+    }
     if report.packs_retained > 0 || report.retention_extended > 0 {
         text += &format!(
             "Object Lock: {} unused packs still retained (deleted by a prune after their date); retention extended on {} objects that stay\n",

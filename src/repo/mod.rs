@@ -23,6 +23,7 @@ pub mod pack;
 pub mod prune;
 pub mod reader;
 pub mod recover;
+pub mod repack;
 pub mod restorer;
 pub mod retention;
 pub mod snapshot;
@@ -299,12 +300,17 @@ impl Repository {
         let Some(bytes) = self.whole_pack(id).await? else {
             return Ok(None);
         };
-        let len = bytes.len() as u64;
-        let tail = bytes.len().saturating_sub(pack::TRAILER_LEN);
-        pack::header_len(&bytes[tail..], len)
-            .and_then(|n| pack::parse_header(&bytes[bytes.len() - n..], len, &self.keys.objects))
+        self.header_of(&bytes)
             .map(Some)
             .map_err(|e| Error::Integrity(format!("pack {}: {e}", id.short())))
+    }
+
+    /// The authenticated header of a whole pack's bytes.
+    pub fn header_of(&self, bytes: &[u8]) -> Result<Vec<PackEntry>> {
+        let len = bytes.len() as u64;
+        let tail = bytes.len().saturating_sub(pack::TRAILER_LEN);
+        let n = pack::header_len(&bytes[tail..], len)?;
+        pack::parse_header(&bytes[bytes.len() - n..], len, &self.keys.objects)
     }
 
     /// The pack's bytes if they hash to its name.

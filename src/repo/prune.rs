@@ -76,6 +76,8 @@ impl DeletionRecord {
 pub struct PruneOptions {
     pub safety_delay: chrono::Duration,
     pub dry_run: bool,
+    /// Repack packs of which at least this share (0–1) of the bytes is unused.
+    pub repack_threshold: Option<f64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -83,8 +85,13 @@ pub struct PruneReport {
     pub packs: usize,
     pub packs_unused: usize,
     pub packs_partly_used: usize,
-    /// Bytes of unused blobs inside packs still in use (not reclaimed in this version).
+    /// Bytes of unused blobs inside packs still in use (reclaimed by repacking).
     pub bytes_unused_in_used_packs: u64,
+    /// Packs whose used blobs were copied into new packs; they are marked like unused ones.
+    pub packs_repacked: usize,
+    pub bytes_repacked: u64,
+    /// New packs the repacking wrote.
+    pub packs_written: usize,
     pub marked: usize,
     pub waiting: usize,
     /// Packs that looked unused but hold blobs a snapshot uses with no other copy that
@@ -403,10 +410,39 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
         .collect();
     report.deleted_packs = to_delete.len();
     report.deleted_bytes = to_delete.iter().filter_map(|p| sizes.get(p)).sum();
-    report.marked = to_mark.len();
+    // Mostly unused packs that stay, and that no record names yet, are repacked.
+    let recorded: HashSet<PackId> = due
+        .iter()
+        .chain(&waiting)
+        .flat_map(|(_, r)| r.packs.iter().copied())
+        .collect();
+    let repackable: HashMap<PackId, Vec<PackEntry>> = packs
+        .iter()
+        .filter(|(p, _)| needed.contains(p) && !recorded.contains(p) && !unverified.contains(p))
+        .map(|(p, e)| (*p, e.clone()))
+        .collect();
+    let candidates = opts
+        .repack_threshold
+        .map(|t| super::repack::candidates(&repackable, &holder, t))
+        .unwrap_or_default();
+    report.packs_repacked = candidates.len();
+    report.bytes_repacked = candidates
+        .iter()
+        .flat_map(|c| c.keep.iter().map(|e| e.length as u64))
+        .sum();
+    report.marked = to_mark.len() + candidates.len();
     if opts.dry_run {
         return Ok(report);
     }
+    let mut to_mark = to_mark;
+    if !candidates.is_empty() {
+        let done = super::repack::repack(&repo, &candidates).await?;
+        report.packs_repacked = done.old.len();
+        report.bytes_repacked = done.bytes_copied;
+        report.packs_written = done.new_packs;
+        to_mark.extend(done.old);
+    }
+    report.marked = to_mark.len();
 
     // Index first (the packs must never be named by an index once gone), then packs.
     let affected: HashSet<IndexId> = to_delete
