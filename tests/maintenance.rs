@@ -288,3 +288,91 @@ fn a_backup_only_key_can_neither_forget_nor_prune() {
         .expect_error(5, "needs the maintenance key or the identity");
     assert_eq!(snapshot_ids(&repo), vec![id]);
 }
+
+/// The attacker's B1 (helper report): every index object overwritten with garbage, and one
+/// authentic index (backup-only key) naming the packs that hold registry blobs with no
+/// entries, so that no index locates a registry blob a kept snapshot reuses. The
+/// maintenance key's prune must stop rather than treat the layer chunks as unused.
+#[test]
+fn registry_blobs_no_index_locates_stop_the_maintenance_prune() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, mk) = repo_with_maintenance_key(dir.path());
+    let reg = dir.path().join("registry");
+    registry_tree_with_layers(&reg, 2, 3 << 20);
+    let first = backup_registry(&repo, &reg);
+    backup_registry(&repo, &reg);
+    repo.with_key(&mk, &["forget", &first]).expect(0);
+    let root = repo.local_root.clone().unwrap();
+    let saved: Vec<(PathBuf, Vec<u8>)> = walk(&root.join("index"))
+        .into_iter()
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let b = fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    let registry_packs: Vec<drydock::ids::PackId> = {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let r = attacker(&repo).await;
+            let mut out = Vec::new();
+            for (pack, size) in r.list_packs().await.unwrap() {
+                let header = r.read_pack_header(&pack, size).await.unwrap();
+                if header.iter().any(|e| e.blob_type == BlobType::Registry) {
+                    out.push(pack);
+                }
+            }
+            out
+        })
+    };
+    assert!(!registry_packs.is_empty());
+    for (p, _) in &saved {
+        fs::write(p, noise(100, 7)).unwrap();
+    }
+    let auth = common::forge::attacker_auth(&repo);
+    let forged: drydock::repo::index::IndexFile =
+        registry_packs.iter().map(|p| (*p, Vec::new())).collect();
+    let bytes = drydock::repo::index::encode(&forged, &auth);
+    let name = hex::encode(drydock::ids::sha256(&bytes));
+    fs::write(root.join("index").join(name), bytes).unwrap();
+
+    for _ in 0..3 {
+        let r = repo.with_key(&mk, &["prune", "--safety-delay", "0s"]);
+        assert_ne!(r.code, 0, "prune went on: {}", r.stdout);
+    }
+    for (p, b) in &saved {
+        fs::write(p, b).unwrap();
+    }
+    assert_restores(&repo, dir.path(), &reg);
+}
+
+/// With the backup-only key, a snapshot without a summary: forget and prune with the
+/// maintenance key stop (they cannot tell what it keeps) and say how to go on; forgotten by
+/// id, it no longer stops them, and the real snapshot is untouched.
+#[test]
+fn a_snapshot_without_a_summary_is_forgotten_by_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, mk) = repo_with_maintenance_key(dir.path());
+    let reg = dir.path().join("registry");
+    registry_tree_with_layers(&reg, 1, 1 << 20);
+    let real = backup_registry(&repo, &reg);
+    let forged = {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let r = attacker(&repo).await;
+            let s = common::forge::manifest(
+                chrono::Utc::now(),
+                "harbor",
+                drydock::repo::snapshot::Parts::default(),
+            );
+            r.put_snapshot(&s, None).await.unwrap().to_hex()
+        })
+    };
+    repo.with_key(&mk, &["prune"])
+        .expect_error(4, "forget` it by id");
+    repo.with_key(&mk, &["forget", &forged]).expect(0);
+    repo.with_key(&mk, &["prune", "--safety-delay", "0s"])
+        .expect(0);
+    assert_eq!(snapshot_ids(&repo), vec![real]);
+    assert_restores(&repo, dir.path(), &reg);
+}

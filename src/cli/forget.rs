@@ -133,13 +133,16 @@ fn keep_anyway(id: &SnapshotId, snap: &Meta, facts: &Facts) -> Option<String> {
     Some(format!(
         "the newest snapshot of host {} with parts {}; name it to forget it",
         crate::term::esc(&snap.host),
-        snap.parts.join(",")
+        crate::term::esc(snap.parts.join(","))
     ))
 }
 
 /// Every snapshot (one unreadable is an error: forget would misjudge the rest; one not
 /// authentic is no snapshot and is skipped), with when the store wrote each.
-async fn readable_snapshots(repo: &Repository) -> Result<(Vec<(SnapshotId, Meta)>, WriteTimes)> {
+async fn readable_snapshots(
+    repo: &Repository,
+    named: &HashSet<SnapshotId>,
+) -> Result<(Vec<(SnapshotId, Meta)>, WriteTimes)> {
     let (all, written) = repo.load_metas_written().await?;
     let mut snapshots = Vec::new();
     for (id, s) in all {
@@ -147,6 +150,13 @@ async fn readable_snapshots(repo: &Repository) -> Result<(Vec<(SnapshotId, Meta)
             Ok(s) => s,
             Err(Error::Unauthentic(why)) => {
                 tracing::warn!("forget ignores snapshots/{id}: {why}");
+                continue;
+            }
+            // Named on the command line: forgotten whatever it holds (how an unreadable
+            // snapshot that stops forget and prune is removed).
+            Err(e) if named.contains(&id) => {
+                tracing::warn!("forgetting snapshots/{id}, which is unreadable: {e}");
+                snapshots.push((id, unreadable_meta()));
                 continue;
             }
             Err(e) => {
@@ -159,6 +169,18 @@ async fn readable_snapshots(repo: &Repository) -> Result<(Vec<(SnapshotId, Meta)
         snapshots.push((id, s));
     }
     Ok((snapshots, written))
+}
+
+/// What stands for a named snapshot that cannot be read: it counts in no group.
+fn unreadable_meta() -> Meta {
+    Meta {
+        time: chrono::DateTime::<Utc>::MIN_UTC,
+        host: String::new(),
+        tags: Default::default(),
+        expires: None,
+        parts: vec!["unreadable".into()],
+        program: String::new(),
+    }
 }
 
 /// The newest trusted snapshot of each (host, parts) group.
@@ -206,7 +228,7 @@ fn refuse_bursts(
         Some(((host, parts), n)) => Err(Error::Refused(format!(
             "{n} snapshots of host {} with parts {} were written in the last 24 hours (more than {BURST_LIMIT}); refusing to apply --keep-* while they could push real snapshots out: look at them with `drydock snapshots`, forget unwanted ones by id, or pass --allow-burst",
             crate::term::esc(host),
-            parts.join(",")
+            crate::term::esc(parts.join(","))
         ))),
     }
 }
@@ -239,7 +261,7 @@ async fn gather(
     for spec in &args.snapshots {
         named.insert(repo.find_snapshot_id(spec).await?);
     }
-    let (snapshots, written) = readable_snapshots(repo).await?;
+    let (snapshots, written) = readable_snapshots(repo, &named).await?;
     let untrusted: HashMap<SnapshotId, String> = snapshots
         .iter()
         .filter_map(|(id, s)| Some((*id, written.distrust(id, s.time)?)))

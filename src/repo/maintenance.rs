@@ -33,6 +33,9 @@ struct Head {
     meta: Meta,
     closed: bool,
     references: u64,
+    /// How many registry blob ids follow the references.
+    #[serde(default)]
+    registry: u64,
 }
 
 /// A snapshot as the maintenance key sees it.
@@ -43,20 +46,33 @@ pub struct Summary {
     pub closed: bool,
     /// Every blob the snapshot uses (with the exception above), sorted.
     pub references: Vec<BlobId>,
+    /// The registry blobs among them, sorted: what a reader expands. Listed by the writer,
+    /// which knows each blob's type, so that no index (which a holder of the backup-only
+    /// key can forge) decides which blobs are expanded.
+    pub registry: Vec<BlobId>,
 }
 
 /// Summaries larger than this are refused before anything is sized by them.
 const MAX_REFERENCES: u64 = 1 << 28;
 
 impl Summary {
-    pub fn new(meta: Meta, closed: bool, references: impl IntoIterator<Item = BlobId>) -> Self {
-        let mut references: Vec<BlobId> = references.into_iter().collect();
-        references.sort_unstable();
-        references.dedup();
+    pub fn new(
+        meta: Meta,
+        closed: bool,
+        references: impl IntoIterator<Item = BlobId>,
+        registry: impl IntoIterator<Item = BlobId>,
+    ) -> Self {
+        let sorted = |ids: Vec<BlobId>| {
+            let mut ids = ids;
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
         Summary {
             meta,
             closed,
-            references,
+            references: sorted(references.into_iter().collect()),
+            registry: sorted(registry.into_iter().collect()),
         }
     }
 
@@ -67,12 +83,14 @@ impl Summary {
             meta: self.meta.clone(),
             closed: self.closed,
             references: self.references.len() as u64,
+            registry: self.registry.len() as u64,
         })
         .expect("summaries serialise");
-        let mut plain = Vec::with_capacity(4 + head.len() + 32 * self.references.len());
+        let n = self.references.len() + self.registry.len();
+        let mut plain = Vec::with_capacity(4 + head.len() + 32 * n);
         plain.extend_from_slice(&(head.len() as u32).to_le_bytes());
         plain.extend_from_slice(&head);
-        for id in &self.references {
+        for id in self.references.iter().chain(&self.registry) {
             plain.extend_from_slice(&id.0);
         }
         crypto::encrypt(recipient, &plain)
@@ -102,16 +120,30 @@ impl Summary {
             )));
         }
         let ids = &plain[4 + head_len..];
-        if head.references > MAX_REFERENCES || ids.len() as u64 != 32 * head.references {
+        let n = head.references.checked_add(head.registry);
+        if n.is_none_or(|n| n > MAX_REFERENCES || ids.len() as u64 != 32 * n) {
             return Err(bad("its id count does not match its length"));
         }
+        if let Some(p) = head
+            .meta
+            .parts
+            .iter()
+            .find(|p| !["db", "registry", "config"].contains(&p.as_str()))
+        {
+            return Err(bad(&format!("unknown part \"{}\"", crate::term::esc(p))));
+        }
+        if head.closed && head.registry > 0 {
+            return Err(bad("a closed summary lists registry blobs to expand"));
+        }
+        let mut all = ids
+            .chunks_exact(32)
+            .map(|c| BlobId(c.try_into().expect("32 bytes")));
+        let references = all.by_ref().take(head.references as usize).collect();
         Ok(Summary {
             meta: head.meta,
             closed: head.closed,
-            references: ids
-                .chunks_exact(32)
-                .map(|c| BlobId(c.try_into().expect("32 bytes")))
-                .collect(),
+            references,
+            registry: all.collect(),
         })
     }
 
@@ -119,12 +151,13 @@ impl Summary {
     /// `key maintenance` for snapshots written before the repository had a maintenance key).
     pub async fn walk(reader: &BlobReader, snapshot: &Snapshot) -> Result<Summary> {
         let used = prune::referenced(reader, std::slice::from_ref(snapshot)).await?;
-        Ok(Summary::new(snapshot.meta(), true, used))
+        Ok(Summary::new(snapshot.meta(), true, used, []))
     }
 }
 
 /// Every blob the summaries reach: their references, and the chunks of each registry blob
-/// an open summary lists, read with the maintenance identity. Fails rather than guess.
+/// an open summary lists, read with the maintenance identity. Fails rather than guess: a
+/// registry blob with no copy it can open (none indexed, or only forged ones) stops it.
 pub async fn referenced(
     repo: &Repository,
     index: &MasterIndex,
@@ -137,16 +170,8 @@ pub async fn referenced(
     let mut used: HashSet<BlobId> = HashSet::new();
     let mut registry: HashSet<BlobId> = HashSet::new();
     for s in summaries {
-        for id in &s.references {
-            used.insert(*id);
-            let is_registry = index
-                .locations(id)
-                .iter()
-                .any(|l| l.blob_type == BlobType::Registry);
-            if !s.closed && is_registry {
-                registry.insert(*id);
-            }
-        }
+        used.extend(s.references.iter().chain(&s.registry).copied());
+        registry.extend(s.registry.iter().copied());
     }
     for id in registry {
         used.extend(registry_content(repo, index, identity, &id).await?);
@@ -272,6 +297,8 @@ pub async fn install(
                 .iter()
                 .any(|l| l.blob_type == BlobType::Registry)
         }));
+        // A registry blob a forged index hides is not stored again here; a later backup
+        // that reuses it lists it, and prune then stops until `check` finds it.
         let new = repo
             .put_snapshot(&snapshot, Some(summary.seal(&recipient)))
             .await?;

@@ -379,12 +379,18 @@ impl Repository {
     pub async fn save_snapshot(
         self: &Arc<Self>,
         snapshot: &Snapshot,
-        references: Option<&std::collections::HashSet<crate::ids::BlobId>>,
+        references: Option<&writer::References>,
     ) -> Result<SnapshotId> {
         let summary = match (&self.keys.maintenance_recipient, references) {
             (None, _) => None,
             (Some(r), Some(refs)) => Some(
-                maintenance::Summary::new(snapshot.meta(), false, refs.iter().copied()).seal(r),
+                maintenance::Summary::new(
+                    snapshot.meta(),
+                    false,
+                    refs.all.iter().copied(),
+                    refs.registry.iter().copied(),
+                )
+                .seal(r),
             ),
             (Some(r), None) => {
                 let reader = reader::BlobReader::new(
@@ -398,7 +404,8 @@ impl Repository {
         self.put_snapshot(snapshot, summary).await
     }
 
-    async fn put_snapshot(
+    /// Store a snapshot object with the summary given (already sealed), if any.
+    pub async fn put_snapshot(
         &self,
         snapshot: &Snapshot,
         summary: Option<Vec<u8>>,
@@ -477,7 +484,7 @@ impl Repository {
         let envelope = self.load_envelope(id, &what).await?;
         let sealed = envelope.summary.ok_or_else(|| {
             Error::Key(format!(
-                "{what} has no maintenance summary (it was written before the repository had a maintenance key); run `drydock key maintenance` with the identity once to add summaries"
+                "{what} has no maintenance summary: written before the repository had a maintenance key (then run `drydock key maintenance` with the identity once), or by someone holding only the backup-only key (then `drydock forget` it by id)"
             ))
         })?;
         maintenance::Summary::open(identity, &sealed, &what)

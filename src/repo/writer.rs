@@ -66,11 +66,20 @@ pub(super) fn packer_for(blob_type: BlobType) -> usize {
     }
 }
 
+/// What a backup's snapshot uses, as its writer saw it.
+#[derive(Clone, Debug, Default)]
+pub struct References {
+    pub all: HashSet<BlobId>,
+    pub registry: HashSet<BlobId>,
+}
+
 pub struct BlobWriter {
     repo: Arc<Repository>,
     chunk_key: crate::crypto::ChunkKey,
     /// Every blob this writer stored or found stored: the snapshot summary's references.
     referenced: Mutex<HashSet<BlobId>>,
+    /// The registry blobs among them, which a summary lists apart.
+    registry_referenced: Mutex<HashSet<BlobId>>,
     known: RwLock<HashSet<BlobId>>,
     /// Registry blobs by digest lookup key: the repository's and this backup's.
     registry: RwLock<HashMap<LookupKey, BlobId>>,
@@ -100,6 +109,7 @@ impl BlobWriter {
             repo,
             chunk_key,
             referenced: Mutex::default(),
+            registry_referenced: Mutex::default(),
             packers: Default::default(),
             tx: Mutex::new(Some(tx)),
             uploader: Mutex::new(Some(uploader)),
@@ -120,7 +130,7 @@ impl BlobWriter {
     pub fn known_registry(&self, digest: &str) -> Option<BlobId> {
         let lookup = blob::lookup_key(&self.chunk_key, digest);
         let id = self.registry.read().expect("lock").get(&lookup).copied()?;
-        self.referenced.lock().expect("lock").insert(id);
+        self.registry_referenced.lock().expect("lock").insert(id);
         Some(id)
     }
 
@@ -134,6 +144,7 @@ impl BlobWriter {
             self.repo.config.zstd_level,
         )?;
         self.registry.write().expect("lock").insert(lookup, id);
+        self.registry_referenced.lock().expect("lock").insert(id);
         Ok(id)
     }
 
@@ -253,9 +264,13 @@ impl BlobWriter {
         r
     }
 
-    /// Every blob this writer stored or found stored (for the snapshot summary).
-    pub fn references(&self) -> HashSet<BlobId> {
-        self.referenced.lock().expect("lock").clone()
+    /// Every blob this writer stored or found stored (for the snapshot summary), and the
+    /// registry blobs among them.
+    pub fn references(&self) -> References {
+        References {
+            all: self.referenced.lock().expect("lock").clone(),
+            registry: self.registry_referenced.lock().expect("lock").clone(),
+        }
     }
 
     /// Upload what is buffered, wait for every upload and write the last index object.
