@@ -200,7 +200,7 @@ impl Repository {
                     tracing::warn!(key = %crate::term::esc(&o.key), "ignoring an unexpected object under index/");
                     return Ok(None);
                 };
-                let parsed = match self.store.get(&o.key).await {
+                let parsed = match self.get_named(&o.key, &id.0).await {
                     Ok(bytes) => check_named(&bytes, &id.0, &format!("index {}", id.short()))
                         .and_then(|_| index::parse(&bytes, &self.keys.objects))
                         .map_err(|e| Error::Integrity(format!("index {}: {e}", id.short()))),
@@ -315,11 +315,29 @@ impl Repository {
 
     /// The pack's bytes if they hash to its name.
     async fn whole_pack(&self, id: &PackId) -> Result<Option<Bytes>> {
-        match self.store.get(&pack::key(id)).await {
+        match self.get_named(&pack::key(id), &id.0).await {
             Ok(bytes) => Ok((sha256(&bytes) == id.0).then_some(bytes)),
             Err(Error::NotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// A content-addressed object: its current bytes, or, when they do not hash to its
+    /// name and the store keeps versions (Object Lock), the newest earlier version that
+    /// does. A bucket writer's overwrite then hides nothing (FORMAT.md §11.2).
+    pub async fn get_named(&self, key: &str, name: &[u8; 32]) -> Result<Bytes> {
+        let bytes = self.store.get(key).await?;
+        if sha256(&bytes) == *name {
+            return Ok(bytes);
+        }
+        for version in self.store.past_versions(key).await? {
+            let old = self.store.get_version(key, &version).await?;
+            if sha256(&old) == *name {
+                tracing::warn!(key = %crate::term::esc(key), "reading an earlier version: the current one was overwritten and does not match its name");
+                return Ok(old);
+            }
+        }
+        Ok(bytes)
     }
 
     /// Index packs that no index names — left by a backup that was killed before writing
@@ -452,8 +470,7 @@ impl Repository {
     /// A snapshot object's sections, checked against its name and authenticated.
     async fn load_envelope(&self, id: &SnapshotId, what: &str) -> Result<snapshot::Envelope> {
         let bytes = self
-            .store
-            .get(&snapshot::key(id))
+            .get_named(&snapshot::key(id), &id.0)
             .await
             .map_err(Error::into_integrity)?;
         // A copy of a real snapshot under another name is no snapshot: skipping it loses

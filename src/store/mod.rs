@@ -201,6 +201,18 @@ pub trait Store: Send + Sync {
         Ok(Retention::default())
     }
 
+    /// The ids of an object's earlier versions that are not delete markers, newest first
+    /// (the current one left out); empty outside locked mode or for a store without
+    /// versions. What a reader falls back to when a bucket writer overwrote an object.
+    async fn past_versions(&self, _key: &str) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    /// One version of an object, by the id [`past_versions`](Store::past_versions) gave.
+    async fn get_version(&self, key: &str, _version: &str) -> Result<Bytes> {
+        Err(Error::NotFound(key.to_string()))
+    }
+
     /// Lock the object's current version (as [`Store::retention`] finds it) until at least
     /// `until`, in the write retention's mode (a COMPLIANCE retention stays COMPLIANCE);
     /// never shortens a retention that already reaches further, and a date in the past
@@ -274,6 +286,12 @@ impl Store for ReadOnly {
     }
     async fn extend_retention(&self, key: &str, _: DateTime<Utc>) -> Result<()> {
         self.refuse(key)
+    }
+    async fn past_versions(&self, key: &str) -> Result<Vec<String>> {
+        self.inner.past_versions(key).await
+    }
+    async fn get_version(&self, key: &str, version: &str) -> Result<Bytes> {
+        self.inner.get_version(key, version).await
     }
 }
 

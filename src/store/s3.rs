@@ -1234,6 +1234,34 @@ impl Store for S3Store {
     /// PutObjectRetention on the current version (in locked mode past a delete marker),
     /// in the write retention's mode; a COMPLIANCE retention stays COMPLIANCE. A date in
     /// the past locks nothing and sends nothing.
+    async fn past_versions(&self, key: &str) -> Result<Vec<String>> {
+        if !self.locked() {
+            return Ok(Vec::new());
+        }
+        let full = self.full_key(key);
+        let mut live: Vec<Version> = self
+            .versions(key)
+            .await?
+            .into_iter()
+            .filter(|v| v.key == full && !v.delete_marker)
+            .collect();
+        live.sort_by(|a, b| {
+            if a.newer_than(b) {
+                std::cmp::Ordering::Less
+            } else if b.newer_than(a) {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        });
+        Ok(live.into_iter().skip(1).map(|v| v.id).collect())
+    }
+
+    async fn get_version(&self, key: &str, version: &str) -> Result<Bytes> {
+        self.get_with_range(key, None, Some(version.to_string()))
+            .await
+    }
+
     async fn extend_retention(&self, key: &str, until: DateTime<Utc>) -> Result<()> {
         let until = ceil_second(until);
         let state = self.current_lock(key).await?;
