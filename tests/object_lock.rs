@@ -305,7 +305,14 @@ fn overwrites_by_a_bucket_writer_hide_nothing_under_object_lock() {
     l.repo
         .with_key(
             &l.maintenance,
-            &["forget", "--keep-daily", "7", "--prune", "--safety-delay", "0s"],
+            &[
+                "forget",
+                "--keep-daily",
+                "7",
+                "--prune",
+                "--safety-delay",
+                "0s",
+            ],
         )
         .expect(0);
     prune(&l);

@@ -1,4 +1,5 @@
-//! Key files given with `--key` (FORMAT.md §2): an age identity or a backup-only key line.
+//! Key files given with `--key` (FORMAT.md §2): an age identity, a backup-only or a
+//! maintenance key line.
 #![no_main]
 
 use drydock::crypto::{identity_file_text, KeyFile};
@@ -24,6 +25,18 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(again.chunk_key.to_hex(), key.chunk_key.to_hex());
             }
             _ => panic!("a written backup-only key does not parse as one"),
+        },
+        Ok(KeyFile::Maintenance(key)) => match KeyFile::parse(&key.to_file_text()) {
+            Ok(KeyFile::Maintenance(again)) => {
+                assert_eq!(again.repository, key.repository);
+                assert_eq!(
+                    again.identity.to_public().to_string(),
+                    key.identity.to_public().to_string()
+                );
+                assert_eq!(*again.object_key, *key.object_key);
+                assert_eq!(again.secret.to_hex(), key.secret.to_hex());
+            }
+            _ => panic!("a written maintenance key does not parse as one"),
         },
         Err(_) => {}
     }

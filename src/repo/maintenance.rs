@@ -105,6 +105,12 @@ impl Summary {
             )),
             DecryptFailure::Corrupt(why) => bad(&why),
         })?;
+        Self::parse(&plain, what)
+    }
+
+    /// Parse a decrypted summary (FORMAT.md §9.2).
+    pub fn parse(plain: &[u8], what: &str) -> Result<Summary> {
+        let bad = |why: &str| Error::Integrity(format!("{what}: its summary is malformed: {why}"));
         let head_len = plain
             .get(..4)
             .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as usize)
@@ -357,4 +363,55 @@ async fn restore_registry_blobs(
     }
     writer.finish().await?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> Meta {
+        Meta {
+            time: chrono::Utc::now(),
+            host: "harbor".into(),
+            tags: Default::default(),
+            expires: None,
+            parts: vec!["registry".into()],
+            program: "drydock".into(),
+        }
+    }
+
+    #[test]
+    fn summaries_round_trip_and_refuse_bad_counts() {
+        let id = Identity::generate();
+        let s = Summary::new(
+            meta(),
+            false,
+            [BlobId([2; 32]), BlobId([1; 32])],
+            [BlobId([1; 32])],
+        );
+        let back = Summary::open(&id, &s.seal(&id.to_public()), "s").unwrap();
+        assert_eq!(back.references, vec![BlobId([1; 32]), BlobId([2; 32])]);
+        assert_eq!(back.registry, vec![BlobId([1; 32])]);
+        assert!(matches!(
+            Summary::open(&Identity::generate(), &s.seal(&id.to_public()), "s"),
+            Err(Error::Key(_))
+        ));
+        let plain = crypto::decrypt(&id, &s.seal(&id.to_public())).unwrap();
+        for cut in [0, 3, 10, plain.len() - 1] {
+            assert!(Summary::parse(&plain[..cut], "s").is_err(), "cut {cut}");
+        }
+        let mut bad = meta();
+        bad.parts = vec!["\x1b[5m".into()];
+        let s = Summary::new(bad, false, [], []);
+        let plain = crypto::decrypt(&id, &s.seal(&id.to_public())).unwrap();
+        assert!(Summary::parse(&plain, "s").is_err());
+    }
+
+    #[test]
+    fn the_fuzz_seeds_parse() {
+        for seed in ["seed-open", "seed-closed"] {
+            let path = format!("{}/fuzz/corpus/summary/{seed}", env!("CARGO_MANIFEST_DIR"));
+            Summary::parse(&std::fs::read(path).unwrap(), seed).unwrap();
+        }
+    }
 }
