@@ -116,6 +116,11 @@ fn the_maintenance_key_forgets_and_prunes_and_reads_no_content() {
     }
     forget_and_prune(&repo, &mk);
     assert_eq!(snapshot_ids(&repo), vec![second.clone()]);
+    // It lists snapshots from their summaries, without sizes (those are encrypted).
+    let listed = repo.with_key(&mk, &["--json", "snapshots"]).json();
+    assert_eq!(listed["snapshots"][0]["id"], second.as_str());
+    assert_eq!(listed["snapshots"][0]["parts"][0], "registry");
+    assert!(listed["snapshots"][0]["stored_bytes"].is_null());
     assert_restores(&repo, dir.path(), &reg);
     repo.with_key(&mk, &["check"]).expect(0);
     // The maintenance key cannot read or write backups.
