@@ -279,10 +279,10 @@ fn deletes_by_a_bucket_writer_lose_nothing_under_object_lock() {
     assert_restores(&l.repo, dir.path(), &reg);
 }
 
-/// A bucket writer overwrites every snapshot and index object with garbage (new versions;
-/// Object Lock keeps the originals). drydock reads the newest earlier version that matches
-/// each object's name, so the snapshots stay listed and restorable, and retention and prune
-/// keep their data.
+/// A bucket writer overwrites every snapshot, index and pack object with garbage (new
+/// versions; Object Lock keeps the originals). drydock reads the newest earlier version
+/// that matches each object's name, so the snapshots stay listed and restorable, and
+/// retention and prune keep their data.
 #[test]
 fn overwrites_by_a_bucket_writer_hide_nothing_under_object_lock() {
     let dir = tempfile::tempdir().unwrap();
@@ -297,7 +297,10 @@ fn overwrites_by_a_bucket_writer_hide_nothing_under_object_lock() {
         .filter(|k| k.contains("/packs/"))
         .collect();
     for (key, _) in bucket_objects(&l.bucket) {
-        if key.contains("/snapshots/") || key.contains("/index/") {
+        if ["/snapshots/", "/index/", "/packs/"]
+            .iter()
+            .any(|d| key.contains(d))
+        {
             put_object(&l.bucket, &key, &noise(200, 3));
         }
     }

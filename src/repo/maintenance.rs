@@ -196,10 +196,17 @@ async fn registry_content(
 ) -> Result<HashSet<BlobId>> {
     let mut content = HashSet::new();
     let mut opened = 0;
-    for loc in index.locations(id) {
-        if loc.blob_type != BlobType::Registry {
-            continue;
-        }
+    let open = |stored: &[u8], raw_length| {
+        blob::open_for_maintenance(identity, id, raw_length, stored).and_then(|plain| {
+            RegistryEntry::parse(&plain).map_err(|e| Error::Integrity(e.to_string()))
+        })
+    };
+    let locations: Vec<_> = index
+        .locations(id)
+        .into_iter()
+        .filter(|l| l.blob_type == BlobType::Registry)
+        .collect();
+    for loc in &locations {
         let stored = match repo
             .store
             .get_range(&pack::key(&loc.pack), loc.offset as u64, loc.length as u64)
@@ -209,13 +216,22 @@ async fn registry_content(
             Err(Error::NotFound(_)) => continue,
             Err(e) => return Err(e),
         };
-        let entry =
-            blob::open_for_maintenance(identity, id, loc.raw_length, &stored).and_then(|plain| {
-                RegistryEntry::parse(&plain).map_err(|e| Error::Integrity(e.to_string()))
-            });
-        if let Ok(entry) = entry {
+        if let Ok(entry) = open(&stored, loc.raw_length) {
             opened += 1;
             content.extend(entry.content);
+        }
+    }
+    // Under Object Lock, packs a bucket writer overwrote are read from earlier versions.
+    if opened == 0 {
+        for loc in &locations {
+            let Some(pack) = repo.recovered_pack(&loc.pack).await? else {
+                continue;
+            };
+            let range = loc.offset as usize..loc.offset as usize + loc.length as usize;
+            if let Some(Ok(entry)) = pack.get(range).map(|b| open(b, loc.raw_length)) {
+                opened += 1;
+                content.extend(entry.content);
+            }
         }
     }
     if opened == 0 {

@@ -322,6 +322,20 @@ impl Repository {
         }
     }
 
+    /// Under Object Lock, a pack whose current version was overwritten, read whole from the
+    /// newest earlier version that matches its name; `None` when there is none (or the
+    /// repository has no Object Lock, where no earlier version is kept).
+    pub async fn recovered_pack(&self, pack: &PackId) -> Result<Option<Bytes>> {
+        if self.config.object_lock.is_none() {
+            return Ok(None);
+        }
+        match self.get_named(&pack::key(pack), &pack.0).await {
+            Ok(b) if sha256(&b) == pack.0 => Ok(Some(b)),
+            Ok(_) | Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A content-addressed object: its current bytes, or, when they do not hash to its
     /// name and the store keeps versions (Object Lock), the newest earlier version that
     /// does. A bucket writer's overwrite then hides nothing (FORMAT.md §11.2).

@@ -46,6 +46,9 @@ pub struct BlobReader {
     /// Held while a window is fetched: concurrent readers of neighbouring small blobs (a
     /// restore plans directories 16 at a time) wait for it instead of fetching it again.
     window_fetch: Arc<tokio::sync::Mutex<()>>,
+    /// Under Object Lock: the last pack read whole from an earlier version, because a bucket
+    /// writer overwrote its current one (FORMAT.md §11.2).
+    recovered: Arc<tokio::sync::Mutex<Option<(PackId, Bytes)>>>,
 }
 
 /// Blobs close together in one pack, fetched with one request and returned in the order
@@ -84,6 +87,7 @@ impl BlobReader {
             index,
             windows: Arc::new(Mutex::new(VecDeque::new())),
             window_fetch: Arc::new(tokio::sync::Mutex::new(())),
+            recovered: Arc::default(),
         })
     }
 
@@ -256,6 +260,12 @@ impl BlobReader {
         self.index.has_copies(id)
     }
 
+    /// Whether [`load`](Self::load) has somewhere else to read blob `id` from when one copy
+    /// fails: another copy, or under Object Lock an earlier version of its pack.
+    pub fn can_fall_back(&self, id: &BlobId) -> bool {
+        self.has_copies(id) || self.repo.config.object_lock.is_some()
+    }
+
     /// Whether the copy of blob `id` at `loc` is really there: fetched and authenticated
     /// against its keyed id. Damage answers `false`; a store failure is an error.
     pub async fn authenticates_at(&self, id: &BlobId, loc: BlobLocation) -> Result<bool> {
@@ -279,8 +289,9 @@ impl BlobReader {
             false => Vec::new(),
         };
         let mut failed = None;
-        for loc in std::iter::once(first).chain(others) {
-            match self.load_at(id, loc, expected).await {
+        let locations: Vec<BlobLocation> = std::iter::once(first).chain(others).collect();
+        for loc in &locations {
+            match self.load_at(id, *loc, expected).await {
                 Ok(data) => return Ok(data),
                 Err(e @ Error::Integrity(_)) => {
                     failed.get_or_insert(e);
@@ -288,7 +299,40 @@ impl BlobReader {
                 Err(e) => return Err(e),
             }
         }
+        for loc in &locations {
+            if let Some(data) = self.load_from_earlier_version(id, *loc, expected).await? {
+                return Ok(data);
+            }
+        }
         Err(failed.expect("at least the first location was tried"))
+    }
+
+    /// Under Object Lock, the blob from the newest earlier version of its pack that matches
+    /// the pack's name, when the current one was overwritten; `None` otherwise.
+    async fn load_from_earlier_version(
+        &self,
+        id: &BlobId,
+        loc: BlobLocation,
+        expected: BlobType,
+    ) -> Result<Option<Vec<u8>>> {
+        let mut recovered = self.recovered.lock().await;
+        if recovered.as_ref().is_none_or(|(p, _)| *p != loc.pack) {
+            let Some(bytes) = self.repo.recovered_pack(&loc.pack).await? else {
+                return Ok(None);
+            };
+            *recovered = Some((loc.pack, bytes));
+        }
+        let (_, bytes) = recovered.as_ref().expect("just set");
+        let range = loc.offset as usize..loc.offset as usize + loc.length as usize;
+        let Some(stored) = bytes.get(range).map(|b| bytes.slice_ref(b)) else {
+            return Ok(None);
+        };
+        drop(recovered);
+        match self.decode(vec![(*id, loc, stored)], expected).await {
+            Ok(mut out) => Ok(out.pop()),
+            Err(Error::Integrity(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     async fn load_at(&self, id: &BlobId, loc: BlobLocation, expected: BlobType) -> Result<Vec<u8>> {
@@ -333,10 +377,8 @@ impl BlobReader {
                 .await
         };
         match once {
-            // Blobs with other copies are tried one by one from those.
-            Err(Error::Integrity(_))
-                if run.blobs.iter().any(|(id, _)| self.index.has_copies(id)) =>
-            {
+            // Blobs with other copies (or earlier pack versions) are tried one by one.
+            Err(Error::Integrity(_)) if run.blobs.iter().any(|(id, _)| self.can_fall_back(id)) => {
                 let mut out = Vec::with_capacity(run.blobs.len());
                 for (id, _) in &run.blobs {
                     out.push(self.load(id, expected).await?);

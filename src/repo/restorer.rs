@@ -252,7 +252,7 @@ impl<F: Fn(usize, Staged<'_>) -> Result<()>> Output<'_, F> {
     }
 
     /// One wanted blob's plaintext: from the range, or, where that copy is damaged or
-    /// missing and the indexes name others, from the first other copy that authenticates.
+    /// missing, from the first other copy (or earlier pack version) that authenticates.
     fn blob(&self, range: &Range, bytes: &Fetched, w: &Wanted) -> Result<Vec<u8>> {
         let here = match bytes {
             Ok(bytes) => {
@@ -264,7 +264,7 @@ impl<F: Fn(usize, Staged<'_>) -> Result<()>> Output<'_, F> {
             Err(why) => Err(Error::Integrity(why.clone())),
         };
         match here {
-            Err(Error::Integrity(_)) if self.reader.has_copies(&w.id) => self
+            Err(Error::Integrity(_)) if self.reader.can_fall_back(&w.id) => self
                 .runtime
                 .block_on(self.reader.load(&w.id, BlobType::Data)),
             other => other,
@@ -395,7 +395,7 @@ async fn fetch(reader: &BlobReader, range: Range) -> Result<(Range, Fetched)> {
         Ok(bytes) => Ok((range, Ok(bytes))),
         // A missing or cut pack is no loss for blobs the indexes name other copies of: the
         // writer reads those from the copies.
-        Err(Error::Integrity(why)) if range.blobs.iter().any(|w| reader.has_copies(&w.id)) => {
+        Err(Error::Integrity(why)) if range.blobs.iter().any(|w| reader.can_fall_back(&w.id)) => {
             Ok((range, Err(why)))
         }
         Err(e) => Err(e),
