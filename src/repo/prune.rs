@@ -482,7 +482,9 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
             held.insert(*p);
         }
     }
-    report.deleted_packs = to_delete.len() - to_delete.iter().filter(|p| held.contains(p)).count();
+    let deleted: Vec<&PackId> = to_delete.iter().filter(|p| !held.contains(p)).collect();
+    report.deleted_packs = deleted.len();
+    report.deleted_bytes = deleted.iter().filter_map(|p| sizes.get(*p)).sum();
     for (key, record) in &due {
         if finish_record(&repo, record, &held).await? {
             super::lock::delete_unless_retained(repo.store.as_ref(), key).await?;
