@@ -529,3 +529,47 @@ fn prefer_without_tls_warns_naming_the_server() {
         warnings[0]
     );
 }
+
+/// A table too small to chunk (its COPY text under the chunker's minimum) is sealed like a
+/// small configuration file (FORMAT.md §5): its id is no oracle for a guess of its content
+/// with the backup-only key, and it restores exactly.
+#[test]
+fn a_small_table_is_no_oracle_and_restores_exactly() {
+    use drydock::repo::blob::BlobType;
+    let pg = pg::shared();
+    pg.createdb("small_src");
+    pg.sql(
+        "small_src",
+        "CREATE TABLE robot_secret (name text, secret text); INSERT INTO robot_secret VALUES ('robot$ci', 'Harbor12345');",
+    );
+    pg.createdb("small_dst");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    backup(&repo, &pg.url("small_src"), &[]).expect(0);
+    let guess = b"robot$ci\tHarbor12345\n";
+    let (ck, auth) = {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let r = common::forge::attacker(&repo).await;
+            (
+                r.keys.chunk_key("test").unwrap().clone(),
+                r.keys.objects.clone(),
+            )
+        })
+    };
+    let id = ck.blob_id(BlobType::Data as u8, guess);
+    for f in walk(&repo.local_root.as_ref().unwrap().join("index")) {
+        if f.is_file() {
+            let file = drydock::repo::index::parse(&std::fs::read(&f).unwrap(), &auth).unwrap();
+            for (_, entries) in file {
+                assert!(
+                    entries.iter().all(|e| e.id != id),
+                    "the guess matches a stored blob"
+                );
+            }
+        }
+    }
+    restore(&repo, &pg.url("small_dst"), "empty").expect(0);
+    assert_eq!(pg.content("small_src"), pg.content("small_dst"));
+    verify(&repo, &pg.url("small_dst")).expect(0);
+}

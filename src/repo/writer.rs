@@ -227,6 +227,29 @@ impl BlobWriter {
             .map_err(|_| Error::Store("uploads stopped after an error".into()))
     }
 
+    /// [`save_stream`](Self::save_stream), except that a stream shorter than the chunker's
+    /// minimum (one chunk: a small table's COPY text) is stored sealed with `salt`, so that
+    /// its id is no oracle for its content and its stored size does not give its length.
+    /// Readers truncate it to the recorded length. Blocking.
+    pub fn save_stream_sealing_small<R: Read + Send>(
+        &self,
+        mut reader: R,
+        progress: &dyn OnBytes,
+        salt: &blob::Salt,
+    ) -> Result<(Vec<BlobId>, u64)> {
+        let limit = self.small_file_limit();
+        let mut head = Vec::new();
+        (&mut reader)
+            .take(limit)
+            .read_to_end(&mut head)
+            .map_err(|e| Error::io("reading the stream to back up", e))?;
+        if (head.len() as u64) < limit {
+            progress.bytes(head.len() as u64);
+            return Ok((vec![self.save_sealed(&head, salt)?], head.len() as u64));
+        }
+        self.save_stream(std::io::Cursor::new(head).chain(reader), progress)
+    }
+
     /// Chunk a stream and store its chunks in parallel; returns the chunk ids in order and
     /// the stream's length. Blocking.
     pub fn save_stream<R: Read + Send>(

@@ -243,6 +243,7 @@ async fn copy_table(
     table: &TableEntry,
     writer: &Arc<BlobWriter>,
     progress: &Progress,
+    salt: &crate::repo::blob::Salt,
 ) -> Result<TableData> {
     let what = format!("copying table {}", table.display());
     let stream = client
@@ -250,10 +251,10 @@ async fn copy_table(
         .await
         .map_err(|e| pg_error(&what, e))?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
-    let (writer, progress) = (writer.clone(), progress.clone());
+    let (writer, progress, salt) = (writer.clone(), progress.clone(), salt.clone());
     let saver = tokio::task::spawn_blocking(move || {
         let mut reader = ChannelReader::new(rx);
-        let (content, bytes) = writer.save_stream(&mut reader, &*progress)?;
+        let (content, bytes) = writer.save_stream_sealing_small(&mut reader, &*progress, &salt)?;
         Ok::<_, Error>(TableData {
             content,
             rows: reader.digest.rows,
@@ -299,6 +300,8 @@ struct CopyOut<'a> {
     tables: &'a [TableInfo],
     writer: &'a Arc<BlobWriter>,
     progress: &'a Progress,
+    /// This backup's salt for tables too small to chunk (FORMAT.md §5 "Small files").
+    salt: crate::repo::blob::Salt,
 }
 
 impl TableWork for CopyOut<'_> {
@@ -310,7 +313,7 @@ impl TableWork for CopyOut<'_> {
 
     async fn table(&self, client: &Client, i: usize) -> Result<TableData> {
         let entry = &self.tables[i].entry;
-        let data = copy_table(client, entry, self.writer, self.progress).await?;
+        let data = copy_table(client, entry, self.writer, self.progress, &self.salt).await?;
         tracing::debug!(table = %entry.display(), rows = data.rows, "copied");
         Ok(data)
     }
@@ -340,6 +343,7 @@ async fn copy_tables(
         tables,
         writer,
         progress,
+        salt: crate::repo::blob::Salt::generate(),
     };
     let done = for_each_table(target, parallel, order, &work).await?;
     Ok(done.into_iter().map(|(_, data)| data).collect())

@@ -115,8 +115,13 @@ async fn copy_in<C: CopyTarget>(
         .map_err(|e| refused(&what, e))?;
     pin_mut!(sink);
     let mut chunks = std::pin::pin!(reader.load_stream(content, BlobType::Data, parallel));
+    // A small table is one sealed blob, padded and salted: only its recorded length is
+    // COPY text (FORMAT.md §5 "Small files").
+    let mut left = table.bytes;
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk?;
+        let mut chunk = chunk?;
+        chunk.truncate(left.min(chunk.len() as u64) as usize);
+        left -= chunk.len() as u64;
         progress.bytes(chunk.len() as u64);
         sink.send(Bytes::from(chunk))
             .await
