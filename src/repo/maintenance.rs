@@ -423,6 +423,31 @@ mod tests {
         assert!(Summary::parse(&plain, "s").is_err());
     }
 
+    /// The vector of FORMAT.md §9.2.
+    #[test]
+    fn test_vector() {
+        let head = br#"{"version":1,"time":"2026-12-01T00:00:00Z","host":"h","parts":["registry"],"program":"p","closed":false,"references":1,"registry":1}"#;
+        assert_eq!(head.len(), 132);
+        let mut plain = hex::decode("84000000").unwrap();
+        plain.extend_from_slice(head);
+        plain.extend_from_slice(&[0x11; 32]);
+        plain.extend_from_slice(&[0x22; 32]);
+        assert_eq!(plain.len(), 200);
+        let s = Summary::parse(&plain, "v").unwrap();
+        assert_eq!(s.references, vec![BlobId([0x11; 32])]);
+        assert_eq!(s.registry, vec![BlobId([0x22; 32])]);
+        assert!(Summary::parse(&plain[..199], "v").is_err());
+        let mut two = plain.clone();
+        let at = 4
+            + head
+                .windows(14)
+                .position(|w| w == b"\"references\":1")
+                .unwrap()
+            + 13;
+        two[at] = b'2';
+        assert!(Summary::parse(&two, "v").is_err());
+    }
+
     #[test]
     fn the_fuzz_seeds_parse() {
         for seed in ["seed-open", "seed-closed"] {
