@@ -621,3 +621,48 @@ fn a_planted_index_object_stops_nothing() {
         check.stdout
     );
 }
+
+/// With the backup-only key, a registry blob for a real digest whose chunk is other content
+/// (a poisoned layer for later backups to reuse). `check --read-data` hashes every registry
+/// blob's chunks and names it; the real snapshot still checks and restores.
+#[test]
+fn check_read_data_names_a_registry_blob_whose_chunks_do_not_hash_to_its_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    let reg = dir.path().join("registry");
+    let digests = registry_tree_with_layers(&reg, 1, 300 << 10);
+    repo.bk(&["--json", "backup", "--registry-fs", reg.to_str().unwrap()])
+        .expect(0);
+    repo.id(&["check", "--read-data"]).expect(0);
+    let digest = digests[0].clone();
+    forge_raw(
+        &repo,
+        move |r| {
+            let ck = r.keys.chunk_key("test").unwrap();
+            let poison = noise(300 << 10, 4242);
+            let chunk =
+                drydock::repo::blob::encode(ck, &r.keys.recipient, BlobType::Data, &poison, 3);
+            let body = RegistryEntry {
+                digest: digest.clone(),
+                size: poison.len() as u64,
+                content: vec![chunk.id],
+            }
+            .to_bytes();
+            let mut e =
+                drydock::repo::blob::encode(ck, &r.keys.recipient, BlobType::Registry, &body, 3);
+            e.lookup = Some(drydock::repo::blob::lookup_key(ck, &digest));
+            vec![chunk, e]
+        },
+        |_, _| Vec::new(),
+    );
+    let r = repo.id(&["check", "--read-data"]);
+    r.expect(4);
+    assert!(
+        r.stdout.contains("do not hash to its digest"),
+        "{}",
+        r.stdout
+    );
+    let out = dir.path().join("out");
+    repo.id(&["restore", "latest", "--registry-fs", out.to_str().unwrap()])
+        .expect(0);
+}

@@ -15,6 +15,7 @@ use super::pack::{self, PackEntry};
 use super::prune;
 use super::reader::BlobReader;
 use super::snapshot::Snapshot;
+use super::tree::RegistryEntry;
 use super::Repository;
 use crate::error::{Error, Result};
 use crate::ids::{sha256, BlobId, IndexId, PackId, SnapshotId};
@@ -96,11 +97,12 @@ pub async fn check(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRe
     check_pack_sizes(&pack_entries, &sizes, &mut report);
     check_blob_bounds(&pack_entries, &mut report);
     check_deletion_records(&repo, &sizes, &mut report).await?;
-    if opts.read_data > 0.0 {
-        read_packs(&repo, &pack_entries, &sizes, opts, &mut report).await?;
-        check_unindexed_names(&repo, &pack_entries, &sizes, &mut report).await?;
-    }
     let index = Arc::new(index);
+    if opts.read_data > 0.0 {
+        let registry = read_packs(&repo, &pack_entries, &sizes, opts, &mut report).await?;
+        check_unindexed_names(&repo, &pack_entries, &sizes, &mut report).await?;
+        check_registry_digests(&repo, &index, registry, opts, &mut report).await?;
+    }
     if repo.keys.has_identity() {
         check_snapshots(&repo, &index, &mut report).await?;
     } else if repo.keys.maintenance_identity().is_some() {
@@ -304,8 +306,12 @@ async fn check_unindexed_names(
     Ok(())
 }
 
-/// A downloaded pack, its size, and each problem found with the blobs it damages.
-type PackFindings = (PackId, u64, Vec<(String, Vec<BlobId>)>);
+/// Each problem found in a pack, with the blobs it damages.
+type Problems = Vec<(String, Vec<BlobId>)>;
+/// The registry blobs read that authenticate.
+type RegistryRead = Vec<(BlobId, RegistryEntry)>;
+/// A downloaded pack, its size, its problems and its registry blobs.
+type PackFindings = (PackId, u64, Problems, RegistryRead);
 
 /// Download packs, check their hash and header, and authenticate every blob.
 async fn read_packs(
@@ -314,7 +320,7 @@ async fn read_packs(
     sizes: &HashMap<PackId, u64>,
     opts: &CheckOptions,
     report: &mut CheckReport,
-) -> Result<()> {
+) -> Result<RegistryRead> {
     let mut ids: Vec<PackId> = packs
         .keys()
         .filter(|id| sizes.contains_key(id))
@@ -337,22 +343,74 @@ async fn read_packs(
                     .await
                     .map_err(Error::into_integrity)?;
                 let len = bytes.len() as u64;
-                let found =
+                let (found, registry) =
                     tokio::task::spawn_blocking(move || verify_pack(&repo, &id, &bytes, &entries))
                         .await
                         .map_err(|e| Error::Other(format!("check task failed: {e}")))?;
-                Ok((id, len, found))
+                Ok((id, len, found, registry))
             }
         })
         .buffer_unordered(opts.parallel.max(1))
         .collect()
         .await;
+    let mut registry = Vec::new();
     for r in results {
-        let (id, len, found) = r?;
+        let (id, len, found, entries) = r?;
         report.packs_read += 1;
         report.bytes_read += len;
         for (message, blobs) in found {
             report.problem(pack::key(&id), message, blobs);
+        }
+        registry.extend(entries);
+    }
+    Ok(registry)
+}
+
+/// Every registry blob read: its chunks, streamed, must hash to its digest and add up to
+/// its size. A holder of the backup-only key can store other content under a real digest
+/// (its id is then its own, but a later backup reusing the digest would restore it).
+async fn check_registry_digests(
+    repo: &Arc<Repository>,
+    index: &Arc<MasterIndex>,
+    registry: RegistryRead,
+    opts: &CheckOptions,
+    report: &mut CheckReport,
+) -> Result<()> {
+    use sha2::Digest as _;
+    let reader = BlobReader::new(repo.clone(), index.clone(), "check --read-data")?;
+    for (id, entry) in registry {
+        let Some(want) = entry.digest.strip_prefix("sha256:") else {
+            continue;
+        };
+        let mut hash = sha2::Sha256::new();
+        let mut size = 0u64;
+        let mut chunks =
+            std::pin::pin!(reader.load_stream(&entry.content, BlobType::Data, opts.parallel));
+        let mut readable = true;
+        while let Some(chunk) = chunks.next().await {
+            match chunk {
+                Ok(c) => {
+                    size += c.len() as u64;
+                    hash.update(&c);
+                }
+                // Missing or damaged chunks are reported by the pack and snapshot checks.
+                Err(Error::Integrity(_)) => {
+                    readable = false;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if readable && (hex::encode(hash.finalize()) != want || size != entry.size) {
+            report.problem(
+                format!("registry blob {}", id.short()),
+                format!(
+                    "its chunks do not hash to its digest {} ({size} bytes; {} recorded): other content stored under a real digest",
+                    crate::term::esc(&entry.digest),
+                    entry.size
+                ),
+                [id],
+            );
         }
     }
     Ok(())
@@ -364,7 +422,7 @@ fn verify_pack(
     id: &PackId,
     bytes: &[u8],
     entries: &[PackEntry],
-) -> Vec<(String, Vec<BlobId>)> {
+) -> (Problems, RegistryRead) {
     let mut found = Vec::new();
     let all: Vec<BlobId> = entries.iter().map(|e| e.id).collect();
     if sha256(bytes) != id.0 {
@@ -395,12 +453,13 @@ fn verify_pack(
     }
     let keys = &repo.keys;
     let (Ok(identity), Ok(chunk_key)) = (keys.identity(""), keys.chunk_key("")) else {
-        return found;
+        return (found, Vec::new());
     };
     let mut bad = Vec::new();
+    let mut registry = Vec::new();
     for e in entries {
         let range = e.offset as usize..e.offset as usize + e.length as usize;
-        let ok = bytes.get(range).is_some_and(|stored| {
+        let decoded = bytes.get(range).and_then(|stored| {
             blob::decode(
                 identity,
                 chunk_key,
@@ -409,10 +468,16 @@ fn verify_pack(
                 e.raw_length,
                 stored,
             )
-            .is_ok()
+            .ok()
         });
-        if !ok {
-            bad.push(e.id);
+        match decoded {
+            None => bad.push(e.id),
+            Some(plain) if e.blob_type == BlobType::Registry => {
+                if let Ok(entry) = RegistryEntry::parse(&plain) {
+                    registry.push((e.id, entry));
+                }
+            }
+            Some(_) => {}
         }
     }
     if !bad.is_empty() {
@@ -425,7 +490,7 @@ fn verify_pack(
             bad,
         ));
     }
-    found
+    (found, registry)
 }
 
 /// What one tree contributes: its damaged blobs and its child trees.
