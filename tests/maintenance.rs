@@ -45,55 +45,9 @@ fn repo_with_maintenance_key(dir: &Path) -> (Repo, PathBuf) {
     (repo, maintenance)
 }
 
-fn backup_registry(repo: &Repo, reg: &Path) -> String {
-    let r = repo.bk(&["--json", "backup", "--registry-fs", reg.to_str().unwrap()]);
-    r.expect(0);
-    r.json()["snapshot"].as_str().unwrap().to_string()
-}
-
-fn snapshot_ids(repo: &Repo) -> Vec<String> {
-    repo.id(&["--json", "snapshots"]).json()["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
-/// Every snapshot restores the registry tree byte for byte.
-fn assert_restores(repo: &Repo, dir: &Path, reg: &Path) {
-    for id in snapshot_ids(repo) {
-        let out = dir.join(format!("out-{}", &id[..8]));
-        repo.id(&["restore", &id, "--registry-fs", out.to_str().unwrap()])
-            .expect(0);
-        for f in walk(&out.join("docker/registry/v2/blobs")) {
-            if f.is_file() {
-                let rel = f.strip_prefix(&out).unwrap();
-                assert_eq!(fs::read(&f).unwrap(), fs::read(reg.join(rel)).unwrap());
-            }
-        }
-    }
-}
-
 /// The deployed CronJob's forget, then a prune past the safety delay, with the key given.
 fn forget_and_prune(repo: &Repo, key: &Path) {
-    repo.with_key(
-        key,
-        &[
-            "forget",
-            "--expired",
-            "--keep-daily",
-            "7",
-            "--keep-weekly",
-            "4",
-            "--keep-monthly",
-            "6",
-            "--prune",
-            "--safety-delay",
-            "0s",
-        ],
-    )
-    .expect(0);
+    repo.deployed_forget_with(key).expect(0);
     repo.with_key(key, &["prune", "--safety-delay", "0s"])
         .expect(0);
 }
@@ -104,10 +58,10 @@ fn the_maintenance_key_forgets_and_prunes_and_reads_no_content() {
     let (repo, mk) = repo_with_maintenance_key(dir.path());
     let reg = dir.path().join("registry");
     registry_tree_with_layers(&reg, 3, 6 << 20);
-    let first = backup_registry(&repo, &reg);
+    let first = repo.backup_registry(&reg);
     // The second backup reuses every layer by digest: its summary names the registry blobs
     // but not their chunks, which the maintenance key reads from the registry blobs.
-    let second = backup_registry(&repo, &reg);
+    let second = repo.backup_registry(&reg);
     assert_ne!(first, second);
     repo.with_key(&mk, &["forget", &first]).expect(0);
     for _ in 0..2 {
@@ -115,13 +69,13 @@ fn the_maintenance_key_forgets_and_prunes_and_reads_no_content() {
             .expect(0);
     }
     forget_and_prune(&repo, &mk);
-    assert_eq!(snapshot_ids(&repo), vec![second.clone()]);
+    assert_eq!(repo.snapshot_ids(), vec![second.clone()]);
     // It lists snapshots from their summaries, without sizes (those are encrypted).
     let listed = repo.with_key(&mk, &["--json", "snapshots"]).json();
     assert_eq!(listed["snapshots"][0]["id"], second.as_str());
     assert_eq!(listed["snapshots"][0]["parts"][0], "registry");
     assert!(listed["snapshots"][0]["stored_bytes"].is_null());
-    assert_restores(&repo, dir.path(), &reg);
+    repo.assert_restores_registry(dir.path(), &reg);
     repo.with_key(&mk, &["check"]).expect(0);
     // The maintenance key cannot read or write backups.
     let out = dir.path().join("denied");
@@ -173,7 +127,7 @@ fn key_maintenance_readies_an_existing_repository_and_revokes_the_previous_key()
     let repo = local_repo(dir.path());
     let reg = dir.path().join("registry");
     registry_tree_with_layers(&reg, 3, 6 << 20);
-    let before = [backup_registry(&repo, &reg), backup_registry(&repo, &reg)];
+    let before = [repo.backup_registry(&reg), repo.backup_registry(&reg)];
     let mk = dir.path().join("maintenance.key");
     let r = repo.id(&[
         "--json",
@@ -185,12 +139,12 @@ fn key_maintenance_readies_an_existing_repository_and_revokes_the_previous_key()
     r.expect(0);
     let renamed = r.json()["snapshots"].as_array().unwrap().clone();
     assert_eq!(renamed.len(), 2);
-    let after = snapshot_ids(&repo);
+    let after = repo.snapshot_ids();
     for id in &before {
         assert!(!after.contains(id), "snapshot {id} was not rewritten");
     }
     // A backup after the switch reuses the registry blobs written before it.
-    let newest = backup_registry(&repo, &reg);
+    let newest = repo.backup_registry(&reg);
     for old in &after {
         repo.with_key(&mk, &["forget", old]).expect(0);
     }
@@ -198,8 +152,8 @@ fn key_maintenance_readies_an_existing_repository_and_revokes_the_previous_key()
         repo.with_key(&mk, &["prune", "--safety-delay", "0s"])
             .expect(0);
     }
-    assert_eq!(snapshot_ids(&repo), vec![newest]);
-    assert_restores(&repo, dir.path(), &reg);
+    assert_eq!(repo.snapshot_ids(), vec![newest]);
+    repo.assert_restores_registry(dir.path(), &reg);
     // A new maintenance key revokes the old one.
     let mk2 = dir.path().join("maintenance2.key");
     repo.id(&["key", "maintenance", "--out", mk2.to_str().unwrap()])
@@ -220,8 +174,8 @@ fn a_short_registry_copy_cannot_steer_the_maintenance_prune() {
     // Large enough that a pack holds layer chunks only: a pack shared with a used link file
     // would stay whatever prune thought of the chunks.
     let digests = registry_tree_with_layers(&reg, 3, 6 << 20);
-    let first = backup_registry(&repo, &reg);
-    let _second = backup_registry(&repo, &reg);
+    let first = repo.backup_registry(&reg);
+    let _second = repo.backup_registry(&reg);
     let real: Vec<(String, BlobId)> = {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
@@ -277,7 +231,7 @@ fn a_short_registry_copy_cannot_steer_the_maintenance_prune() {
             .expect(0);
     }
     forget_and_prune(&repo, &mk);
-    assert_restores(&repo, dir.path(), &reg);
+    repo.assert_restores_registry(dir.path(), &reg);
 }
 
 #[test]
@@ -286,12 +240,12 @@ fn a_backup_only_key_can_neither_forget_nor_prune() {
     let (repo, _mk) = repo_with_maintenance_key(dir.path());
     let reg = dir.path().join("registry");
     registry_tree_with_layers(&reg, 1, 100 << 10);
-    let id = backup_registry(&repo, &reg);
+    let id = repo.backup_registry(&reg);
     repo.bk(&["forget", &id])
         .expect_error(5, "needs the maintenance key or the identity");
     repo.bk(&["prune"])
         .expect_error(5, "needs the maintenance key or the identity");
-    assert_eq!(snapshot_ids(&repo), vec![id]);
+    assert_eq!(repo.snapshot_ids(), vec![id]);
 }
 
 /// The attacker's B1 (helper report): every index object overwritten with garbage, and one
@@ -304,8 +258,8 @@ fn registry_blobs_no_index_locates_stop_the_maintenance_prune() {
     let (repo, mk) = repo_with_maintenance_key(dir.path());
     let reg = dir.path().join("registry");
     registry_tree_with_layers(&reg, 2, 3 << 20);
-    let first = backup_registry(&repo, &reg);
-    backup_registry(&repo, &reg);
+    let first = repo.backup_registry(&reg);
+    repo.backup_registry(&reg);
     repo.with_key(&mk, &["forget", &first]).expect(0);
     let root = repo.local_root.clone().unwrap();
     let saved: Vec<(PathBuf, Vec<u8>)> = walk(&root.join("index"))
@@ -348,7 +302,7 @@ fn registry_blobs_no_index_locates_stop_the_maintenance_prune() {
     for (p, b) in &saved {
         fs::write(p, b).unwrap();
     }
-    assert_restores(&repo, dir.path(), &reg);
+    repo.assert_restores_registry(dir.path(), &reg);
 }
 
 /// With the backup-only key, a snapshot without a summary: forget and prune with the
@@ -360,7 +314,7 @@ fn a_snapshot_without_a_summary_is_forgotten_by_id() {
     let (repo, mk) = repo_with_maintenance_key(dir.path());
     let reg = dir.path().join("registry");
     registry_tree_with_layers(&reg, 1, 1 << 20);
-    let real = backup_registry(&repo, &reg);
+    let real = repo.backup_registry(&reg);
     let forged = {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
@@ -378,6 +332,6 @@ fn a_snapshot_without_a_summary_is_forgotten_by_id() {
     repo.with_key(&mk, &["forget", &forged]).expect(0);
     repo.with_key(&mk, &["prune", "--safety-delay", "0s"])
         .expect(0);
-    assert_eq!(snapshot_ids(&repo), vec![real]);
-    assert_restores(&repo, dir.path(), &reg);
+    assert_eq!(repo.snapshot_ids(), vec![real]);
+    repo.assert_restores_registry(dir.path(), &reg);
 }

@@ -72,37 +72,6 @@ fn expire_everything(bucket: &str) {
     })
 }
 
-fn backup_registry(repo: &Repo, reg: &Path) -> String {
-    let r = repo.bk(&["--json", "backup", "--registry-fs", reg.to_str().unwrap()]);
-    r.expect(0);
-    r.json()["snapshot"].as_str().unwrap().to_string()
-}
-
-fn snapshot_ids(repo: &Repo) -> Vec<String> {
-    let mut ids: Vec<String> = repo.id(&["--json", "snapshots"]).json()["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
-}
-
-fn assert_restores(repo: &Repo, dir: &Path, reg: &Path) {
-    for id in snapshot_ids(repo) {
-        let out = dir.join(format!("out-{}", &id[..8]));
-        repo.id(&["restore", &id, "--registry-fs", out.to_str().unwrap()])
-            .expect(0);
-        for f in walk(&out.join("docker/registry/v2/blobs")) {
-            if f.is_file() {
-                let rel = f.strip_prefix(&out).unwrap();
-                assert_eq!(fs::read(&f).unwrap(), fs::read(reg.join(rel)).unwrap());
-            }
-        }
-    }
-}
-
 fn prune(l: &Locked) -> serde_json::Value {
     let r = l
         .repo
@@ -165,7 +134,7 @@ fn forget_and_prune_wait_for_the_retention_date_then_delete() {
     let l = locked_repo(dir.path(), "GOVERNANCE:1");
     let reg = dir.path().join("registry");
     registry_tree_with_layers(&reg, 2, 6 << 20);
-    let old = backup_registry(&l.repo, &reg);
+    let old = l.repo.backup_registry(&reg);
     // The second snapshot has other layers only: the first one's packs become unused.
     let reg2 = dir.path().join("registry2");
     fs::create_dir_all(&reg2).unwrap();
@@ -184,7 +153,7 @@ fn forget_and_prune_wait_for_the_retention_date_then_delete() {
         "{}",
         r.stdout
     );
-    assert_eq!(snapshot_ids(&l.repo), vec![kept.clone()]);
+    assert_eq!(l.repo.snapshot_ids(), vec![kept.clone()]);
     let mark = prune(&l);
     assert!(mark["marked"].as_u64().unwrap() > 0, "{mark}");
     let held = prune(&l);
@@ -200,9 +169,9 @@ fn forget_and_prune_wait_for_the_retention_date_then_delete() {
     assert_eq!(done["packs_retained"], 0, "{done}");
     let objects = bucket_objects(&l.bucket);
     assert!(!objects.iter().any(|(k, _)| k.ends_with(&old)));
-    assert_eq!(snapshot_ids(&l.repo), vec![kept]);
+    assert_eq!(l.repo.snapshot_ids(), vec![kept]);
     l.repo.with_key(&l.maintenance, &["check"]).expect(0);
-    assert_restores(&l.repo, dir.path(), &reg2);
+    l.repo.assert_restores_registry(dir.path(), &reg2);
 }
 
 /// A pack an old snapshot wrote and a newer one reuses gets its retention extended, so it
@@ -213,8 +182,8 @@ fn prune_extends_the_retention_of_packs_newer_snapshots_use() {
     let l = locked_repo(dir.path(), "GOVERNANCE:2");
     let reg = dir.path().join("registry");
     registry_tree_with_layers(&reg, 2, 1 << 20);
-    backup_registry(&l.repo, &reg);
-    backup_registry(&l.repo, &reg);
+    l.repo.backup_registry(&reg);
+    l.repo.backup_registry(&reg);
     // As if the packs had been written long ago: retention ends in an hour.
     rt().block_on(async {
         for (key, version) in all_versions(&l.bucket).await {
@@ -245,8 +214,8 @@ fn deletes_by_a_bucket_writer_lose_nothing_under_object_lock() {
     let l = locked_repo(dir.path(), "COMPLIANCE:1");
     let reg = dir.path().join("registry");
     registry_tree_with_layers(&reg, 2, 1 << 20);
-    backup_registry(&l.repo, &reg);
-    let before = snapshot_ids(&l.repo);
+    l.repo.backup_registry(&reg);
+    let before = l.repo.snapshot_ids();
     for (key, _) in bucket_objects(&l.bucket) {
         delete_object(&l.bucket, &key);
     }
@@ -254,29 +223,12 @@ fn deletes_by_a_bucket_writer_lose_nothing_under_object_lock() {
         bucket_objects(&l.bucket).is_empty(),
         "the plain listing still shows objects"
     );
-    assert_eq!(snapshot_ids(&l.repo), before);
-    l.repo
-        .with_key(
-            &l.maintenance,
-            &[
-                "forget",
-                "--expired",
-                "--keep-daily",
-                "7",
-                "--keep-weekly",
-                "4",
-                "--keep-monthly",
-                "6",
-                "--prune",
-                "--safety-delay",
-                "0s",
-            ],
-        )
-        .expect(0);
+    assert_eq!(l.repo.snapshot_ids(), before);
+    l.repo.deployed_forget_with(&l.maintenance).expect(0);
     prune(&l);
-    assert_eq!(snapshot_ids(&l.repo), before);
+    assert_eq!(l.repo.snapshot_ids(), before);
     l.repo.id(&["check", "--read-data"]).expect(0);
-    assert_restores(&l.repo, dir.path(), &reg);
+    l.repo.assert_restores_registry(dir.path(), &reg);
 }
 
 /// A bucket writer overwrites every snapshot, index and pack object with garbage (new
@@ -289,8 +241,8 @@ fn overwrites_by_a_bucket_writer_hide_nothing_under_object_lock() {
     let l = locked_repo(dir.path(), "GOVERNANCE:1");
     let reg = dir.path().join("registry");
     registry_tree_with_layers(&reg, 2, 1 << 20);
-    backup_registry(&l.repo, &reg);
-    let before = snapshot_ids(&l.repo);
+    l.repo.backup_registry(&reg);
+    let before = l.repo.snapshot_ids();
     let packs_before: Vec<String> = bucket_objects(&l.bucket)
         .into_iter()
         .map(|(k, _)| k)
@@ -304,7 +256,7 @@ fn overwrites_by_a_bucket_writer_hide_nothing_under_object_lock() {
             put_object(&l.bucket, &key, &noise(200, 3));
         }
     }
-    assert_eq!(snapshot_ids(&l.repo), before);
+    assert_eq!(l.repo.snapshot_ids(), before);
     l.repo
         .with_key(
             &l.maintenance,
@@ -325,5 +277,5 @@ fn overwrites_by_a_bucket_writer_hide_nothing_under_object_lock() {
         .filter(|k| k.contains("/packs/"))
         .collect();
     assert_eq!(packs_after, packs_before);
-    assert_restores(&l.repo, dir.path(), &reg);
+    l.repo.assert_restores_registry(dir.path(), &reg);
 }

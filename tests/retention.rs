@@ -12,12 +12,7 @@ use common::*;
 use drydock::repo::snapshot::Parts;
 
 fn snapshot_ids(repo: &Repo) -> BTreeSet<String> {
-    repo.id(&["--json", "snapshots"]).json()["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect()
+    repo.snapshot_ids().into_iter().collect()
 }
 
 #[test]

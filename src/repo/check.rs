@@ -573,37 +573,17 @@ async fn check_snapshots(
             report.problem(format!("tree {}", id.short()), message, [id]);
         }
     }
-    if !missing.is_empty() {
-        report.problem(
-            "index".into(),
-            format!(
-                "{} blob(s) used by snapshots are in no index: an index object or pack is missing",
-                missing.len()
-            ),
-            missing.iter().copied(),
-        );
-    }
+    report_missing(report, &missing);
     for (sid, snap) in &snapshots {
         if let Some(why) = snap
             .as_ref()
             .ok()
             .and_then(|s| written.distrust(sid, s.time))
         {
-            unreadable.push((
-                *sid,
-                format!("{why}: retention and `latest` ignore it; if it is not yours, `drydock forget {}` it", sid.short()),
-            ));
+            unreadable.push((*sid, untrusted(sid, &why)));
         }
     }
-    for (sid, message) in unreadable {
-        report.problems.push(Problem {
-            object: format!("snapshots/{sid}"),
-            message,
-            snapshots: vec![sid.short()],
-            blobs: HashSet::new(),
-        });
-    }
-    attribute(report, &damaged_by);
+    report_snapshots(report, unreadable, &damaged_by);
     Ok(())
 }
 
@@ -614,8 +594,7 @@ async fn check_summaries(
     index: &Arc<MasterIndex>,
     report: &mut CheckReport,
 ) -> Result<()> {
-    let summaries = repo.load_summaries().await?;
-    let (_, written) = repo.load_metas_written().await?;
+    let (summaries, written) = repo.load_summaries_written().await?;
     report.snapshots = summaries.len();
     let bad: HashSet<BlobId> = report
         .problems
@@ -634,7 +613,7 @@ async fn check_summaries(
             }
         };
         if let Some(why) = written.distrust(sid, summary.meta.time) {
-            unreadable.push((*sid, format!("{why}: retention and `latest` ignore it; if it is not yours, `drydock forget {}` it", sid.short())));
+            unreadable.push((*sid, untrusted(sid, &why)));
         }
         let used = match super::maintenance::referenced(repo, index, std::slice::from_ref(summary))
             .await
@@ -660,6 +639,21 @@ async fn check_summaries(
             damaged_by.insert(*sid, reached);
         }
     }
+    report_missing(report, &missing);
+    report_snapshots(report, unreadable, &damaged_by);
+    Ok(())
+}
+
+/// Why a snapshot whose time the store contradicts is a problem.
+fn untrusted(sid: &SnapshotId, why: &str) -> String {
+    format!(
+        "{why}: retention and `latest` ignore it; if it is not yours, `drydock forget {}` it",
+        sid.short()
+    )
+}
+
+/// Blobs snapshots use that no index locates.
+fn report_missing(report: &mut CheckReport, missing: &HashSet<BlobId>) {
     if !missing.is_empty() {
         report.problem(
             "index".into(),
@@ -670,6 +664,14 @@ async fn check_summaries(
             missing.iter().copied(),
         );
     }
+}
+
+/// The snapshots that could not be read or trusted, then which snapshots each problem hits.
+fn report_snapshots(
+    report: &mut CheckReport,
+    unreadable: Vec<(SnapshotId, String)>,
+    damaged_by: &HashMap<SnapshotId, BTreeSet<BlobId>>,
+) {
     for (sid, message) in unreadable {
         report.problems.push(Problem {
             object: format!("snapshots/{sid}"),
@@ -678,8 +680,7 @@ async fn check_summaries(
             blobs: HashSet::new(),
         });
     }
-    attribute(report, &damaged_by);
-    Ok(())
+    attribute(report, damaged_by);
 }
 
 async fn tree_facts(

@@ -567,13 +567,18 @@ impl Repository {
 
     /// Every summary, with the maintenance key.
     pub async fn load_summaries(&self) -> Result<Vec<(SnapshotId, Result<maintenance::Summary>)>> {
-        Ok(self
-            .load_each_written(
-                |id| async move { self.load_summary(&id).await },
-                |s| s.meta.time,
-            )
-            .await?
-            .0)
+        Ok(self.load_summaries_written().await?.0)
+    }
+
+    /// [`load_summaries`](Self::load_summaries), with the store's write times.
+    pub async fn load_summaries_written(
+        &self,
+    ) -> Result<(Vec<(SnapshotId, Result<maintenance::Summary>)>, WriteTimes)> {
+        self.load_each_written(
+            |id| async move { self.load_summary(&id).await },
+            |s| s.meta.time,
+        )
+        .await
     }
 
     /// Load every listed snapshot with `load`, oldest first by `time`.

@@ -222,19 +222,64 @@ impl Repo {
 
     /// The deployed CronJob's `forget … --prune`, with no safety delay; its result.
     pub fn deployed_forget(&self) -> Run {
-        self.id(&[
-            "forget",
-            "--expired",
-            "--keep-daily",
-            "7",
-            "--keep-weekly",
-            "4",
-            "--keep-monthly",
-            "6",
-            "--prune",
-            "--safety-delay",
-            "0s",
-        ])
+        self.deployed_forget_with(&self.identity.clone())
+    }
+
+    /// The deployed CronJob's `forget … --prune` with the key given, no safety delay.
+    pub fn deployed_forget_with(&self, key: &Path) -> Run {
+        self.with_key(
+            key,
+            &[
+                "forget",
+                "--expired",
+                "--keep-daily",
+                "7",
+                "--keep-weekly",
+                "4",
+                "--keep-monthly",
+                "6",
+                "--prune",
+                "--safety-delay",
+                "0s",
+            ],
+        )
+    }
+
+    /// Every snapshot id `snapshots --json` lists with the identity, sorted.
+    pub fn snapshot_ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.id(&["--json", "snapshots"]).json()["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// `backup --registry-fs REG` with the backup-only key; the snapshot id.
+    #[track_caller]
+    pub fn backup_registry(&self, reg: &Path) -> String {
+        let r = self.bk(&["--json", "backup", "--registry-fs", reg.to_str().unwrap()]);
+        r.expect(0);
+        r.json()["snapshot"].as_str().unwrap().to_string()
+    }
+
+    /// Every snapshot, restored with the identity, gives the registry tree `reg`'s blobs
+    /// byte for byte.
+    #[track_caller]
+    pub fn assert_restores_registry(&self, dir: &Path, reg: &Path) {
+        for id in self.snapshot_ids() {
+            let out = dir.join(format!("out-{}", &id[..8]));
+            self.id(&["restore", &id, "--registry-fs", out.to_str().unwrap()])
+                .expect(0);
+            for f in walk(&out.join("docker/registry/v2/blobs")) {
+                if f.is_file() {
+                    let rel = f.strip_prefix(&out).unwrap();
+                    assert_eq!(fs::read(&f).unwrap(), fs::read(reg.join(rel)).unwrap());
+                }
+            }
+        }
     }
 
     /// `backup --json` with the backup-only key; returns the summary.
