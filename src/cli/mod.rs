@@ -3,6 +3,7 @@
 mod backup;
 mod check;
 mod completions;
+mod databases;
 mod drill;
 mod forget;
 mod harbor;

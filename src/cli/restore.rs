@@ -6,15 +6,16 @@ use std::sync::Arc;
 use clap::Args;
 use serde_json::json;
 
-use super::{default_parallel, postgres_target, Context, Output};
+use super::{databases, default_parallel, Context, Output};
 use crate::error::{Error, Result};
 use crate::harbor::config::{self, RestoreOptions};
-use crate::harbor::db::restore::Mode;
-use crate::harbor::db::{self};
+use crate::harbor::db::restore::{DbRestoreOptions, Mode};
+use crate::harbor::db::{self, DatabasePart, PgTarget};
 use crate::harbor::registry;
-use crate::ids::ByteSize;
+use crate::ids::{ByteSize, SnapshotId};
 use crate::progress::Progress;
 use crate::repo::reader::BlobReader;
+use crate::repo::snapshot::Snapshot;
 use crate::term::esc;
 
 #[derive(Args, Debug)]
@@ -22,8 +23,15 @@ pub struct RestoreArgs {
     /// Snapshot id, unique prefix, or `latest`.
     pub snapshot: String,
     /// Restore the database into this PostgreSQL database (postgresql://user@host/db).
-    #[arg(long, env = "DRYDOCK_POSTGRES", value_name = "URL")]
-    pub postgres: Option<String>,
+    /// Repeatable for a snapshot of several databases: NAME=URL restores the snapshot's
+    /// database NAME into URL (a bare URL goes to the only one, or to the one of its name).
+    #[arg(long, env = "DRYDOCK_POSTGRES", value_name = "[NAME=]URL")]
+    pub postgres: Vec<String>,
+    /// Who owns the restored objects (empty mode). Default: the restoring role, or the
+    /// database's owner when restoring as a superuser. Grants to roles the target lacks
+    /// are left out and listed.
+    #[arg(long, value_name = "ROLE")]
+    pub owner: Option<String>,
     /// empty: into an empty database (schema + data). running: replace all data of a live
     /// Harbor database of the same schema version, in one transaction.
     #[arg(long, value_enum, default_value = "empty")]
@@ -50,52 +58,104 @@ pub struct RestoreArgs {
 
 const PARTS: [&str; 3] = ["db", "registry", "config"];
 
+/// What the restore printed and reports in --json, part by part.
+#[derive(Default)]
+struct Report {
+    text: String,
+    parts: serde_json::Map<String, serde_json::Value>,
+    databases: Vec<serde_json::Value>,
+}
+
 pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
-    for p in &args.only {
-        if !PARTS.contains(&p.as_str()) {
-            return Err(Error::Usage(format!(
-                "--only {p:?}: the parts are db, registry and config"
-            )));
-        }
-    }
-    let pg = args.postgres.as_deref().map(postgres_target).transpose()?;
+    check_only(&args.only)?;
     let repo = ctx.open_repo().await?;
     let (id, snap) = repo.find_snapshot(&args.snapshot).await?;
-    let held = snap.parts.names();
-    for p in &args.only {
-        if !held.contains(&p.as_str()) {
-            return Err(Error::Usage(format!(
-                "snapshot {} holds no {p} part (it holds: {})",
-                id.short(),
-                held.join(", ")
-            )));
+    let targets = databases::match_targets(&snap.parts.databases, &args.postgres)?;
+    let chosen = choose_parts(&args, &id, &snap, !targets.is_empty())?;
+    let index = Arc::new(repo.load_index().await?);
+    let reader = BlobReader::new(repo.clone(), index, "restore")?;
+    let mut report = Report::default();
+    if chosen.contains(&"db") {
+        for (part, pg) in &targets {
+            restore_database(ctx, &args, &reader, part, pg, &mut report).await?;
         }
     }
-    // A part is restored when it was asked for (--only) or a target for it is given.
-    let has_target = |p: &str| match p {
-        "db" => pg.is_some(),
-        "config" => args.config_dir.is_some(),
-        "registry" => args.registry.given(),
-        _ => false,
-    };
-    let option_for = |p: &str| match p {
+    if let (Some(part), true) = (&snap.parts.registry, chosen.contains(&"registry")) {
+        restore_registry(ctx, &args, &reader, part, &mut report).await?;
+    }
+    if let (Some(part), Some(dir), true) = (
+        &snap.parts.config,
+        &args.config_dir,
+        chosen.contains(&"config"),
+    ) {
+        restore_config(ctx, &args, &reader, part, dir, &mut report).await?;
+    }
+    let Report {
+        text,
+        mut parts,
+        databases,
+    } = report;
+    if let Some(first) = databases.first() {
+        parts.insert("db".into(), first.clone());
+        parts.insert("databases".into(), json!(databases));
+    }
+    Ok(Output::ok(
+        text,
+        json!({"snapshot": id.to_hex(), "parts": parts}),
+    ))
+}
+
+fn check_only(only: &[String]) -> Result<()> {
+    match only.iter().find(|p| !PARTS.contains(&p.as_str())) {
+        Some(p) => Err(Error::Usage(format!(
+            "--only {p:?}: the parts are db, registry and config"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn option_for(part: &str) -> &'static str {
+    match part {
         "db" => "--postgres URL",
         "config" => "--config-dir DIR",
         "registry" => "--registry-fs DIR or --registry-s3 URL",
         _ => "a target",
+    }
+}
+
+/// The parts to restore: those asked for with --only, else those a target is given for.
+fn choose_parts(
+    args: &RestoreArgs,
+    id: &SnapshotId,
+    snap: &Snapshot,
+    databases_given: bool,
+) -> Result<Vec<&'static str>> {
+    let held = snap.parts.names();
+    if let Some(p) = args.only.iter().find(|p| !held.contains(&p.as_str())) {
+        return Err(Error::Usage(format!(
+            "snapshot {} holds no {p} part (it holds: {})",
+            id.short(),
+            held.join(", ")
+        )));
+    }
+    let has_target = |p: &str| match p {
+        "db" => databases_given,
+        "config" => args.config_dir.is_some(),
+        "registry" => args.registry.given(),
+        _ => false,
     };
-    let chosen: Vec<&str> = if args.only.is_empty() {
-        held.iter().copied().filter(|p| has_target(p)).collect()
-    } else {
-        args.only.iter().map(String::as_str).collect()
+    let chosen: Vec<&'static str> = match args.only.is_empty() {
+        true => held.iter().copied().filter(|p| has_target(p)).collect(),
+        false => PARTS
+            .into_iter()
+            .filter(|p| args.only.iter().any(|o| o == p))
+            .collect(),
     };
-    for p in &chosen {
-        if !has_target(p) {
-            return Err(Error::Usage(format!(
-                "restoring the {p} part needs {}",
-                option_for(p)
-            )));
-        }
+    if let Some(p) = chosen.iter().find(|p| !has_target(p)) {
+        return Err(Error::Usage(format!(
+            "restoring the {p} part needs {}",
+            option_for(p)
+        )));
     }
     if chosen.is_empty() {
         let wanted: Vec<String> = held
@@ -109,140 +169,155 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
             wanted.join(", ")
         )));
     }
+    Ok(chosen)
+}
 
-    let index = Arc::new(repo.load_index().await?);
-    let reader = BlobReader::new(repo.clone(), index, "restore")?;
-    let mut text = String::new();
-    let mut parts = serde_json::Map::new();
-    if let (Some(part), Some(pg), true) = (&snap.parts.database, &pg, chosen.contains(&"db")) {
-        if args.dry_run {
-            text += &format!(
-                "would restore the database ({} tables, {} rows, {}) into {} in {:?} mode\n",
-                part.tables.len(),
-                part.total_rows(),
-                ByteSize(part.total_bytes()),
-                pg.describe(),
-                args.mode
-            );
-            parts.insert(
-                "db".into(),
-                json!({"target": pg.describe(), "mode": args.mode, "dry_run": true}),
-            );
-        } else {
-            let progress = Progress::new(ctx.global.progress, "restore db", None);
-            let report = db::restore::restore(
-                pg,
-                &reader,
-                part,
-                args.mode,
-                args.parallel,
-                progress.clone(),
-            )
-            .await?;
-            progress.finish();
-            text +=
-                &format!(
-                "restored the database into {} ({:?} mode): {} tables, {} rows, {} sequences{}\n",
-                pg.describe(),
-                args.mode,
-                report.tables,
-                report.rows,
-                report.sequences,
-                if report.read_only_cleared { "; Harbor's read_only flag cleared" } else { "" }
-            );
-            parts.insert(
-                "db".into(),
-                json!({"target": pg.describe(), "mode": args.mode, "report": report}),
-            );
-        }
+async fn restore_database(
+    ctx: &Context,
+    args: &RestoreArgs,
+    reader: &BlobReader,
+    part: &DatabasePart,
+    pg: &PgTarget,
+    out: &mut Report,
+) -> Result<()> {
+    let name = &part.database;
+    if args.dry_run {
+        out.text += &format!(
+            "would restore database {name} ({} tables, {} rows, {}) into {} in {:?} mode\n",
+            part.tables.len(),
+            part.total_rows(),
+            ByteSize(part.total_bytes()),
+            pg.describe(),
+            args.mode
+        );
+        out.databases.push(
+            json!({"database": name, "target": pg.describe(), "mode": args.mode, "dry_run": true}),
+        );
+        return Ok(());
     }
-    if let (Some(part), true) = (&snap.parts.registry, chosen.contains(&"registry")) {
-        let target = args
-            .registry
-            .open()
-            .await?
-            .expect("checked: a registry target is given");
-        let progress = Progress::new(ctx.global.progress, "restore registry", None);
-        let report = registry::restore::restore(
-            &reader,
-            part,
-            target.store.clone(),
-            args.parallel,
-            args.dry_run,
-            progress.clone(),
-        )
-        .await?;
-        progress.finish();
-        if args.dry_run {
-            for d in &report.would_write {
-                text += &format!("would write blob {}\n", esc(d));
-            }
-            text += &format!(
-                "would restore the registry into {}: {} blobs to write, {} already present, {} links\n",
-                target.root,
-                report.would_write.len(),
-                report.blobs_present,
-                part.link_count
-            );
-        } else {
-            text += &format!(
-                "restored the registry into {}: {} blobs written ({}), {} already present, {} links\n",
-                target.root,
-                report.blobs_written,
-                ByteSize(report.bytes_written),
-                report.blobs_present,
-                report.links_written
-            );
+    let opts = DbRestoreOptions {
+        mode: args.mode,
+        parallel: args.parallel,
+        owner: args.owner.clone(),
+    };
+    let progress = Progress::new(ctx.global.progress, "restore db", None);
+    let report = db::restore::restore(pg, reader, part, &opts, progress.clone()).await?;
+    progress.finish();
+    let mut notes = String::new();
+    if report.read_only_cleared {
+        notes += "; Harbor's read_only flag cleared";
+    }
+    if !report.grants_left_out.is_empty() {
+        notes += &format!("; left out: {}", report.grants_left_out.join("; "));
+    }
+    out.text += &format!(
+        "restored database {name} into {} ({:?} mode): {} tables, {} rows, {} sequences{}\n",
+        pg.describe(),
+        args.mode,
+        report.tables,
+        report.rows,
+        report.sequences,
+        esc(notes)
+    );
+    out.databases.push(
+        json!({"database": name, "target": pg.describe(), "mode": args.mode, "report": report}),
+    );
+    Ok(())
+}
+
+async fn restore_registry(
+    ctx: &Context,
+    args: &RestoreArgs,
+    reader: &BlobReader,
+    part: &registry::RegistryPart,
+    out: &mut Report,
+) -> Result<()> {
+    let target = args
+        .registry
+        .open()
+        .await?
+        .expect("checked: a registry target is given");
+    let progress = Progress::new(ctx.global.progress, "restore registry", None);
+    let report = registry::restore::restore(
+        reader,
+        part,
+        target.store.clone(),
+        args.parallel,
+        args.dry_run,
+        progress.clone(),
+    )
+    .await?;
+    progress.finish();
+    if args.dry_run {
+        for d in &report.would_write {
+            out.text += &format!("would write blob {}\n", esc(d));
         }
-        parts.insert(
-            "registry".into(),
-            json!({"target": target.root, "dry_run": args.dry_run, "report": report}),
+        out.text += &format!(
+            "would restore the registry into {}: {} blobs to write, {} already present, {} links\n",
+            target.root,
+            report.would_write.len(),
+            report.blobs_present,
+            part.link_count
+        );
+    } else {
+        out.text += &format!(
+            "restored the registry into {}: {} blobs written ({}), {} already present, {} links\n",
+            target.root,
+            report.blobs_written,
+            ByteSize(report.bytes_written),
+            report.blobs_present,
+            report.links_written
         );
     }
-    if let (Some(part), Some(target), true) = (
-        &snap.parts.config,
-        &args.config_dir,
-        chosen.contains(&"config"),
-    ) {
-        let opts = RestoreOptions {
-            target: target.clone(),
-            force: args.force,
-            dry_run: args.dry_run,
-            parallel: args.parallel,
-        };
-        let progress = Progress::new(ctx.global.progress, "restore config", None);
-        let (counts, items) = config::restore(&reader, part, &opts, progress.clone()).await?;
-        progress.finish();
-        if args.dry_run {
-            for (path, _) in &items {
-                text += &format!("would write {}\n", esc(path.display()));
-            }
+    out.parts.insert(
+        "registry".into(),
+        json!({"target": target.root, "dry_run": args.dry_run, "report": report}),
+    );
+    Ok(())
+}
+
+async fn restore_config(
+    ctx: &Context,
+    args: &RestoreArgs,
+    reader: &BlobReader,
+    part: &config::ConfigPart,
+    target: &std::path::Path,
+    out: &mut Report,
+) -> Result<()> {
+    let opts = RestoreOptions {
+        target: target.to_path_buf(),
+        force: args.force,
+        dry_run: args.dry_run,
+        parallel: args.parallel,
+    };
+    let progress = Progress::new(ctx.global.progress, "restore config", None);
+    let (counts, items) = config::restore(reader, part, &opts, progress.clone()).await?;
+    progress.finish();
+    if args.dry_run {
+        for (path, _) in &items {
+            out.text += &format!("would write {}\n", esc(path.display()));
         }
-        text += &format!(
-            "{} configuration: {} files, {} dirs, {} symlinks, {} into {}\n",
-            if args.dry_run {
-                "would restore"
-            } else {
-                "restored"
-            },
-            counts.files,
-            counts.dirs,
-            counts.symlinks,
-            ByteSize(counts.bytes),
-            target.display()
-        );
-        let paths: Vec<PathBuf> = if args.dry_run {
-            items.into_iter().map(|(p, _)| p).collect()
-        } else {
-            Vec::new()
-        };
-        parts.insert(
-            "config".into(),
-            json!({"target": target, "counts": counts, "dry_run": args.dry_run, "paths": paths}),
-        );
     }
-    Ok(Output::ok(
-        text,
-        json!({"snapshot": id.to_hex(), "parts": parts}),
-    ))
+    out.text += &format!(
+        "{} configuration: {} files, {} dirs, {} symlinks, {} into {}\n",
+        if args.dry_run {
+            "would restore"
+        } else {
+            "restored"
+        },
+        counts.files,
+        counts.dirs,
+        counts.symlinks,
+        ByteSize(counts.bytes),
+        target.display()
+    );
+    let paths: Vec<PathBuf> = match args.dry_run {
+        true => items.into_iter().map(|(p, _)| p).collect(),
+        false => Vec::new(),
+    };
+    out.parts.insert(
+        "config".into(),
+        json!({"target": target, "counts": counts, "dry_run": args.dry_run, "paths": paths}),
+    );
+    Ok(())
 }

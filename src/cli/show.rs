@@ -38,37 +38,21 @@ pub async fn run(ctx: &Context, args: ShowArgs) -> Result<Output> {
     if let Some(v) = &snap.harbor_version {
         text += &format!("Harbor version: {}\n", esc(v));
     }
-    let mut db_json = serde_json::Value::Null;
-    if let Some(d) = &snap.parts.database {
-        text +=
-            &format!(
-            "\ndatabase \"{}\": PostgreSQL {}, Harbor schema version {}{}, {} tables, {} rows, {}\n",
-            esc(&d.database),
-            esc(&d.server_version),
-            d.harbor_schema_version.map(|v| v.to_string()).unwrap_or_else(|| "none".into()),
-            if d.harbor_schema_dirty == Some(true) { " (dirty)" } else { "" },
-            d.tables.len(),
-            d.total_rows(),
-            ByteSize(d.total_bytes())
-        );
-        let mut tables: Vec<_> = d.tables.iter().collect();
-        tables.sort_by_key(|t| std::cmp::Reverse(t.bytes));
-        for t in &tables {
-            text += &format!(
-                "  {:>12} rows  {:>10}  {}\n",
-                t.rows,
-                ByteSize(t.bytes).to_string(),
-                esc(t.display())
-            );
+    text += &format!(
+        "quiesced: {}\n",
+        match snap.quiesced {
+            Some(true) => "yes (Harbor was read-only for the whole backup)",
+            Some(false) => "no (Harbor was not held read-only)",
+            None => "unknown (written before drydock recorded it)",
         }
-        db_json = json!({
-            "database": d.database, "server_version": d.server_version,
-            "harbor_schema_version": d.harbor_schema_version, "harbor_schema_dirty": d.harbor_schema_dirty,
-            "pg_dump_version": d.pg_dump_version,
-            "tables": d.tables.iter().map(|t| json!({"schema": t.schema, "name": t.name, "rows": t.rows, "bytes": t.bytes})).collect::<Vec<_>>(),
-            "sequences": d.sequences.len(),
-        });
+    );
+    let mut databases = Vec::new();
+    for d in &snap.parts.databases {
+        let (t, j) = describe_database(d);
+        text += &t;
+        databases.push(j);
     }
+    let db_json = databases.first().cloned().unwrap_or_default();
     let mut registry_json = serde_json::Value::Null;
     if let Some(r) = &snap.parts.registry {
         let links = crate::harbor::registry::restore::links(&reader, r).await?;
@@ -131,8 +115,56 @@ pub async fn run(ctx: &Context, args: ShowArgs) -> Result<Output> {
         text,
         json!({
             "id": id.to_hex(), "time": snap.time, "host": snap.host, "tags": snap.tags,
-            "expires": snap.expires, "program": snap.program, "harbor_version": snap.harbor_version, "parts": {"db": db_json, "registry": registry_json, "config": config_json},
+            "expires": snap.expires, "program": snap.program, "harbor_version": snap.harbor_version, "quiesced": snap.quiesced, "parts": {"db": db_json, "databases": databases, "registry": registry_json, "config": config_json},
             "summary": snap.summary,
         }),
     ))
+}
+
+/// One database part: a text section (tables largest first) and its --json object.
+fn describe_database(d: &crate::harbor::db::DatabasePart) -> (String, serde_json::Value) {
+    let mut text = String::new();
+    text += &format!(
+        "\ndatabase \"{}\": PostgreSQL {}, Harbor schema version {}{}, {} tables, {} rows, {}\n",
+        esc(&d.database),
+        esc(&d.server_version),
+        d.harbor_schema_version
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "none".into()),
+        if d.harbor_schema_dirty == Some(true) {
+            " (dirty)"
+        } else {
+            ""
+        },
+        d.tables.len(),
+        d.total_rows(),
+        ByteSize(d.total_bytes())
+    );
+    let mut tables: Vec<_> = d.tables.iter().collect();
+    tables.sort_by_key(|t| std::cmp::Reverse(t.bytes));
+    for t in &tables {
+        text += &format!(
+            "  {:>12} rows  {:>10}  {}\n",
+            t.rows,
+            ByteSize(t.bytes).to_string(),
+            esc(t.display())
+        );
+    }
+    let json = json!({
+        "database": d.database, "server_version": d.server_version,
+        "harbor_schema_version": d.harbor_schema_version, "harbor_schema_dirty": d.harbor_schema_dirty,
+        "pg_dump_version": d.pg_dump_version,
+        "tables": d.tables.iter().map(|t| json!({"schema": t.schema, "name": t.name, "rows": t.rows, "bytes": t.bytes})).collect::<Vec<_>>(),
+        "sequences": d.sequences.len(),
+    });
+    (text, json)
+}
+
+/// `yes`, `no`, or `-` (unknown: a snapshot from before drydock recorded it).
+pub fn quiesced_word(q: Option<bool>) -> &'static str {
+    match q {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "-",
+    }
 }

@@ -39,8 +39,8 @@ pub async fn run(ctx: &Context, _args: SnapshotsArgs) -> Result<Output> {
 
 fn listing(all: &[Row], written: &WriteTimes) -> Output {
     let mut text = format!(
-        "{:<8}  {:<20}  {:<16}  {:<12}  {:>10}  {:>10}  {:<20}  {}\n",
-        "ID", "TIME", "HOST", "PARTS", "LOGICAL", "STORED", "EXPIRES", "TAGS"
+        "{:<8}  {:<20}  {:<16}  {:<12}  {:<8}  {:>10}  {:>10}  {:<20}  {}\n",
+        "ID", "TIME", "HOST", "PARTS", "QUIESCED", "LOGICAL", "STORED", "EXPIRES", "TAGS"
     );
     let mut json_rows = Vec::new();
     let mut unreadable = 0;
@@ -87,12 +87,14 @@ fn row_of(
         .collect();
     let sizes = snap.map(|s| (s.summary.logical_bytes, s.summary.stored_bytes));
     let size = |n: Option<u64>| n.map(|n| ByteSize(n).to_string()).unwrap_or("-".into());
+    let quiesced = snap.and_then(|s| s.quiesced);
     let mut text = format!(
-        "{:<8}  {:<20}  {:<16}  {:<12}  {:>10}  {:>10}  {:<20}  {}\n",
+        "{:<8}  {:<20}  {:<16}  {:<12}  {:<8}  {:>10}  {:>10}  {:<20}  {}\n",
         id.short(),
         m.time.format("%Y-%m-%d %H:%M:%S"),
         esc(&m.host),
         esc(m.parts.join(",")),
+        super::show::quiesced_word(quiesced),
         size(sizes.map(|s| s.0)),
         size(sizes.map(|s| s.1)),
         m.expires
@@ -110,6 +112,7 @@ fn row_of(
         "written": written.0.get(id),
         "tags": m.tags, "parts": m.parts, "expires": m.expires,
         "harbor_version": snap.and_then(|s| s.harbor_version.clone()),
+        "quiesced": quiesced,
         "logical_bytes": sizes.map(|s| s.0), "stored_bytes": sizes.map(|s| s.1),
     });
     (text, json)

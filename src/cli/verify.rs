@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::Args;
 use serde_json::json;
 
-use super::{default_parallel, postgres_target, Context, Output};
+use super::{default_parallel, Context, Output};
 use crate::error::{exit, Error, Result};
 use crate::harbor::{config, db, registry};
 use crate::repo::reader::BlobReader;
@@ -16,9 +16,10 @@ use crate::term::esc;
 pub struct VerifyArgs {
     /// Snapshot id, unique prefix, or `latest`.
     pub snapshot: String,
-    /// Compare this database (row counts and content checksums of every table).
-    #[arg(long, env = "DRYDOCK_POSTGRES", value_name = "URL")]
-    pub postgres: Option<String>,
+    /// Compare this database (row counts and content checksums of every table); NAME=URL,
+    /// repeated, compares each named database of a snapshot that holds several.
+    #[arg(long, env = "DRYDOCK_POSTGRES", value_name = "[NAME=]URL")]
+    pub postgres: Vec<String>,
     #[command(flatten)]
     pub registry: super::RegistryOpts,
     /// Compare the registry through its HTTP API (tags, manifests, layers), e.g.
@@ -35,7 +36,7 @@ pub struct VerifyArgs {
 }
 
 pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
-    if args.postgres.is_none()
+    if args.postgres.is_empty()
         && args.config_dir.is_none()
         && !args.registry.given()
         && args.registry_url.is_none()
@@ -44,21 +45,32 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
             "nothing to verify: give --postgres URL, --registry-fs/--registry-s3/--registry-url, and/or --config-dir DIR".into(),
         ));
     }
-    let pg = args.postgres.as_deref().map(postgres_target).transpose()?;
     let repo = ctx.open_repo().await?;
     let (id, snap) = repo.find_snapshot(&args.snapshot).await?;
     let mut differences: Vec<String> = Vec::new();
     let mut parts = serde_json::Map::new();
-    if let Some(pg) = &pg {
-        let part = snap.parts.database.as_ref().ok_or_else(|| {
-            Error::Usage(format!(
-                "snapshot {} holds no database part to compare",
-                id.short()
-            ))
-        })?;
-        let report = db::verify::verify(pg, part, args.parallel).await?;
-        differences.extend(report.differences.iter().map(|d| format!("db: {d}")));
-        parts.insert("db".into(), json!(report));
+    if !args.postgres.is_empty() && snap.parts.databases.is_empty() {
+        return Err(Error::Usage(format!(
+            "snapshot {} holds no database part to compare",
+            id.short()
+        )));
+    }
+    let several = snap.parts.databases.len() > 1;
+    let mut databases = Vec::new();
+    for (part, pg) in super::databases::match_targets(&snap.parts.databases, &args.postgres)? {
+        let report = db::verify::verify(&pg, part, args.parallel).await?;
+        let label = match several {
+            true => format!("db {}", part.database),
+            false => "db".into(),
+        };
+        differences.extend(report.differences.iter().map(|d| format!("{label}: {d}")));
+        databases.push(json!({"database": part.database, "report": report}));
+        if !parts.contains_key("db") {
+            parts.insert("db".into(), json!(report));
+        }
+    }
+    if !databases.is_empty() {
+        parts.insert("databases".into(), json!(databases));
     }
     let registry_target = args.registry.open().await?;
     if registry_target.is_some() || args.registry_url.is_some() {

@@ -115,9 +115,11 @@ pub fn on_off(v: bool) -> &'static str {
 /// The error for a read-only setting Harbor will not let the API change.
 pub fn locked_error(base: &str) -> Error {
     Error::Usage(format!(
-        "Harbor at {base}: the read_only setting is locked by CONFIG_OVERWRITE_JSON (\"editable\": false), \
-so read-only cannot be set through the API; remove read_only from CONFIG_OVERWRITE_JSON in harbor-core, \
-or back up without --harbor-url"
+        "Harbor at {base} cannot be switched to read-only: harbor-core has CONFIG_OVERWRITE_JSON set \
+(the Helm chart's core.configureUserSettings), and while that variable exists Harbor refuses every \
+configuration change through its API, whatever the variable holds; remove the variable from harbor-core \
+(make those settings in Harbor's UI or API instead), or back up with --harbor-read-only best-effort \
+(warns, not quiesced) or off"
     ))
 }
 

@@ -126,6 +126,10 @@ pub struct Snapshot {
     /// Harbor's version from /api/v2.0/systeminfo, when the backup was given --harbor-url.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub harbor_version: Option<String>,
+    /// Whether the application was held still (Harbor read-only) for the whole backup;
+    /// absent in snapshots of drydock before 0.2 (unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiesced: Option<bool>,
     pub parts: Parts,
     pub summary: Summary,
 }
@@ -173,27 +177,87 @@ impl Snapshot {
                 "{what} holds a {part:?} part this drydock does not know; upgrade drydock"
             )));
         }
+        // Databases are restored and verified by name: two of one name would be ambiguous.
+        let mut names = std::collections::BTreeSet::new();
+        if let Some(d) = snap
+            .parts
+            .databases
+            .iter()
+            .find(|d| !names.insert(&d.database))
+        {
+            return Err(Error::Integrity(format!(
+                "{what} holds two databases named {:?}",
+                d.database
+            )));
+        }
         Ok(snap)
     }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(from = "PartsRepr", into = "PartsRepr")]
 pub struct Parts {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub database: Option<DatabasePart>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Every database captured (`backup --postgres` repeated), in the order given.
+    pub databases: Vec<DatabasePart>,
     pub registry: Option<RegistryPart>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ConfigPart>,
     /// Parts written by a newer drydock; kept so they are reported, not silently dropped.
-    #[serde(flatten)]
     pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
+/// Parts as stored (FORMAT.md §9): one database goes in `database`, as every earlier
+/// drydock wrote it and can read it; several go in `databases`, which an older drydock
+/// reports as a part it does not know instead of restoring only one.
+#[derive(Clone, Serialize, Deserialize)]
+struct PartsRepr {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    database: Option<DatabasePart>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    databases: Vec<DatabasePart>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    registry: Option<RegistryPart>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    config: Option<ConfigPart>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, serde_json::Value>,
+}
+
+impl From<PartsRepr> for Parts {
+    fn from(r: PartsRepr) -> Parts {
+        Parts {
+            databases: r.database.into_iter().chain(r.databases).collect(),
+            registry: r.registry,
+            config: r.config,
+            unknown: r.unknown,
+        }
+    }
+}
+
+impl From<Parts> for PartsRepr {
+    fn from(mut p: Parts) -> PartsRepr {
+        let database = match p.databases.len() {
+            1 => p.databases.pop(),
+            _ => None,
+        };
+        PartsRepr {
+            database,
+            databases: p.databases,
+            registry: p.registry,
+            config: p.config,
+            unknown: p.unknown,
+        }
+    }
+}
+
 impl Parts {
+    /// The database part named `name` (its database name at backup).
+    pub fn database(&self, name: &str) -> Option<&DatabasePart> {
+        self.databases.iter().find(|d| d.database == name)
+    }
+
     pub fn names(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
-        if self.database.is_some() {
+        if !self.databases.is_empty() {
             v.push("db");
         }
         if self.registry.is_some() {
@@ -208,7 +272,7 @@ impl Parts {
     /// The tree blobs at the roots of every part. `check` and `prune` walk from these: a
     /// tree left out here is neither checked nor kept by prune.
     pub fn root_trees(&self) -> Vec<BlobId> {
-        let db = self.database.iter().map(|d| d.tree);
+        let db = self.databases.iter().map(|d| d.tree);
         let registry = self.registry.iter().map(|r| r.blobs);
         db.chain(registry)
             .chain(self.config.iter().flat_map(|c| c.root_trees()))

@@ -61,6 +61,7 @@ pub fn manifest(time: chrono::DateTime<chrono::Utc>, host: &str, parts: Parts) -
         expires: None,
         program: "forged".into(),
         harbor_version: None,
+        quiesced: None,
         parts,
         summary: Summary::default(),
     }

@@ -12,10 +12,29 @@ use std::time::{Duration, Instant};
 pub const PASSWORD: &str = "drydock-test";
 /// The application_name of the tests' own psql and pg_dump runs.
 const TEST_APP: &str = "drydock-tests";
-const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Debian's PostgreSQL 15, the default server.
+const DEBIAN_15: &str = "/usr/lib/postgresql/15/bin";
+
+/// The server binaries tests start by default: `DRYDOCK_TEST_PG_BIN` (scripts/test runs the
+/// database tests a second time with PostgreSQL 18's), else Debian's 15.
+pub fn default_bin() -> PathBuf {
+    std::env::var_os("DRYDOCK_TEST_PG_BIN")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEBIAN_15))
+}
+
+/// PostgreSQL 18's binaries (`DRYDOCK_TEST_PG18_BIN`, set by scripts/test), if installed.
+pub fn pg18_bin() -> Option<PathBuf> {
+    std::env::var_os("DRYDOCK_TEST_PG18_BIN")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
 
 pub struct Postgres {
     pub port: u16,
+    /// The directory of initdb, postgres, psql and pg_dump of this server's major.
+    pub bin: PathBuf,
     dir: tempfile::TempDir,
     child: Option<Child>,
     /// Extra `-c name=value` server settings.
@@ -47,10 +66,10 @@ fn postgres_ids() -> (u32, u32) {
 }
 
 /// Run a server binary, as `postgres` when we are root.
-fn as_postgres(program: &str) -> Command {
+fn as_postgres(program: &Path) -> Command {
     if is_root() {
         let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", program]);
+        c.args(["-u", "postgres", "--"]).arg(program);
         c
     } else {
         Command::new(program)
@@ -66,6 +85,11 @@ fn give_to_postgres(path: &Path) {
 
 impl Postgres {
     pub fn start() -> Self {
+        Postgres::start_in(&default_bin())
+    }
+
+    /// A server from the binaries in `bin`.
+    pub fn start_in(bin: &Path) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("drydock-pg")
             .tempdir()
@@ -76,7 +100,7 @@ impl Postgres {
         let pwfile = dir.path().join("pw");
         std::fs::write(&pwfile, PASSWORD).unwrap();
         give_to_postgres(&pwfile);
-        let out = as_postgres(&format!("{BIN}/initdb"))
+        let out = as_postgres(&bin.join("initdb"))
             .args([
                 "-D",
                 data.to_str().unwrap(),
@@ -102,6 +126,7 @@ impl Postgres {
         );
         let mut pg = Postgres {
             port: 0,
+            bin: bin.to_path_buf(),
             dir,
             child: None,
             settings: Vec::new(),
@@ -112,8 +137,10 @@ impl Postgres {
 
     /// A server with TLS on, its certificate (for the name localhost only) signed by a
     /// fresh test CA. Returns the server and the CA certificate's path.
+    ///
+    /// Always Debian's PostgreSQL 15: the PyPI build of 18 has no SSL support.
     pub fn start_tls() -> (Self, PathBuf) {
-        let mut pg = Postgres::start();
+        let mut pg = Postgres::start_in(Path::new(DEBIAN_15));
         pg.stop();
         let d = pg.dir.path().to_path_buf();
         let pki = super::tls::make_pki(&d, "drydock test CA", "DNS:localhost");
@@ -146,7 +173,7 @@ impl Postgres {
             self.port
         };
         let log = std::fs::File::create(self.dir.path().join("log")).unwrap();
-        let child = as_postgres(&format!("{BIN}/postgres"))
+        let child = as_postgres(&self.bin.join("postgres"))
             .args([
                 "-D",
                 self.data().to_str().unwrap(),
@@ -176,7 +203,7 @@ impl Postgres {
         self.port = port;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ok = Command::new(format!("{BIN}/pg_isready"))
+            let ok = Command::new(self.bin.join("pg_isready"))
                 .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
                 .status()
                 .map(|s| s.success())
@@ -205,7 +232,7 @@ impl Postgres {
 
     /// `pg_ctl stop -m immediate`: the server is a throw-away.
     fn pg_ctl_stop(&self) {
-        let _ = as_postgres(&format!("{BIN}/pg_ctl"))
+        let _ = as_postgres(&self.bin.join("pg_ctl"))
             .args([
                 "stop",
                 "-D",
@@ -235,7 +262,7 @@ impl Postgres {
     }
 
     fn psql_cmd(&self, db: &str) -> Command {
-        let mut c = Command::new("psql");
+        let mut c = Command::new(self.bin.join("psql"));
         c.args([
             "-X",
             "-q",
@@ -310,7 +337,7 @@ impl Postgres {
 
     /// `pg_dump --schema-only`, without the lines that differ between any two dumps.
     pub fn schema_dump(&self, db: &str) -> String {
-        let out = Command::new("pg_dump")
+        let out = Command::new(self.bin.join("pg_dump"))
             .args([
                 "--schema-only",
                 "-h",

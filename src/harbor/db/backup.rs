@@ -9,9 +9,9 @@ use bytes::Bytes;
 use futures::{pin_mut, StreamExt};
 use tokio_postgres::Client;
 
-use super::conn::{in_database, pg_error, PgTarget};
+use super::conn::{different_servers, in_database, pg_error, PgTarget};
 use super::tools::{self, Tool};
-use super::workers::{for_each_table, join_snapshot, TableWork, SNAPSHOT_TX};
+use super::workers::{export_snapshot, for_each_table, join_snapshot, Exported, TableWork};
 use super::{
     table_node_name, ChannelReader, DatabasePart, SequenceEntry, TableEntry, POST_DATA, PRE_DATA,
 };
@@ -187,7 +187,7 @@ async fn list_sequences(client: &Client) -> Result<Vec<SequenceEntry>> {
 async fn dump_section(
     tool: &Tool,
     target: &PgTarget,
-    snapshot: &str,
+    snapshot: &Exported,
     section: &str,
     writer: &Arc<BlobWriter>,
     progress: &Progress,
@@ -197,7 +197,7 @@ async fn dump_section(
         "--schema-only",
         "--no-password",
         &format!("--section={section}"),
-        &format!("--snapshot={snapshot}"),
+        &format!("--snapshot={}", snapshot.id),
     ])
     .env_clear()
     .envs(target.libpq_env())
@@ -206,6 +206,7 @@ async fn dump_section(
     .stderr(Stdio::piped());
     let (writer, progress, section) = (writer.clone(), progress.clone(), section.to_string());
     let path = tool.path.display().to_string();
+    let elsewhere = different_servers(target);
     tokio::task::spawn_blocking(move || {
         let mut child = cmd
             .spawn()
@@ -227,6 +228,10 @@ async fn dump_section(
                 .lines()
                 .rfind(|l| !l.trim().is_empty())
                 .unwrap_or("no message");
+            // pg_dump reached a server that does not hold the exported snapshot.
+            if last.contains("snapshot") && (last.contains("invalid") || last.contains("import")) {
+                return Err(elsewhere);
+            }
             return Err(Error::Other(format!(
                 "pg_dump --section={section} failed ({status}): {last}"
             )));
@@ -296,7 +301,7 @@ async fn copy_table(
 
 /// Copies tables out inside the exported snapshot.
 struct CopyOut<'a> {
-    snapshot: &'a str,
+    snapshot: &'a Exported,
     tables: &'a [TableInfo],
     writer: &'a Arc<BlobWriter>,
     progress: &'a Progress,
@@ -330,7 +335,7 @@ impl TableWork for CopyOut<'_> {
 /// snapshot.
 async fn copy_tables(
     target: &PgTarget,
-    snapshot: &str,
+    snapshot: &Exported,
     tables: &[TableInfo],
     writer: &Arc<BlobWriter>,
     parallel: usize,
@@ -358,39 +363,101 @@ fn file_node(name: &str, content: Vec<BlobId>, size: u64) -> Node {
     }
 }
 
-/// The blob and manifest digests Harbor's database refers to (`blob`, `artifact`), read in
-/// the snapshot, so the registry part can be checked against them.
-async fn referenced_digests(client: &Client) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for (table, sql) in [
-        ("public.blob", "SELECT digest::text FROM public.blob"),
-        (
-            "public.artifact",
+/// The registry digests Harbor's database refers to, read in the snapshot, so the
+/// registry part can be checked against them.
+#[derive(Debug, Default)]
+pub struct Referenced {
+    /// `artifact` digests, and `blob` rows in use (status `none`).
+    pub live: Vec<String>,
+    /// `blob` rows Harbor's GC has marked (`delete`, `deleting`, `deletefailed`): their
+    /// files may be gone already (src/pkg/blob/models/blob.go), which is no loss.
+    pub gc_leftovers: Vec<String>,
+}
+
+impl Referenced {
+    pub fn extend(&mut self, other: Referenced) {
+        self.live.extend(other.live);
+        self.gc_leftovers.extend(other.gc_leftovers);
+        self.normalize();
+    }
+
+    /// Sorted, each digest once, and a digest still live elsewhere is no leftover.
+    fn normalize(&mut self) {
+        for v in [&mut self.live, &mut self.gc_leftovers] {
+            v.sort();
+            v.dedup();
+        }
+        let live = &self.live;
+        self.gc_leftovers.retain(|d| live.binary_search(d).is_err());
+    }
+}
+
+async fn relation_exists(client: &Client, name: &str) -> Result<bool> {
+    Ok(client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+        .await
+        .map_err(|e| pg_error("looking for Harbor's tables", e))?
+        .get(0))
+}
+
+async fn digests(client: &Client, table: &str, sql: &str) -> Result<Vec<String>> {
+    let rows = client
+        .query(sql, &[])
+        .await
+        .map_err(|e| pg_error(&format!("reading {table} digests"), e))?;
+    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+}
+
+/// `None` for a database without Harbor's `blob` and `artifact` tables (Notary's).
+async fn referenced_digests(client: &Client) -> Result<Option<Referenced>> {
+    let (blob, artifact) = (
+        relation_exists(client, "public.blob").await?,
+        relation_exists(client, "public.artifact").await?,
+    );
+    if !blob && !artifact {
+        return Ok(None);
+    }
+    let mut r = Referenced::default();
+    if artifact {
+        r.live = digests(
+            client,
+            "artifact",
             "SELECT digest::text FROM public.artifact",
-        ),
-    ] {
-        let exists: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        )
+        .await?;
+    }
+    if blob {
+        // Harbor added `status` in 2.1; before it every row was live.
+        let has_status: bool = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                  WHERE attrelid = 'public.blob'::regclass AND attname = 'status' AND NOT attisdropped)",
+                &[],
+            )
             .await
             .map_err(|e| pg_error("looking for Harbor's tables", e))?
             .get(0);
-        if exists {
-            let rows = client
-                .query(sql, &[])
-                .await
-                .map_err(|e| pg_error(&format!("reading {table} digests"), e))?;
-            out.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+        let (live, marked) = match has_status {
+            true => (
+                "SELECT digest::text FROM public.blob WHERE status IS NULL OR status = 'none'",
+                Some("SELECT digest::text FROM public.blob WHERE status <> 'none'"),
+            ),
+            false => ("SELECT digest::text FROM public.blob", None),
+        };
+        r.live.extend(digests(client, "blob", live).await?);
+        if let Some(sql) = marked {
+            r.gc_leftovers = digests(client, "blob", sql).await?;
         }
     }
-    out.sort();
-    out.dedup();
-    Ok(out)
+    r.normalize();
+    Ok(Some(r))
 }
 
 /// A database backup and the registry digests the database refers to.
 pub struct DbBackup {
     pub part: DatabasePart,
-    pub referenced_digests: Vec<String>,
+    /// `None` when the database is not Harbor core's.
+    pub referenced: Option<Referenced>,
 }
 
 /// Back up the database at `target` as one consistent snapshot.
@@ -411,17 +478,10 @@ async fn backup_part(
     opts: &DbBackupOptions,
     progress: Progress,
 ) -> Result<DbBackup> {
-    let main = target.connect().await?;
+    let (main, _) = target.connect_primary().await?;
     let (server_version, server_version_num) = server_version(&main).await?;
     let pg_dump = tools::find("pg_dump", server_version_num / 10000)?;
-    main.batch_execute(SNAPSHOT_TX)
-        .await
-        .map_err(|e| pg_error("starting the backup transaction", e))?;
-    let snapshot: String = main
-        .query_one("SELECT pg_export_snapshot()", &[])
-        .await
-        .map_err(|e| pg_error("exporting the snapshot", e))?
-        .get(0);
+    let snapshot = export_snapshot(target, &main, "backup").await?;
     let (schema_version, dirty) = harbor_schema(&main).await?;
     if dirty == Some(true) && !opts.force {
         return Err(Error::Usage(format!(
@@ -432,7 +492,7 @@ async fn backup_part(
     let mut tables = list_tables(&main).await?;
     let foreign_keys = list_foreign_keys(&main, &tables).await?;
     let sequences = list_sequences(&main).await?;
-    let referenced_digests = referenced_digests(&main).await?;
+    let referenced = referenced_digests(&main).await?;
     tracing::info!(tables = tables.len(), sequences = sequences.len(), server = %server_version, "database snapshot taken");
 
     let (pre, pre_len) =
@@ -483,8 +543,5 @@ async fn backup_part(
         sequences,
         foreign_keys,
     };
-    Ok(DbBackup {
-        part,
-        referenced_digests,
-    })
+    Ok(DbBackup { part, referenced })
 }

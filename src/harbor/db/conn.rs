@@ -52,6 +52,9 @@ pub struct PgTarget {
     pub user: String,
     password: Option<String>,
     pub dbname: String,
+    /// libpq's `hostaddr`: the address to connect to, while `host` names the server for
+    /// TLS (a certificate for a Kubernetes service name, reached through a tunnel).
+    pub hostaddr: Option<std::net::IpAddr>,
     pub sslmode: SslMode,
     pub sslrootcert: Option<PathBuf>,
     pub connect_timeout: Duration,
@@ -110,6 +113,7 @@ impl PgTarget {
             Some(decode(parsed.path().trim_start_matches('/'))).filter(|d| !d.is_empty());
         let mut sslmode = None;
         let mut sslrootcert = None;
+        let mut hostaddr = None;
         let mut timeout = None;
         for (k, v) in parsed.query_pairs() {
             let v = v.into_owned();
@@ -124,11 +128,12 @@ impl PgTarget {
                 "password" => password = Some(v),
                 "sslmode" => sslmode = Some(SslMode::parse(&v)?),
                 "sslrootcert" => sslrootcert = Some(PathBuf::from(v)),
+                "hostaddr" => hostaddr = Some(v.parse().map_err(|_| Error::Usage(format!("bad hostaddr {v:?}: want an IP address")))?),
                 "connect_timeout" => timeout = Some(v.parse::<u64>().map_err(|_| Error::Usage(format!("bad connect_timeout {v:?}")))?),
                 "application_name" => {}
                 other => {
                     return Err(Error::Usage(format!(
-                        "--postgres: unsupported parameter {other:?} (supported: host, port, user, dbname, sslmode, sslrootcert, connect_timeout, application_name)"
+                        "--postgres: unsupported parameter {other:?} (supported: host, hostaddr, port, user, dbname, sslmode, sslrootcert, connect_timeout, application_name)"
                     )))
                 }
             }
@@ -167,6 +172,7 @@ impl PgTarget {
             user,
             password,
             dbname,
+            hostaddr: hostaddr.or_else(|| env("PGHOSTADDR").and_then(|a| a.parse().ok())),
             sslmode,
             sslrootcert,
             connect_timeout: Duration::from_secs(timeout.max(1)),
@@ -262,6 +268,9 @@ impl PgTarget {
                 self.connect_timeout.as_secs().to_string(),
             ),
         ];
+        if let Some(a) = self.hostaddr {
+            v.push(("PGHOSTADDR", a.to_string()));
+        }
         if let Some(p) = &self.password {
             v.push(("PGPASSWORD", p.clone()));
         }
@@ -288,6 +297,9 @@ impl PgTarget {
             c.host_path(&self.host);
         } else {
             c.host(&self.host);
+        }
+        if let Some(a) = self.hostaddr {
+            c.hostaddr(a);
         }
         if let Some(p) = &self.password {
             c.password(p);
@@ -537,13 +549,95 @@ fn connect_error(target: &PgTarget, e: tokio_postgres::Error) -> Error {
         src = s.source();
     }
     if msg.contains("certificate") || msg.contains("InvalidCertificate") || msg.contains("tls") {
-        return Error::Key(format!(
-            "TLS to PostgreSQL at {place} failed: {msg}; give the server's CA with sslrootcert=/path (or PGSSLROOTCERT), or sslmode=disable on a trusted network"
-        ));
+        let fix = match cloudnative_pg_cluster(&target.host) {
+            Some(cluster) => format!(
+                "{} names a CloudNativePG service, whose certificate its own CA signs: mount Secret {cluster}-ca (key ca.crt) and set PGSSLROOTCERT to that file (the URI in Secret {cluster}-app sets no sslmode or CA)",
+                target.host
+            ),
+            None => "give the server's CA with sslrootcert=/path (or PGSSLROOTCERT), or sslmode=disable on a trusted network".into(),
+        };
+        return Error::Key(format!("TLS to PostgreSQL at {place} failed: {msg}; {fix}"));
     }
     Error::Other(format!(
         "cannot reach PostgreSQL at {place}: {msg}; check --postgres and that the server is running"
     ))
+}
+
+/// Which server instance a session reached. Behind a load-balanced service (CloudNativePG's
+/// `-r` and `-ro`) each connection may land on another instance, and an exported snapshot
+/// exists only on the one that exported it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerIdentity {
+    pub in_recovery: bool,
+    started: String,
+    address: String,
+}
+
+impl ServerIdentity {
+    pub async fn of(client: &Client) -> Result<Self> {
+        let row = client
+            .query_one(
+                "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.pg_postmaster_start_time()::text,
+                        coalesce(pg_catalog.host(pg_catalog.inet_server_addr()), '') || ':' ||
+                        coalesce(pg_catalog.inet_server_port()::text, '')",
+                &[],
+            )
+            .await
+            .map_err(|e| pg_error("asking which server this is", e))?;
+        Ok(ServerIdentity {
+            in_recovery: row.get(0),
+            started: row.get(1),
+            address: row.get(2),
+        })
+    }
+}
+
+/// What to point `--postgres` at instead of a standby or a load-balanced service.
+fn primary_hint(target: &PgTarget) -> String {
+    match cloudnative_pg_cluster(&target.host) {
+        Some(c) => format!("point --postgres at the primary: CloudNativePG's {c}-rw service, never {c}-r or {c}-ro"),
+        None => "point --postgres at the primary server itself, not at a standby or a load-balanced service".into(),
+    }
+}
+
+/// Sessions to `target` reached different servers.
+pub fn different_servers(target: &PgTarget) -> Error {
+    Error::Usage(format!(
+        "connections to {} reach different PostgreSQL servers (a load-balanced service), so they cannot share one snapshot; {}",
+        target.describe(),
+        primary_hint(target)
+    ))
+}
+
+impl PgTarget {
+    /// A session on the primary: a standby is refused, and so is a service that spreads
+    /// connections over several servers (a second session must reach the same one).
+    pub async fn connect_primary(&self) -> Result<(Client, ServerIdentity)> {
+        let client = self.connect().await?;
+        let server = ServerIdentity::of(&client).await?;
+        if server.in_recovery {
+            return Err(Error::Usage(format!(
+                "{} is a standby (in recovery); {}",
+                self.describe(),
+                primary_hint(self)
+            )));
+        }
+        let probe = self.connect().await?;
+        if ServerIdentity::of(&probe).await? != server {
+            return Err(different_servers(self));
+        }
+        Ok((client, server))
+    }
+}
+
+/// The cluster name in a CloudNativePG service host (`<cluster>-rw`, `-ro` or `-r`, with or
+/// without `.<namespace>[.svc[.<domain>]]`), for messages that name its Secrets.
+pub fn cloudnative_pg_cluster(host: &str) -> Option<&str> {
+    let service = host.split('.').next()?;
+    ["-rw", "-ro", "-r"]
+        .iter()
+        .find_map(|s| service.strip_suffix(s))
+        .filter(|c| !c.is_empty())
 }
 
 /// Name the database in a failure that does not already: "copying table x: the connection

@@ -8,6 +8,7 @@
 
 pub mod backup;
 pub mod conn;
+mod grants;
 pub mod restore;
 mod scratch;
 pub mod sql;

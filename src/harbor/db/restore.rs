@@ -39,6 +39,19 @@ pub struct DbRestoreReport {
     pub bytes: u64,
     pub sequences: usize,
     pub read_only_cleared: bool,
+    /// Privilege statements of the snapshot this target could not take ([`Grants`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub grants_left_out: Vec<String>,
+}
+
+/// How to restore a database part.
+#[derive(Clone, Debug)]
+pub struct DbRestoreOptions {
+    pub mode: Mode,
+    pub parallel: usize,
+    /// Who owns the restored objects (empty mode); default: the restoring role, or the
+    /// database's owner when restoring as a superuser.
+    pub owner: Option<String>,
 }
 
 pub type Progress = Arc<dyn OnBytes + Send + Sync>;
@@ -184,9 +197,16 @@ fn refused(at: &str, e: tokio_postgres::Error) -> Error {
 /// Apply a section that [`sql::checked`] passed, one statement at a time over the simple
 /// query protocol (what psql does, without its meta-commands), stopping at the first error.
 /// pg_dump's `ALTER … OWNER TO` statements are skipped: the loading role owns everything.
-async fn apply_sql(client: &Client, script: &str, section: &str, place: &str) -> Result<()> {
+/// So are privilege statements the target cannot take ([`Grants`]).
+async fn apply_sql(
+    loader: &Loader,
+    client: &Client,
+    script: &str,
+    section: &str,
+    place: &str,
+) -> Result<()> {
     for s in sql::statements(script) {
-        if s.is_owner_change() {
+        if s.is_owner_change() || !loader.grants.keep(&s) {
             continue;
         }
         client.batch_execute(s.text).await.map_err(|e| {
@@ -289,7 +309,7 @@ async fn apply_post_data(
     }
     let run = |script: String| async move {
         let client = loader.connect().await?;
-        apply_sql(&client, &script, "post-data", place).await
+        apply_sql(loader, &client, &script, "post-data", place).await
     };
     futures::future::try_join_all(scripts.into_iter().map(|(_, s)| run(s))).await?;
     run(post.preamble + &post.rest.concat()).await
@@ -310,36 +330,92 @@ async fn set_sequences<C: GenericClient>(client: &C, sequences: &[SequenceEntry]
     Ok(())
 }
 
-async fn user_relations(client: &Client) -> Result<i64> {
-    Ok(client
+/// What an empty-mode target holds before the restore.
+#[derive(Debug, PartialEq)]
+enum Contents {
+    Empty,
+    /// Only the empty `schema_migrations` that Harbor's database image creates at first
+    /// start (make/photon/db/initial-registry.sql): as good as empty.
+    FreshHarbor,
+    /// Harbor core has migrated it to this schema version.
+    Harbor(i64),
+    /// Tables, views or sequences that are not Harbor's fresh start.
+    Other(i64),
+}
+
+async fn contents(client: &Client) -> Result<Contents> {
+    let inspect = |e| pg_error("inspecting the target database", e);
+    let (relations, others): (i64, i64) = client
         .query_one(
-            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            "SELECT count(*), count(*) FILTER (WHERE NOT (n.nspname = 'public' AND c.relname = 'schema_migrations' AND c.relkind = 'r'))
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
              WHERE c.relkind IN ('r','p','v','m','S','f')
                AND n.nspname NOT IN ('pg_catalog', 'information_schema')
                AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'",
             &[],
         )
         .await
-        .map_err(|e| pg_error("inspecting the target database", e))?
-        .get(0))
+        .map(|r| (r.get(0), r.get(1)))
+        .map_err(inspect)?;
+    if relations == 0 {
+        return Ok(Contents::Empty);
+    }
+    if others > 0 {
+        return Ok(Contents::Other(relations));
+    }
+    let (version, _) = harbor_schema(client).await?;
+    Ok(match version {
+        Some(v) => Contents::Harbor(v),
+        None => Contents::FreshHarbor,
+    })
+}
+
+/// Refuse a target that is not empty; make way in a freshly installed Harbor database by
+/// dropping its empty `schema_migrations` (the snapshot's schema brings it back).
+async fn make_way(client: &Client, target: &PgTarget) -> Result<()> {
+    match contents(client).await? {
+        Contents::Empty => Ok(()),
+        Contents::FreshHarbor => {
+            tracing::info!(target = %target.describe(), "the target is a freshly installed Harbor database (an empty schema_migrations only): dropping that table");
+            client
+                .batch_execute("DROP TABLE public.schema_migrations")
+                .await
+                .map_err(|e| pg_error("dropping the fresh Harbor database's empty schema_migrations (connect as its owner)", e))
+        }
+        Contents::Harbor(v) => Err(Error::Usage(format!(
+            "{} is a Harbor database already migrated to schema version {v}: restore into it with --mode running (Harbor stopped or read-only), or into an empty database",
+            target.describe()
+        ))),
+        Contents::Other(n) => Err(Error::Usage(format!(
+            "{} is not empty ({n} tables, views or sequences); restore into an empty database, or use --mode running into a Harbor database",
+            target.describe()
+        ))),
+    }
 }
 
 pub async fn restore(
     target: &PgTarget,
     reader: &BlobReader,
     part: &DatabasePart,
-    mode: Mode,
-    parallel: usize,
+    opts: &DbRestoreOptions,
     progress: Progress,
 ) -> Result<DbRestoreReport> {
+    let parallel = opts.parallel;
     let restored = async {
         let nodes = nodes(reader, part).await?;
-        let client = target.connect().await?;
+        // Restore writes: on a standby it could not, and behind a load-balanced service
+        // its sessions would land on different servers.
+        let (client, _) = target.connect_primary().await?;
         check_versions(&client, part, target).await?;
         progress.total(part.total_bytes());
-        match mode {
+        match opts.mode {
             Mode::Empty => {
-                restore_empty(target, &client, reader, part, &nodes, parallel, &progress).await
+                let owner = opts.owner.as_deref();
+                let loader = scratch::loader(&client, target, owner).await?;
+                restore_empty(
+                    target, &client, loader, reader, part, &nodes, parallel, &progress,
+                )
+                .await
             }
             Mode::Running => {
                 restore_running(target, client, reader, part, &nodes, parallel, &progress).await
@@ -351,6 +427,7 @@ pub async fn restore(
 
 /// Loads tables into an empty database, each over its own connection's COPY.
 struct CopyIn<'a> {
+    loader: &'a Loader,
     reader: &'a BlobReader,
     part: &'a DatabasePart,
     nodes: &'a HashMap<String, Node>,
@@ -360,6 +437,10 @@ struct CopyIn<'a> {
 
 impl TableWork for CopyIn<'_> {
     type Output = u64;
+
+    async fn setup(&self, client: &Client) -> Result<()> {
+        self.loader.enter(client).await
+    }
 
     async fn table(&self, client: &Client, i: usize) -> Result<u64> {
         let n = node(self.nodes, &table_node_name(i))?;
@@ -379,23 +460,18 @@ impl TableWork for CopyIn<'_> {
 async fn restore_empty(
     target: &PgTarget,
     client: &Client,
+    loader: Loader,
     reader: &BlobReader,
     part: &DatabasePart,
     nodes: &HashMap<String, Node>,
     parallel: usize,
     progress: &Progress,
 ) -> Result<DbRestoreReport> {
-    let existing = user_relations(client).await?;
-    if existing > 0 {
-        return Err(Error::Usage(format!(
-            "{} is not empty ({existing} tables, views or sequences); restore into an empty database, or use --mode running into a Harbor database",
-            target.describe()
-        )));
-    }
-    // Both sections are checked before anything of them is sent.
+    // Both sections are checked before anything of them is sent, and before the target
+    // is touched.
     let pre = sql::checked(&load_sql(reader, nodes, PRE_DATA).await?)?;
     let post = sql::checked(&load_sql(reader, nodes, POST_DATA).await?)?;
-    let loader = scratch::loader(client, target).await?;
+    make_way(client, target).await?;
     let load = load_empty(
         &loader,
         target,
@@ -414,14 +490,22 @@ async fn restore_empty(
             target.describe()
         ))),
     };
+    let grants_left_out = loader.grants.left_out();
     loader.finish(client).await;
     let rows = loaded?;
+    if !grants_left_out.is_empty() {
+        tracing::warn!(
+            left_out = %grants_left_out.join("; "),
+            "the snapshot's privileges name roles this server lacks or only a superuser may use; those statements were left out (create the roles and grant again if they matter)"
+        );
+    }
     Ok(DbRestoreReport {
         tables: part.tables.len(),
         rows,
         bytes: part.total_bytes(),
         sequences: part.sequences.len(),
         read_only_cleared: false,
+        grants_left_out,
     })
 }
 
@@ -439,8 +523,9 @@ async fn load_empty(
 ) -> Result<u64> {
     let place = target.describe();
     let first = loader.connect().await?;
-    apply_sql(&first, pre, "pre-data", &place).await?;
+    apply_sql(loader, &first, pre, "pre-data", &place).await?;
     let work = CopyIn {
+        loader,
         reader,
         part,
         nodes,
@@ -646,6 +731,7 @@ async fn restore_running(
         bytes: part.total_bytes(),
         sequences: part.sequences.len(),
         read_only_cleared,
+        grants_left_out: Vec::new(),
     })
 }
 

@@ -7,17 +7,26 @@
 //! create in the target database (CONNECT and CREATE on it, and ownership of schema
 //! `public` for the restore's duration), and runs the schema, COPY and sequences as it.
 //! Afterwards the superuser gives everything the scratch role owns to the database's
-//! owner, puts schema `public` back, and drops the role, on failure too.
+//! owner (or `--owner`), puts schema `public` back, and drops the role, on failure too.
+//!
+//! With `--owner ROLE` and a restoring role that is not a superuser, every session runs
+//! `SET ROLE`, so what the restore creates belongs to ROLE (the restoring role must be a
+//! member of it).
 
 use tokio_postgres::Client;
 
 use super::conn::{pg_error, PgTarget};
+use super::grants::Grants;
 use super::{quote_ident, quote_literal};
 use crate::error::{Error, Result};
 
 /// The role and connection settings the snapshot's SQL runs with.
 pub struct Loader {
     pub target: PgTarget,
+    /// Which of the snapshot's privilege statements this target can take.
+    pub grants: Grants,
+    /// `--owner` for a restoring role that is not a superuser: every session sets it.
+    set_role: Option<String>,
     scratch: Option<Scratch>,
     /// The superuser's target, to remove the scratch role if the restore is dropped.
     admin: PgTarget,
@@ -25,13 +34,16 @@ pub struct Loader {
 
 struct Scratch {
     role: String,
+    /// Who gets what the scratch role created: `--owner`, else the database's owner.
     db_owner: String,
     /// The owner of schema `public` before the restore, when the schema exists.
     public_owner: Option<String>,
 }
 
 /// The role to load with: `target`'s own if it is not a superuser, else a new scratch role.
-pub async fn loader(admin: &Client, target: &PgTarget) -> Result<Loader> {
+/// `owner` is who should own the restored objects (default: that role, or the database's
+/// owner when a scratch role loads).
+pub async fn loader(admin: &Client, target: &PgTarget, owner: Option<&str>) -> Result<Loader> {
     let row = admin
         .query_one(
             "SELECT r.rolsuper, pg_catalog.pg_get_userbyid(d.datdba)::text,
@@ -44,16 +56,22 @@ pub async fn loader(admin: &Client, target: &PgTarget) -> Result<Loader> {
         )
         .await
         .map_err(|e| pg_error("reading the restoring role's rights", e))?;
+    if let Some(owner) = owner {
+        require_role(admin, target, owner).await?;
+    }
     if !row.get::<_, bool>(0) {
+        let loading = owner.unwrap_or(&target.user);
         return Ok(Loader {
+            grants: Grants::read(admin, loading).await?,
             target: target.clone(),
+            set_role: owner.map(str::to_string),
             scratch: None,
             admin: target.clone(),
         });
     }
     let scratch = Scratch {
         role: format!("drydock_restore_{:08x}", rand::random::<u32>()),
-        db_owner: row.get(1),
+        db_owner: owner.map_or_else(|| row.get(1), str::to_string),
         public_owner: row.get(2),
     };
     let password = hex::encode(rand::random::<[u8; 32]>());
@@ -61,16 +79,62 @@ pub async fn loader(admin: &Client, target: &PgTarget) -> Result<Loader> {
     scratch.create(admin, &password, &target.dbname).await?;
     tracing::info!(role = %scratch.role, "the snapshot's SQL runs as a scratch role without superuser rights");
     Ok(Loader {
+        grants: Grants::read(admin, &scratch.role).await?,
         target: target.as_role(&scratch.role, &password),
+        set_role: None,
         scratch: Some(scratch),
         admin: target.clone(),
     })
 }
 
+/// `--owner` must name a role of the target server.
+async fn require_role(admin: &Client, target: &PgTarget, role: &str) -> Result<()> {
+    let exists = admin
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_roles WHERE rolname OPERATOR(pg_catalog.=) $1",
+            &[&role],
+        )
+        .await
+        .map_err(|e| pg_error("looking up the --owner role", e))?
+        .is_some();
+    match exists {
+        true => Ok(()),
+        false => Err(Error::Usage(format!(
+            "--owner {role}: no such role on {}; create it first, or leave --owner out",
+            target.describe()
+        ))),
+    }
+}
+
 impl Loader {
+    /// Prepare a session of the loading role: `SET ROLE` to `--owner`, when set.
+    pub async fn enter(&self, client: &Client) -> Result<()> {
+        let Some(role) = &self.set_role else {
+            return Ok(());
+        };
+        client
+            .batch_execute(&format!("SET ROLE {}", quote_ident(role)))
+            .await
+            .map_err(|e| {
+                Error::Usage(format!(
+                    "--owner {role}: {} may not act as {role} ({}); run GRANT {} TO {}, or restore as a superuser",
+                    self.target.user,
+                    e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string()),
+                    quote_ident(role),
+                    quote_ident(&self.target.user)
+                ))
+            })
+    }
+
     /// A connection as the loading role; a server that will not let the scratch role log
     /// in by password gets a message saying what to change.
     pub async fn connect(&self) -> Result<Client> {
+        let client = self.connect_role().await?;
+        self.enter(&client).await?;
+        Ok(client)
+    }
+
+    async fn connect_role(&self) -> Result<Client> {
         let client = self.target.connect().await;
         match (client, &self.scratch) {
             (Err(Error::Key(why)), Some(s)) => Err(Error::Usage(format!(

@@ -24,6 +24,46 @@ pub struct Statement<'a> {
     /// The first word and the last three tokens, outside quotes (for OWNER TO).
     first_word: Option<&'a str>,
     tail: [Option<&'a str>; 3],
+    /// Every token, for the statements whose roles restore looks at (GRANT, REVOKE,
+    /// ALTER DEFAULT PRIVILEGES); empty for the rest.
+    words: Vec<&'a str>,
+}
+
+/// Keywords that name no role where a role list is read.
+const NOT_ROLES: [&str; 4] = ["public", "current_user", "session_user", "current_role"];
+
+/// A role name as the server reads it: quoted names unquoted, others lowercased.
+fn role_name(token: &str) -> String {
+    match token.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\"\"", "\""),
+        None => token.to_ascii_lowercase(),
+    }
+}
+
+/// The roles in a comma-separated list starting at `words[0]`, up to the first word that
+/// is not part of one (WITH, GRANTED, CASCADE, IN, GRANT…).
+fn role_list(words: &[&str]) -> Vec<String> {
+    let mut roles = Vec::new();
+    let mut expect_name = true;
+    for w in words {
+        match (*w, expect_name) {
+            (",", false) => expect_name = true,
+            (w, true) if w.eq_ignore_ascii_case("group") => {}
+            (w, true) if w != "," => {
+                let name = role_name(w);
+                if !NOT_ROLES.contains(&name.as_str()) || w.starts_with('"') {
+                    roles.push(name);
+                }
+                expect_name = false;
+            }
+            _ => break,
+        }
+    }
+    roles
+}
+
+fn is_word(t: Option<&&str>, w: &str) -> bool {
+    t.is_some_and(|t| t.eq_ignore_ascii_case(w))
 }
 
 impl Statement<'_> {
@@ -36,6 +76,61 @@ impl Statement<'_> {
             && is(self.tail[0], "OWNER")
             && is(self.tail[1], "TO")
             && self.tail[2].is_some()
+    }
+
+    /// The roles a `GRANT … TO` or `REVOKE … FROM` names as grantees (not PUBLIC or
+    /// CURRENT_USER); `None` for other statements.
+    pub fn grantees(&self) -> Option<Vec<String>> {
+        let first = self.words.first();
+        let keyword = if is_word(first, "GRANT") {
+            "TO"
+        } else if is_word(first, "REVOKE") {
+            "FROM"
+        } else {
+            return None;
+        };
+        // The grantee list follows the last TO/FROM: object names before it that read the
+        // same are reserved words, which pg_dump quotes.
+        let at = self
+            .words
+            .iter()
+            .rposition(|w| w.eq_ignore_ascii_case(keyword))?;
+        Some(role_list(&self.words[at + 1..]))
+    }
+
+    /// `ALTER DEFAULT PRIVILEGES FOR ROLE r, …`: the roles whose future objects it is about,
+    /// and the roles its GRANT or REVOKE names; `None` for other statements.
+    pub fn default_privileges(&self) -> Option<(Vec<String>, Vec<String>)> {
+        let w = &self.words;
+        if !(is_word(w.first(), "ALTER")
+            && is_word(w.get(1), "DEFAULT")
+            && is_word(w.get(2), "PRIVILEGES"))
+        {
+            return None;
+        }
+        let owners = match is_word(w.get(3), "FOR") {
+            true => role_list(&w[5.min(w.len())..]),
+            false => Vec::new(),
+        };
+        let keyword = w
+            .iter()
+            .rposition(|t| t.eq_ignore_ascii_case("TO") || t.eq_ignore_ascii_case("FROM"));
+        let grantees = keyword
+            .map(|at| role_list(&w[at + 1..]))
+            .unwrap_or_default();
+        Some((owners, grantees))
+    }
+
+    /// `SET SESSION AUTHORIZATION …` or `RESET SESSION AUTHORIZATION`: pg_dump writes the
+    /// pair around grants made by a role other than the owner. Only a superuser may run it.
+    pub fn is_session_authorization(&self) -> bool {
+        let is = |t: Option<&str>, w: &str| t.is_some_and(|t| t.eq_ignore_ascii_case(w));
+        (is(self.first_word, "SET")
+            && is(self.tail[0], "SESSION")
+            && is(self.tail[1], "AUTHORIZATION"))
+            || (is(self.first_word, "RESET")
+                && is(self.tail[1], "SESSION")
+                && is(self.tail[2], "AUTHORIZATION"))
     }
 
     /// What to call the statement in an error: its entry header, else its first line,
@@ -98,6 +193,7 @@ fn scan<'a>(
     let mut first: Option<(usize, usize)> = None; // (byte, line) of its first token
     let mut first_word: Option<&str> = None;
     let mut tail: [Option<&str>; 3] = [None; 3];
+    let mut words: Vec<&str> = Vec::new();
     let (mut paren, mut begin_depth) = (0usize, 0usize);
     let mut idents: Vec<u8> = Vec::new(); // first letters of its first words, lowercased
     let mut ident_count = 0usize;
@@ -109,6 +205,13 @@ fn scan<'a>(
             }
             seen_any = true;
             tail = [tail[1], tail[2], Some(&sql[$s..$e])];
+            if first_word.is_some_and(|w| {
+                ["grant", "revoke", "alter"]
+                    .iter()
+                    .any(|k| w.eq_ignore_ascii_case(k))
+            }) {
+                words.push(&sql[$s..$e]);
+            }
         }};
     }
     while i < b.len() {
@@ -193,11 +296,13 @@ fn scan<'a>(
                             first_line: rest.lines().next().unwrap_or(rest).trim_end(),
                             first_word,
                             tail,
+                            words: std::mem::take(&mut words),
                         });
                     }
                     i += 1;
                     start = i;
                     (first, first_word, tail) = (None, None, [None; 3]);
+                    words.clear();
                     idents.clear();
                     ident_count = 0;
                     continue;
@@ -259,6 +364,7 @@ fn scan<'a>(
             first_line: rest.lines().next().unwrap_or(rest).trim_end(),
             first_word,
             tail,
+            words,
         });
     }
     Ok(out)
@@ -341,6 +447,31 @@ mod tests {
             .iter()
             .map(|s| s.text.trim().to_string())
             .collect()
+    }
+
+    #[test]
+    fn grantees_and_default_privileges_are_read_as_the_server_would() {
+        let sql = "GRANT SELECT ON TABLE public.\"to\" TO harbor_reader, \"Odd \"\"Name\", PUBLIC;\n\
+            REVOKE ALL ON SCHEMA public FROM PUBLIC;\n\
+            GRANT ALL ON SEQUENCE public.s TO GROUP Ops WITH GRANT OPTION;\n\
+            ALTER DEFAULT PRIVILEGES FOR ROLE harbor IN SCHEMA public GRANT SELECT ON TABLES TO reader;\n\
+            ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC;\n\
+            SET SESSION AUTHORIZATION harbor;\nRESET SESSION AUTHORIZATION;\nALTER TABLE t OWNER TO x;";
+        let s = statements(sql);
+        assert_eq!(
+            s[0].grantees().unwrap(),
+            vec!["harbor_reader".to_string(), "Odd \"Name".to_string()]
+        );
+        assert_eq!(s[1].grantees().unwrap(), Vec::<String>::new());
+        assert_eq!(s[2].grantees().unwrap(), vec!["ops".to_string()]);
+        assert_eq!(
+            s[3].default_privileges().unwrap(),
+            (vec!["harbor".to_string()], vec!["reader".to_string()])
+        );
+        assert_eq!(s[4].default_privileges().unwrap(), (vec![], vec![]));
+        assert!(s[5].is_session_authorization() && s[6].is_session_authorization());
+        assert!(s[7].grantees().is_none() && s[7].default_privileges().is_none());
+        assert!(!s[7].is_session_authorization() && s[7].is_owner_change());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 
 use super::backup::harbor_schema;
 use super::conn::{pg_error, PgTarget};
-use super::workers::{for_each_table, join_snapshot, TableWork, SNAPSHOT_TX};
+use super::workers::{export_snapshot, for_each_table, join_snapshot, Exported, TableWork};
 use super::{DatabasePart, RowDigest, TableEntry};
 use crate::error::Result;
 
@@ -37,7 +37,7 @@ async fn digest(client: &Client, table: &TableEntry) -> Result<RowDigest> {
 
 /// Digests tables inside the exported snapshot: row count and checksum.
 struct Digests<'a> {
-    snapshot: &'a str,
+    snapshot: &'a Exported,
     tables: &'a [TableEntry],
 }
 
@@ -60,14 +60,7 @@ pub async fn verify(
     parallel: usize,
 ) -> Result<DbVerifyReport> {
     let main = target.connect().await?;
-    main.batch_execute(SNAPSHOT_TX)
-        .await
-        .map_err(|e| pg_error("starting the verify transaction", e))?;
-    let snapshot: String = main
-        .query_one("SELECT pg_export_snapshot()", &[])
-        .await
-        .map_err(|e| pg_error("exporting a snapshot", e))?
-        .get(0);
+    let snapshot = export_snapshot(target, &main, "verify").await?;
     let mut report = DbVerifyReport::default();
     let (version, _) = harbor_schema(&main).await?;
     if version != part.harbor_schema_version {

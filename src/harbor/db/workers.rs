@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use tokio_postgres::Client;
 
-use super::conn::{pg_error, PgTarget};
+use super::conn::{different_servers, pg_error, PgTarget, ServerIdentity};
 use crate::error::Result;
 
 /// The transaction a snapshot is exported from or imported into.
@@ -58,9 +58,42 @@ pub(super) async fn for_each_table<W: TableWork>(
     Ok(done)
 }
 
+/// A snapshot one session exported, and the server instance that holds it.
+pub(super) struct Exported {
+    pub id: String,
+    server: ServerIdentity,
+    target: PgTarget,
+}
+
+/// Start `main`'s snapshot transaction and export its snapshot.
+pub(super) async fn export_snapshot(
+    target: &PgTarget,
+    main: &Client,
+    doing: &str,
+) -> Result<Exported> {
+    main.batch_execute(SNAPSHOT_TX)
+        .await
+        .map_err(|e| pg_error(&format!("starting the {doing} transaction"), e))?;
+    let id: String = main
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .await
+        .map_err(|e| pg_error("exporting the snapshot", e))?
+        .get(0);
+    Ok(Exported {
+        id,
+        server: ServerIdentity::of(main).await?,
+        target: target.clone(),
+    })
+}
+
 /// Make `client`'s transaction see the snapshot another transaction exported, so every
-/// connection reads the same point in time.
-pub(super) async fn join_snapshot(client: &Client, snapshot: &str) -> Result<()> {
+/// connection reads the same point in time. A session on another server is refused first,
+/// with a message that says why, instead of the server's "invalid snapshot identifier".
+pub(super) async fn join_snapshot(client: &Client, snapshot: &Exported) -> Result<()> {
+    if ServerIdentity::of(client).await? != snapshot.server {
+        return Err(different_servers(&snapshot.target));
+    }
+    let snapshot = &snapshot.id;
     client
         .batch_execute(SNAPSHOT_TX)
         .await
