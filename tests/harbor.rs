@@ -404,7 +404,10 @@ fn config_overwrite_json_in_each_read_only_mode() {
     let off = run("off");
     off.expect(0);
     assert_eq!(off.json()["quiesced"], false);
-    assert!(h.puts().is_empty(), "no mode tried a PUT it knew would fail");
+    assert!(
+        h.puts().is_empty(),
+        "no mode tried a PUT it knew would fail"
+    );
     assert_eq!(snapshot_count(&repo), 2);
 
     // A Harbor that can be switched: quiesced, and `show` and `snapshots` say so.

@@ -140,10 +140,15 @@ impl Postgres {
     ///
     /// Always Debian's PostgreSQL 15: the PyPI build of 18 has no SSL support.
     pub fn start_tls() -> (Self, PathBuf) {
+        Postgres::start_tls_for("DNS:localhost")
+    }
+
+    /// [`Postgres::start_tls`] with a certificate for `san` (`DNS:a,DNS:b`).
+    pub fn start_tls_for(san: &str) -> (Self, PathBuf) {
         let mut pg = Postgres::start_in(Path::new(DEBIAN_15));
         pg.stop();
         let d = pg.dir.path().to_path_buf();
-        let pki = super::tls::make_pki(&d, "drydock test CA", "DNS:localhost");
+        let pki = super::tls::make_pki(&d, "drydock test CA", san);
         for f in ["server.key", "server.crt"] {
             give_to_postgres(&d.join(f));
         }
@@ -156,6 +161,53 @@ impl Postgres {
         ];
         pg.launch();
         (pg, pki.ca_cert)
+    }
+
+    /// A hot standby of `primary` (pg_basebackup -R, streaming), same binaries.
+    pub fn standby_of(primary: &Postgres) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("drydock-pg-standby")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        give_to_postgres(dir.path());
+        let data = dir.path().join("data");
+        let out = as_postgres(&primary.bin.join("pg_basebackup"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+                "-c",
+                "fast",
+            ])
+            .args([
+                "-p",
+                &primary.port.to_string(),
+                "-D",
+                data.to_str().unwrap(),
+            ])
+            .env("PGPASSWORD", PASSWORD)
+            .output()
+            .expect("pg_basebackup");
+        assert!(
+            out.status.success(),
+            "pg_basebackup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut pg = Postgres {
+            port: 0,
+            bin: primary.bin.clone(),
+            dir,
+            child: None,
+            settings: vec!["hot_standby=on".into()],
+        };
+        pg.launch();
+        pg
     }
 
     fn data(&self) -> PathBuf {
@@ -337,7 +389,13 @@ impl Postgres {
 
     /// `pg_dump --schema-only`, without the lines that differ between any two dumps.
     pub fn schema_dump(&self, db: &str) -> String {
-        let out = Command::new(self.bin.join("pg_dump"))
+        self.schema_dump_by(&self.bin, db, &[])
+    }
+
+    /// [`Postgres::schema_dump`] by the pg_dump in `bin`, with `extra` options.
+    pub fn schema_dump_by(&self, bin: &Path, db: &str, extra: &[&str]) -> String {
+        let out = Command::new(bin.join("pg_dump"))
+            .args(extra)
             .args([
                 "--schema-only",
                 "-h",
