@@ -7,9 +7,9 @@ use clap::Args;
 use serde_json::json;
 
 use super::{Context, Output};
+use crate::error::Error;
 use crate::error::Result;
 use crate::harbor::config;
-use crate::error::Error;
 use crate::ids::ByteSize;
 use crate::repo::reader::BlobReader;
 use crate::repo::snapshot::Snapshot;
