@@ -573,3 +573,32 @@ fn a_small_table_is_no_oracle_and_restores_exactly() {
     assert_eq!(pg.content("small_src"), pg.content("small_dst"));
     verify(&repo, &pg.url("small_dst")).expect(0);
 }
+
+/// `show --postgres-major`, which the in-cluster drill runs to pick its scratch server:
+/// the database part's major as one line, and a usage error for a snapshot without one.
+#[test]
+fn show_postgres_major_prints_the_major_of_the_database_part() {
+    let pg = pg::shared();
+    pg.createdb("major_src");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    backup(&repo, &pg.url("major_src"), &[]).expect(0);
+    let show = repo.id(&["--json", "show", "latest"]);
+    show.expect(0);
+    let version = show.json()["parts"]["db"]["server_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let major = version.split(['.', ' ']).next().unwrap();
+    assert!(major.parse::<i32>().unwrap() >= 13, "{version}");
+
+    let r = repo.id(&["show", "latest", "--postgres-major"]);
+    r.expect(0);
+    assert_eq!(r.stdout, format!("{major}\n"));
+
+    // A snapshot of the configuration only: nothing to pick a major from.
+    let (config, _) = harbor_config_tree(dir.path(), 0);
+    repo.backup(&[&config]);
+    repo.id(&["show", "latest", "--postgres-major"])
+        .expect_error(2, "has no database part");
+}

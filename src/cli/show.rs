@@ -7,10 +7,12 @@ use clap::Args;
 use serde_json::json;
 
 use super::{Context, Output};
+use crate::error::Error;
 use crate::error::Result;
 use crate::harbor::config;
 use crate::ids::ByteSize;
 use crate::repo::reader::BlobReader;
+use crate::repo::snapshot::Snapshot;
 use crate::repo::tree::NodeKind;
 use crate::term::esc;
 
@@ -18,11 +20,36 @@ use crate::term::esc;
 pub struct ShowArgs {
     /// Snapshot id, unique prefix, or `latest`.
     pub snapshot: String,
+    /// Print only the PostgreSQL major of the snapshot's database part (e.g. `18`), for
+    /// scripts: the in-cluster drill starts a scratch server of that major. A snapshot
+    /// without a database part is a usage error (exit 2).
+    #[arg(long)]
+    pub postgres_major: bool,
+}
+
+/// The PostgreSQL major a restore of `snap` needs: that of its database part, or the
+/// highest one should a snapshot ever hold several databases (a server of the highest major
+/// can load them all). `None` when the snapshot holds no database.
+pub fn postgres_major(snap: &Snapshot) -> Option<i32> {
+    snap.parts.databases.iter().map(|d| d.major()).max()
 }
 
 pub async fn run(ctx: &Context, args: ShowArgs) -> Result<Output> {
     let repo = ctx.open_repo().await?;
     let (id, snap) = repo.find_snapshot(&args.snapshot).await?;
+    if args.postgres_major {
+        // Only the manifest is needed: no index load, so this stays quick on a big repository.
+        let major = postgres_major(&snap).ok_or_else(|| {
+            Error::Usage(format!(
+                "snapshot {} has no database part, so no PostgreSQL major",
+                id.short()
+            ))
+        })?;
+        return Ok(Output::ok(
+            format!("{major}\n"),
+            json!({"id": id.to_hex(), "postgres_major": major}),
+        ));
+    }
     let index = Arc::new(repo.load_index().await?);
     let reader = BlobReader::new(repo.clone(), index, "show")?;
     let mut text = format!(
@@ -166,5 +193,47 @@ pub fn quiesced_word(q: Option<bool>) -> &'static str {
         Some(true) => "yes",
         Some(false) => "no",
         None => "-",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::harbor::db::DatabasePart;
+    use crate::repo::snapshot::{Parts, Summary};
+
+    fn snapshot(database: Option<DatabasePart>) -> Snapshot {
+        Snapshot {
+            version: 1,
+            time: chrono::Utc::now(),
+            host: "h".into(),
+            tags: Default::default(),
+            expires: None,
+            program: "drydock test".into(),
+            harbor_version: None,
+            quiesced: None,
+            parts: Parts {
+                databases: database.into_iter().collect(),
+                ..Default::default()
+            },
+            summary: Summary::default(),
+        }
+    }
+
+    fn database(server_version_num: i32) -> DatabasePart {
+        serde_json::from_value(json!({
+            "server_version": "x", "server_version_num": server_version_num,
+            "database": "registry", "pg_dump_version": "x", "tree": "00".repeat(32),
+            "tables": [], "sequences": [],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn postgres_major_is_that_of_the_database_part() {
+        assert_eq!(postgres_major(&snapshot(Some(database(180001)))), Some(18));
+        assert_eq!(postgres_major(&snapshot(Some(database(150014)))), Some(15));
+        assert_eq!(postgres_major(&snapshot(Some(database(130022)))), Some(13));
+        assert_eq!(postgres_major(&snapshot(None)), None);
     }
 }
