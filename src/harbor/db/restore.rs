@@ -408,31 +408,35 @@ pub async fn restore(
         let (client, _) = target.connect_primary().await?;
         check_versions(&client, part, target).await?;
         progress.total(part.total_bytes());
+        let src = Source {
+            reader,
+            part,
+            nodes: &nodes,
+            parallel,
+            progress: &progress,
+        };
         match opts.mode {
-            Mode::Empty => {
-                let owner = opts.owner.as_deref();
-                let loader = scratch::loader(&client, target, owner).await?;
-                restore_empty(
-                    target, &client, loader, reader, part, &nodes, parallel, &progress,
-                )
-                .await
-            }
-            Mode::Running => {
-                restore_running(target, client, reader, part, &nodes, parallel, &progress).await
-            }
+            Mode::Empty => restore_empty(target, &client, opts.owner.as_deref(), src).await,
+            Mode::Running => restore_running(target, client, src).await,
         }
     };
     restored.await.map_err(|e| in_database(target, e))
 }
 
-/// Loads tables into an empty database, each over its own connection's COPY.
-struct CopyIn<'a> {
-    loader: &'a Loader,
+/// The part being restored, and how fast: what both modes read from.
+#[derive(Clone, Copy)]
+struct Source<'a> {
     reader: &'a BlobReader,
     part: &'a DatabasePart,
     nodes: &'a HashMap<String, Node>,
     parallel: usize,
     progress: &'a Progress,
+}
+
+/// Loads tables into an empty database, each over its own connection's COPY.
+struct CopyIn<'a> {
+    loader: &'a Loader,
+    src: Source<'a>,
 }
 
 impl TableWork for CopyIn<'_> {
@@ -443,15 +447,16 @@ impl TableWork for CopyIn<'_> {
     }
 
     async fn table(&self, client: &Client, i: usize) -> Result<u64> {
-        let n = node(self.nodes, &table_node_name(i))?;
-        let table = &self.part.tables[i];
+        let src = &self.src;
+        let n = node(src.nodes, &table_node_name(i))?;
+        let table = &src.part.tables[i];
         copy_in(
             client,
-            self.reader,
+            src.reader,
             table,
             &n.content,
-            self.parallel,
-            self.progress,
+            src.parallel,
+            src.progress,
         )
         .await
     }
@@ -460,28 +465,17 @@ impl TableWork for CopyIn<'_> {
 async fn restore_empty(
     target: &PgTarget,
     client: &Client,
-    loader: Loader,
-    reader: &BlobReader,
-    part: &DatabasePart,
-    nodes: &HashMap<String, Node>,
-    parallel: usize,
-    progress: &Progress,
+    owner: Option<&str>,
+    src: Source<'_>,
 ) -> Result<DbRestoreReport> {
+    let part = src.part;
     // Both sections are checked before anything of them is sent, and before the target
     // is touched.
-    let pre = sql::checked(&load_sql(reader, nodes, PRE_DATA).await?)?;
-    let post = sql::checked(&load_sql(reader, nodes, POST_DATA).await?)?;
+    let pre = sql::checked(&load_sql(src.reader, src.nodes, PRE_DATA).await?)?;
+    let post = sql::checked(&load_sql(src.reader, src.nodes, POST_DATA).await?)?;
     make_way(client, target).await?;
-    let load = load_empty(
-        &loader,
-        target,
-        reader,
-        part,
-        nodes,
-        (&pre, &post),
-        parallel,
-        progress,
-    );
+    let loader = scratch::loader(client, target, owner).await?;
+    let load = load_empty(&loader, target, src, (&pre, &post));
     // On SIGTERM/SIGINT the scratch role is still removed before drydock stops.
     let loaded = tokio::select! {
         loaded = load => loaded,
@@ -510,28 +504,17 @@ async fn restore_empty(
 }
 
 /// Schema, data, constraints and sequences, all as the loading role.
-#[allow(clippy::too_many_arguments)]
 async fn load_empty(
     loader: &Loader,
     target: &PgTarget,
-    reader: &BlobReader,
-    part: &DatabasePart,
-    nodes: &HashMap<String, Node>,
+    src: Source<'_>,
     (pre, post): (&str, &str),
-    parallel: usize,
-    progress: &Progress,
 ) -> Result<u64> {
+    let (part, parallel) = (src.part, src.parallel);
     let place = target.describe();
     let first = loader.connect().await?;
     apply_sql(loader, &first, pre, "pre-data", &place).await?;
-    let work = CopyIn {
-        loader,
-        reader,
-        part,
-        nodes,
-        parallel,
-        progress,
-    };
+    let work = CopyIn { loader, src };
     let order = (0..part.tables.len()).collect();
     let loaded = for_each_table(&loader.target, parallel, order, &work).await?;
     apply_post_data(loader, part, post, parallel, &place).await?;
@@ -629,12 +612,15 @@ async fn put_back_sequences(
 async fn restore_running(
     target: &PgTarget,
     mut client: Client,
-    reader: &BlobReader,
-    part: &DatabasePart,
-    nodes: &HashMap<String, Node>,
-    parallel: usize,
-    progress: &Progress,
+    src: Source<'_>,
 ) -> Result<DbRestoreReport> {
+    let Source {
+        reader,
+        part,
+        nodes,
+        parallel,
+        progress,
+    } = src;
     check_same_shape(&client, part).await?;
     let order = part.load_order()?;
     // setval is not transactional: remember the live values to put back if COMMIT fails.
