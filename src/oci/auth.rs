@@ -191,7 +191,9 @@ impl Lexer<'_> {
             self.pos += 1;
             self.quoted()
         } else {
-            self.token()
+            // A token by the RFC; servers send unquoted URLs too, so read to the next comma.
+            self.skip_while(|c| c != ',' && c != ' ' && c != '\t')
+                .to_string()
         };
         Some((name.to_ascii_lowercase(), value))
     }

@@ -1,0 +1,214 @@
+//! `verify --registry-url` against registries that want credentials, as Harbor's does: the
+//! real distribution registry with `auth: token` (and a token server of this suite that
+//! signs JWTs as Harbor's core does) and with `auth: htpasswd`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use common::registry::{htpasswd_auth, push_images, Registry};
+use common::token::TokenServer;
+use common::*;
+
+const ROBOT: &str = "robot$drydock";
+const PASSWORD: &str = "Tr0ub4dor-registry-7f3a";
+
+fn password_file(dir: &Path, name: &str, password: &str) -> PathBuf {
+    let f = dir.join(name);
+    std::fs::write(&f, format!("{password}\n")).unwrap();
+    f
+}
+
+/// `verify latest --registry-url URL` with `extra` arguments and environment.
+fn verify(repo: &Repo, url: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut args = vec!["verify", "latest", "--registry-url", url];
+    args.extend_from_slice(extra);
+    repo.with_key_env(&repo.identity, &args, env)
+}
+
+/// Neither output of `r` holds the password, in clear or inside basic credentials.
+#[track_caller]
+fn assert_no_secret(r: &Run, secrets: &[&str]) {
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{ROBOT}:{PASSWORD}"));
+    for s in secrets.iter().copied().chain([PASSWORD, basic.as_str()]) {
+        assert!(
+            !r.stdout.contains(s) && !r.stderr.contains(s),
+            "a secret leaked:\nstdout: {}\nstderr: {}",
+            r.stdout,
+            r.stderr
+        );
+    }
+}
+
+/// Good credentials match; a bad password and no credentials exit 5 with one line that
+/// says what to fix; the password shows nowhere.
+fn check_credentials(repo: &Repo, reg: &Registry, dir: &Path, refused_at: &str) {
+    let good = password_file(dir, "good", PASSWORD);
+    let bad = password_file(dir, "bad", "not-the-password");
+    let ok = verify(
+        repo,
+        &reg.url(),
+        &[
+            "--registry-username",
+            ROBOT,
+            "--registry-password-file",
+            good.to_str().unwrap(),
+        ],
+        &[],
+    );
+    ok.expect(0);
+    assert!(ok.stdout.contains("matches snapshot"), "{}", ok.stdout);
+    assert_no_secret(&ok, &[]);
+
+    // The password from the environment, the user too.
+    verify(
+        repo,
+        &reg.url(),
+        &[],
+        &[
+            ("DRYDOCK_REGISTRY_USERNAME", ROBOT),
+            ("DRYDOCK_REGISTRY_PASSWORD", PASSWORD),
+        ],
+    )
+    .expect(0);
+
+    let refused = verify(
+        repo,
+        &reg.url(),
+        &[
+            "--registry-username",
+            ROBOT,
+            "--registry-password-file",
+            bad.to_str().unwrap(),
+        ],
+        &[],
+    );
+    refused.expect_error(5, &format!("refused the credentials of {ROBOT}"));
+    refused.expect_error(5, refused_at);
+    refused.expect_error(5, "check --registry-username and the password file");
+    assert_eq!(
+        refused.stderr.trim().lines().count(),
+        1,
+        "{}",
+        refused.stderr
+    );
+    assert_no_secret(&refused, &["not-the-password"]);
+
+    let anonymous = verify(repo, &reg.url(), &[], &[]);
+    anonymous.expect_error(5, "give --registry-username");
+    assert_eq!(
+        anonymous.stderr.trim().lines().count(),
+        1,
+        "{}",
+        anonymous.stderr
+    );
+
+    // A user without a password is a usage error, found before anything is sent.
+    verify(repo, &reg.url(), &["--registry-username", ROBOT], &[])
+        .expect_error(2, "needs a password");
+}
+
+#[test]
+fn token_auth_like_harbor() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = TokenServer::start(dir.path(), &[(ROBOT, PASSWORD)]);
+    let root = dir.path().join("storage");
+    let reg = Registry::filesystem_with_auth(
+        &root,
+        &tokens.registry_auth("127.0.0.1"),
+        Some(&format!("{ROBOT}:{PASSWORD}")),
+    );
+    // skopeo pushes through the token flow too: the token server is one a client accepts.
+    push_images(&reg);
+    let repo = local_repo(dir.path());
+    repo.backup_registry(&root);
+
+    let before = tokens.seen().len();
+    check_credentials(&repo, &reg, dir.path(), &tokens.realm("127.0.0.1"));
+    let seen = tokens.seen();
+    // The first verify: one token per repository (three), each fetched once, concurrent
+    // probes sharing it; with basic credentials, and the scope the registry asked for.
+    let first: Vec<_> = seen[before..before + 3].to_vec();
+    for s in &first {
+        assert!(s.authorization.as_deref().unwrap().starts_with("Basic "));
+        assert!(s.query.contains("scope=repository%3A"), "{}", s.query);
+        assert!(s.query.contains(":pull"), "{}", s.query);
+        assert!(
+            s.query.contains("service=drydock-test-registry"),
+            "{}",
+            s.query
+        );
+    }
+    // …and the second (from the environment) again three.
+    let second = &seen[before + 3..before + 6];
+    assert!(second.iter().all(|s| s.token.is_some()));
+
+    // With every log on, no secret shows: neither the password nor a token issued.
+    let good = password_file(dir.path(), "good", PASSWORD);
+    let loud = verify(
+        &repo,
+        &reg.url(),
+        &[
+            "--registry-username",
+            ROBOT,
+            "--registry-password-file",
+            good.to_str().unwrap(),
+        ],
+        &[("DRYDOCK_LOG", "trace")],
+    );
+    loud.expect(0);
+    let issued: Vec<String> = tokens.seen().into_iter().filter_map(|s| s.token).collect();
+    let issued: Vec<&str> = issued.iter().map(String::as_str).collect();
+    assert_no_secret(&loud, &issued);
+}
+
+#[test]
+fn htpasswd_basic_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("storage");
+    registry_tree_with_layers(&root, 3, 64 << 10);
+    let repo = local_repo(dir.path());
+    repo.backup_registry(&root);
+    let reg =
+        Registry::filesystem_with_auth(&root, &htpasswd_auth(dir.path(), ROBOT, PASSWORD), None);
+    check_credentials(
+        &repo,
+        &reg,
+        dir.path(),
+        &format!("{}/v2/library/app/blobs/", reg.url()),
+    );
+}
+
+#[test]
+fn a_token_realm_on_another_host_gets_no_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = TokenServer::start(dir.path(), &[(ROBOT, PASSWORD)]);
+    let root = dir.path().join("storage");
+    registry_tree_with_layers(&root, 2, 16 << 10);
+    let repo = local_repo(dir.path());
+    repo.backup_registry(&root);
+    // The registry (reached as 127.0.0.1) sends clients to a realm on `localhost`: the same
+    // machine, but another host name, as a hostile registry would name its own server.
+    let reg = Registry::filesystem_with_auth(&root, &tokens.registry_auth("localhost"), None);
+    let pw = password_file(dir.path(), "pw", PASSWORD);
+    let r = verify(
+        &repo,
+        &reg.url(),
+        &[
+            "--registry-username",
+            ROBOT,
+            "--registry-password-file",
+            pw.to_str().unwrap(),
+        ],
+        &[],
+    );
+    r.expect_error(5, "token realm on another host, localhost");
+    r.expect_error(5, "registry at 127.0.0.1");
+    assert_no_secret(&r, &[]);
+    assert!(
+        tokens.seen().is_empty(),
+        "the realm was asked: {:?}",
+        tokens.seen()
+    );
+}
