@@ -18,7 +18,7 @@ use reqwest::StatusCode;
 use url::Url;
 use zeroize::Zeroizing;
 
-use super::read_capped;
+use super::{read_capped, shown};
 use crate::error::{Error, Result};
 use crate::secret::Password;
 
@@ -286,10 +286,11 @@ impl Scheme {
 /// clear text to another machine unless `allow_http`.
 pub fn check_realm(
     realm: &str,
-    registry: &Url,
+    registry_url: &Url,
     credentials: Option<&Credentials>,
     allow_http: bool,
 ) -> Result<Url> {
+    let registry = shown(registry_url);
     let url = Url::parse(realm).map_err(|e| {
         Error::Key(format!(
             "the registry at {registry} names the token realm {realm:?}, which is not a URL ({e}); drydock will not authenticate there"
@@ -303,10 +304,10 @@ pub fn check_realm(
     let Some(c) = credentials else {
         return Ok(url);
     };
-    if url.host() != registry.host() {
+    if url.host() != registry_url.host() {
         return Err(Error::Key(format!(
             "the registry at {} names a token realm on another host, {} ({url}); drydock sends the credentials of {} only to the registry's own host: use the --registry-url whose host serves the token realm",
-            registry.host_str().unwrap_or_default(),
+            registry_url.host_str().unwrap_or_default(),
             url.host_str().unwrap_or_default(),
             c.username
         )));
@@ -463,7 +464,7 @@ impl Authenticator {
             self.credentials.as_ref(),
             self.allow_http,
         )?;
-        let shown = url.clone();
+        let realm_url = url.clone();
         {
             let mut q = url.query_pairs_mut();
             if let Some(s) = service {
@@ -478,8 +479,8 @@ impl Authenticator {
         let started = Instant::now();
         let resp = req.send().await.map_err(|e| {
             Error::Other(format!(
-                "cannot reach the token realm {shown} of the registry at {}: {}",
-                self.registry,
+                "cannot reach the token realm {realm_url} of the registry at {}: {}",
+                shown(&self.registry),
                 crate::net::error_chain(&e)
             ))
         })?;
@@ -490,19 +491,24 @@ impl Authenticator {
             } else {
                 Refusal::NoCredentials
             };
-            return Err(self.refused(refusal, status, &shown));
+            return Err(self.refused(refusal, status, &realm_url));
         }
         if !status.is_success() {
             return Err(Error::Other(format!(
-                "the token realm {shown} of the registry at {} answered HTTP {}; check the registry's token service",
-                self.registry,
+                "the token realm {realm_url} of the registry at {} answered HTTP {}; check the registry's token service",
+                shown(&self.registry),
                 status.as_u16()
             )));
         }
-        let body = read_capped(resp, TOKEN_RESPONSE_LIMIT, &format!("token realm {shown}")).await?;
+        let body = read_capped(
+            resp,
+            TOKEN_RESPONSE_LIMIT,
+            &format!("token realm {realm_url}"),
+        )
+        .await?;
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
             Error::Other(format!(
-                "the token realm {shown} did not answer a JSON token; is it the registry's token service?"
+                "the token realm {realm_url} did not answer a JSON token; is it the registry's token service?"
             ))
         })?;
         let value = Zeroizing::new(
@@ -512,7 +518,9 @@ impl Authenticator {
                 .or(parsed.access_token)
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| {
-                    Error::Other(format!("the token realm {shown} answered without a token"))
+                    Error::Other(format!(
+                        "the token realm {realm_url} answered without a token"
+                    ))
                 })?,
         );
         let lifetime = parsed
@@ -529,7 +537,7 @@ impl Authenticator {
 
     /// The one-line error for a refusal; `at` is where it came from.
     pub fn refused(&self, why: Refusal, status: StatusCode, at: &Url) -> Error {
-        let registry = &self.registry;
+        let registry = shown(&self.registry);
         let code = status.as_u16();
         match (why, self.username()) {
             (Refusal::NoCredentials, _) | (_, None) => Error::Key(format!(

@@ -146,7 +146,7 @@ impl RegistryClient {
             let scheme = scheme.ok_or_else(|| {
                 Error::Other(format!(
                     "the registry at {} answered HTTP 401 for {url} without a Bearer or Basic challenge; is --registry-url a registry's address?",
-                    self.base
+                    super::shown(&self.base)
                 ))
             })?;
             let next = self.auth.challenged(&scope, scheme, auth.as_ref()).await?;
@@ -170,7 +170,7 @@ impl RegistryClient {
         if is_tls_error(e) {
             return Error::Key(format!(
                 "TLS to the registry at {} failed: {detail}; give --registry-ca-cert FILE with the CA (PEM) that signed its certificate",
-                self.base
+                super::shown(&self.base)
             ));
         }
         Error::Other(format!("cannot reach the registry at {url}: {detail}"))

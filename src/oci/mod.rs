@@ -12,9 +12,15 @@ pub mod client;
 pub use auth::{Action, Credentials, Scope};
 pub use client::{ClientOptions, Head, RegistryClient};
 
+use url::Url;
 use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
+
+/// A registry's address as messages show it: without the `/` that paths are joined to.
+pub(crate) fn shown(url: &Url) -> &str {
+    url.as_str().trim_end_matches('/')
+}
 
 /// A response body, read whole but refused past `limit` bytes (a hostile server could
 /// send without end); `what` names it in the error. Wiped when dropped: it may be a token.
