@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use common::registry::{htpasswd_auth, push_images, Registry};
-use common::token::TokenServer;
+use common::token::{fixed_server, token_auth_section, TokenServer};
 use common::*;
 
 const ROBOT: &str = "robot$drydock";
@@ -25,6 +25,25 @@ fn verify(repo: &Repo, url: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
     let mut args = vec!["verify", "latest", "--registry-url", url];
     args.extend_from_slice(extra);
     repo.with_key_env(&repo.identity, &args, env)
+}
+
+/// `--registry-username ROBOT --registry-password-file FILE`.
+fn login(file: &Path) -> Vec<&str> {
+    vec![
+        "--registry-username",
+        ROBOT,
+        "--registry-password-file",
+        file.to_str().unwrap(),
+    ]
+}
+
+/// A repository with a snapshot of a small registry root (two layers of one repository).
+fn small_snapshot(dir: &Path) -> (Repo, PathBuf) {
+    let root = dir.join("storage");
+    registry_tree_with_layers(&root, 2, 16 << 10);
+    let repo = local_repo(dir);
+    repo.backup_registry(&root);
+    (repo, root)
 }
 
 /// Neither output of `r` holds the password, in clear or inside basic credentials.
@@ -46,17 +65,7 @@ fn assert_no_secret(r: &Run, secrets: &[&str]) {
 fn check_credentials(repo: &Repo, reg: &Registry, dir: &Path, refused_at: &str) {
     let good = password_file(dir, "good", PASSWORD);
     let bad = password_file(dir, "bad", "not-the-password");
-    let ok = verify(
-        repo,
-        &reg.url(),
-        &[
-            "--registry-username",
-            ROBOT,
-            "--registry-password-file",
-            good.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let ok = verify(repo, &reg.url(), &login(&good), &[]);
     ok.expect(0);
     assert!(ok.stdout.contains("matches snapshot"), "{}", ok.stdout);
     assert_no_secret(&ok, &[]);
@@ -73,17 +82,7 @@ fn check_credentials(repo: &Repo, reg: &Registry, dir: &Path, refused_at: &str) 
     )
     .expect(0);
 
-    let refused = verify(
-        repo,
-        &reg.url(),
-        &[
-            "--registry-username",
-            ROBOT,
-            "--registry-password-file",
-            bad.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let refused = verify(repo, &reg.url(), &login(&bad), &[]);
     refused.expect_error(5, &format!("refused the credentials of {ROBOT}"));
     refused.expect_error(5, refused_at);
     refused.expect_error(5, "check --registry-username and the password file");
@@ -127,10 +126,9 @@ fn token_auth_like_harbor() {
     let before = tokens.seen().len();
     check_credentials(&repo, &reg, dir.path(), &tokens.realm("127.0.0.1"));
     let seen = tokens.seen();
-    // The first verify: one token per repository (three), each fetched once, concurrent
-    // probes sharing it; with basic credentials, and the scope the registry asked for.
-    let first: Vec<_> = seen[before..before + 3].to_vec();
-    for s in &first {
+    // The first verify: one token per repository (three), each fetched once and shared by
+    // the concurrent probes; with basic credentials, for the scope the registry asked.
+    for s in &seen[before..before + 3] {
         assert!(s.authorization.as_deref().unwrap().starts_with("Basic "));
         let q: Vec<(String, String)> = url::form_urlencoded::parse(s.query.as_bytes())
             .into_owned()
@@ -142,21 +140,17 @@ fn token_auth_like_harbor() {
         );
         assert!(q.contains(&("service".into(), common::token::SERVICE.into())));
     }
-    // …and the second (from the environment) again three.
-    let second = &seen[before + 3..before + 6];
-    assert!(second.iter().all(|s| s.token.is_some()));
+    // …and the second (credentials from the environment) three more.
+    assert!(seen[before + 3..before + 6]
+        .iter()
+        .all(|s| s.token.is_some()));
 
     // With every log on, no secret shows: neither the password nor a token issued.
     let good = password_file(dir.path(), "good", PASSWORD);
     let loud = verify(
         &repo,
         &reg.url(),
-        &[
-            "--registry-username",
-            ROBOT,
-            "--registry-password-file",
-            good.to_str().unwrap(),
-        ],
+        &login(&good),
         &[("DRYDOCK_LOG", "trace")],
     );
     loud.expect(0);
@@ -168,10 +162,7 @@ fn token_auth_like_harbor() {
 #[test]
 fn htpasswd_basic_auth() {
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("storage");
-    registry_tree_with_layers(&root, 3, 64 << 10);
-    let repo = local_repo(dir.path());
-    repo.backup_registry(&root);
+    let (repo, root) = small_snapshot(dir.path());
     let reg =
         Registry::filesystem_with_auth(&root, &htpasswd_auth(dir.path(), ROBOT, PASSWORD), None);
     check_credentials(
@@ -183,28 +174,32 @@ fn htpasswd_basic_auth() {
 }
 
 #[test]
+fn a_registry_with_a_private_ca_needs_registry_ca_cert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, root) = small_snapshot(dir.path());
+    let pki_dir = dir.path().join("pki");
+    std::fs::create_dir_all(&pki_dir).unwrap();
+    let pki = common::tls::make_pki(&pki_dir, "drydock registry CA", "IP:127.0.0.1");
+    let auth = htpasswd_auth(dir.path(), ROBOT, PASSWORD);
+    let reg = Registry::filesystem_tls(&root, &pki.server_cert, &pki.server_key, &auth);
+    let url = format!("https://127.0.0.1:{}", reg.port);
+    let pw = password_file(dir.path(), "pw", PASSWORD);
+    verify(&repo, &url, &login(&pw), &[]).expect_error(5, "--registry-ca-cert");
+    let mut trusted = login(&pw);
+    trusted.extend(["--registry-ca-cert", pki.ca_cert.to_str().unwrap()]);
+    verify(&repo, &url, &trusted, &[]).expect(0);
+}
+
+#[test]
 fn a_token_realm_on_another_host_gets_no_credentials() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = TokenServer::start(dir.path(), &[(ROBOT, PASSWORD)]);
-    let root = dir.path().join("storage");
-    registry_tree_with_layers(&root, 2, 16 << 10);
-    let repo = local_repo(dir.path());
-    repo.backup_registry(&root);
+    let (repo, root) = small_snapshot(dir.path());
     // The registry (reached as 127.0.0.1) sends clients to a realm on `localhost`: the same
     // machine, but another host name, as a hostile registry would name its own server.
     let reg = Registry::filesystem_with_auth(&root, &tokens.registry_auth("localhost"), None);
     let pw = password_file(dir.path(), "pw", PASSWORD);
-    let r = verify(
-        &repo,
-        &reg.url(),
-        &[
-            "--registry-username",
-            ROBOT,
-            "--registry-password-file",
-            pw.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let r = verify(&repo, &reg.url(), &login(&pw), &[]);
     r.expect_error(5, "token realm on another host, localhost");
     r.expect_error(5, "registry at 127.0.0.1");
     assert_no_secret(&r, &[]);
@@ -213,4 +208,36 @@ fn a_token_realm_on_another_host_gets_no_credentials() {
         "the realm was asked: {:?}",
         tokens.seen()
     );
+}
+
+#[test]
+fn a_hostile_token_realm_cannot_flood_or_redirect() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = TokenServer::start(dir.path(), &[]);
+    let (repo, root) = small_snapshot(dir.path());
+    let pw = password_file(dir.path(), "pw", PASSWORD);
+
+    // A realm on the registry's host that answers 2 MiB: drydock stops reading at 1 MiB.
+    let (flood, _) = fixed_server(
+        "200 OK\r\nContent-Type: application/json".into(),
+        vec![b' '; 2 << 20],
+    );
+    let auth = token_auth_section(&format!("http://127.0.0.1:{flood}/t"), &tokens.root_cert);
+    let reg = Registry::filesystem_with_auth(&root, &auth, None);
+    let r = verify(&repo, &reg.url(), &login(&pw), &[]);
+    r.expect_error(1, "more than 1048576 bytes");
+    drop(reg);
+
+    // A realm that redirects elsewhere: not followed, so the credentials stay home.
+    let (elsewhere, asked) = fixed_server("200 OK".into(), b"{}".to_vec());
+    let (redirect, _) = fixed_server(
+        format!("302 Found\r\nLocation: http://localhost:{elsewhere}/steal"),
+        Vec::new(),
+    );
+    let auth = token_auth_section(&format!("http://127.0.0.1:{redirect}/t"), &tokens.root_cert);
+    let reg = Registry::filesystem_with_auth(&root, &auth, None);
+    let r = verify(&repo, &reg.url(), &login(&pw), &[]);
+    r.expect_error(1, "answered HTTP 302");
+    assert_eq!(*asked.lock().unwrap(), 0, "the redirect was followed");
+    assert_no_secret(&r, &[]);
 }

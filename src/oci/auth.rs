@@ -333,6 +333,16 @@ impl Token {
     }
 }
 
+/// When a token asked for at `started` stops being used: `expires_in` seconds later (60
+/// when not given), less a margin so it does not expire between the check and its use.
+fn expiry(started: Instant, expires_in: Option<u64>) -> Instant {
+    let lifetime = expires_in
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_TOKEN_LIFETIME);
+    let margin = (lifetime / 10).min(Duration::from_secs(10));
+    started + lifetime - margin
+}
+
 #[derive(serde::Deserialize)]
 struct TokenResponse {
     token: Option<String>,
@@ -503,7 +513,7 @@ impl Authenticator {
         let body = read_capped(
             resp,
             TOKEN_RESPONSE_LIMIT,
-            &format!("token realm {realm_url}"),
+            &format!("the token realm {realm_url}"),
         )
         .await?;
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
@@ -523,15 +533,9 @@ impl Authenticator {
                     ))
                 })?,
         );
-        let lifetime = parsed
-            .expires_in
-            .map(Duration::from_secs)
-            .unwrap_or(DEFAULT_TOKEN_LIFETIME);
-        // Renewed a little early, so a token does not expire between check and use.
-        let margin = (lifetime / 10).min(Duration::from_secs(10));
         Ok(Token {
             auth: Authorization::new("Bearer", &value)?,
-            expires: started + lifetime - margin,
+            expires: expiry(started, parsed.expires_in),
         })
     }
 
@@ -680,6 +684,19 @@ mod tests {
             assert!(check_realm(realm, &reg, None, false).is_err(), "{realm}");
         }
         assert!(check_realm("http://127.0.0.1:5001/token", &reg, Some(&creds()), false).is_ok());
+    }
+
+    #[test]
+    fn tokens_expire_a_little_early() {
+        let t0 = Instant::now();
+        assert_eq!(expiry(t0, None), t0 + Duration::from_secs(54));
+        assert_eq!(expiry(t0, Some(1800)), t0 + Duration::from_secs(1790));
+        assert_eq!(expiry(t0, Some(0)), t0);
+        let stale = Token {
+            auth: Authorization::new("Bearer", "t").unwrap(),
+            expires: expiry(t0, Some(0)),
+        };
+        assert!(!stale.valid());
     }
 
     #[test]

@@ -27,9 +27,10 @@ fn run(cmd: &mut Command) -> String {
 }
 
 impl Registry {
-    /// A registry on `storage`, with `auth` (an `auth:` section, or empty) and the
-    /// credentials skopeo gives it.
-    fn start(storage: &str, auth: &str, creds: Option<&str>) -> Self {
+    /// A registry on `storage`, with `extra` configuration appended right after the `http:`
+    /// section's keys (indented lines extend `http:`, e.g. `tls:`; then top-level sections
+    /// such as `auth:`) and the credentials skopeo gives it.
+    fn start(storage: &str, extra: &str, creds: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -37,7 +38,7 @@ impl Registry {
             .unwrap()
             .port();
         let config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n{storage}  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: drydock-test\n{auth}"
+            "version: 0.1\nlog:\n  level: error\nstorage:\n{storage}  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: drydock-test\n{extra}"
         );
         let path = dir.path().join("config.yml");
         std::fs::write(&path, config).unwrap();
@@ -78,6 +79,16 @@ impl Registry {
             auth,
             creds,
         )
+    }
+
+    /// The same over https, with a certificate and key (PEM) for 127.0.0.1.
+    pub fn filesystem_tls(root: &Path, cert: &Path, key: &Path, auth: &str) -> Self {
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n{auth}",
+            cert.display(),
+            key.display()
+        );
+        Registry::filesystem_with_auth(root, &tls, None)
     }
 
     /// A registry on the S3 driver (against moto).

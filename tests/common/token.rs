@@ -4,7 +4,7 @@
 //! that grants nothing, as Harbor gives for a private project.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -87,11 +87,7 @@ impl TokenServer {
 
     /// The registry's `auth:` section, with the realm on `host`.
     pub fn registry_auth(&self, host: &str) -> String {
-        format!(
-            "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
-            self.realm(host),
-            self.root_cert.display()
-        )
+        token_auth_section(&self.realm(host), &self.root_cert)
     }
 
     /// Every request answered so far.
@@ -100,8 +96,8 @@ impl TokenServer {
     }
 }
 
-/// Answer one request: a token for good or no credentials, 401 for bad ones.
-fn serve(stream: TcpStream, signer: &Signer) -> Option<Seen> {
+/// The request line's target and the `Authorization` header of one request.
+fn read_request(stream: &TcpStream) -> Option<(String, Option<String>)> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut line = String::new();
     reader.read_line(&mut line).ok()?;
@@ -118,6 +114,22 @@ fn serve(stream: TcpStream, signer: &Signer) -> Option<Seen> {
             }
         }
     }
+    Some((target, authorization))
+}
+
+fn respond(mut stream: TcpStream, head: &str, body: &[u8]) {
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(body);
+    let _ = stream.flush();
+}
+
+/// Answer one request: a token for good or no credentials, 401 for bad ones.
+fn serve(stream: TcpStream, signer: &Signer) -> Option<Seen> {
+    let (target, authorization) = read_request(&stream)?;
     let query = target
         .split_once('?')
         .map(|(_, q)| q)
@@ -142,22 +154,42 @@ fn serve(stream: TcpStream, signer: &Signer) -> Option<Seen> {
             )
         }
     };
-    let body = body.to_string();
-    let mut out = stream;
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    respond(
+        stream,
+        &format!("{status}\r\nContent-Type: application/json"),
+        body.to_string().as_bytes(),
     );
-    let _ = out.flush();
-    // Drain what is left so the client sees a clean close.
-    let _ = reader.get_mut().set_nonblocking(true);
-    let _ = reader.read(&mut [0u8; 64]);
     Some(Seen {
         authorization,
         query,
         token,
     })
+}
+
+/// A server on a free loopback port answering every request with `head` (status line
+/// rest and extra headers) and `body`; the number of requests it got.
+pub fn fixed_server(head: String, body: Vec<u8>) -> (u16, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(Mutex::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            if read_request(&stream).is_some() {
+                *seen.lock().unwrap() += 1;
+                respond(stream, &head, &body);
+            }
+        }
+    });
+    (port, count)
+}
+
+/// A registry `auth: token` section whose realm is `realm`, trusting `root_cert`.
+pub fn token_auth_section(realm: &str, root_cert: &Path) -> String {
+    format!(
+        "auth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+        root_cert.display()
+    )
 }
 
 impl Signer {
