@@ -12,6 +12,7 @@ use common::token::{fixed_server, token_auth_section, TokenServer};
 use common::*;
 
 const ROBOT: &str = "robot$drydock";
+const NO_PULL: &str = "robot$no-pull";
 const PASSWORD: &str = "Tr0ub4dor-registry-7f3a";
 
 fn password_file(dir: &Path, name: &str, password: &str) -> PathBuf {
@@ -111,7 +112,11 @@ fn check_credentials(repo: &Repo, reg: &Registry, dir: &Path, refused_at: &str) 
 #[test]
 fn token_auth_like_harbor() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = TokenServer::start(dir.path(), &[(ROBOT, PASSWORD)]);
+    let tokens = TokenServer::start(
+        dir.path(),
+        &[(ROBOT, PASSWORD), (NO_PULL, PASSWORD)],
+        &[NO_PULL],
+    );
     let root = dir.path().join("storage");
     let reg = Registry::filesystem_with_auth(
         &root,
@@ -145,8 +150,25 @@ fn token_auth_like_harbor() {
         .iter()
         .all(|s| s.token.is_some()));
 
-    // With every log on, no secret shows: neither the password nor a token issued.
     let good = password_file(dir.path(), "good", PASSWORD);
+    // An account the realm issues tokens to that grant nothing (Harbor's answer for a
+    // robot without access to the project).
+    let denied = verify(
+        &repo,
+        &reg.url(),
+        &[
+            "--registry-username",
+            NO_PULL,
+            "--registry-password-file",
+            good.to_str().unwrap(),
+        ],
+        &[],
+    );
+    denied.expect_error(5, &format!("does not grant {NO_PULL} repository:"));
+    denied.expect_error(5, "insufficient_scope");
+    denied.expect_error(5, "give the account that access");
+
+    // With every log on, no secret shows: neither the password nor a token issued.
     let loud = verify(
         &repo,
         &reg.url(),
@@ -193,7 +215,7 @@ fn a_registry_with_a_private_ca_needs_registry_ca_cert() {
 #[test]
 fn a_token_realm_on_another_host_gets_no_credentials() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = TokenServer::start(dir.path(), &[(ROBOT, PASSWORD)]);
+    let tokens = TokenServer::start(dir.path(), &[(ROBOT, PASSWORD)], &[]);
     let (repo, root) = small_snapshot(dir.path());
     // The registry (reached as 127.0.0.1) sends clients to a realm on `localhost`: the same
     // machine, but another host name, as a hostile registry would name its own server.
@@ -213,7 +235,7 @@ fn a_token_realm_on_another_host_gets_no_credentials() {
 #[test]
 fn a_hostile_token_realm_cannot_flood_or_redirect() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = TokenServer::start(dir.path(), &[]);
+    let tokens = TokenServer::start(dir.path(), &[], &[]);
     let (repo, root) = small_snapshot(dir.path());
     let pw = password_file(dir.path(), "pw", PASSWORD);
 

@@ -83,16 +83,19 @@ impl Credentials {
     fn basic(&self) -> Result<Authorization> {
         let plain = Zeroizing::new(format!("{}:{}", self.username, self.password.expose()));
         let encoded = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(&*plain));
-        Authorization::new("Basic", &encoded)
+        Authorization::new("Basic", &encoded, false)
     }
 }
 
-/// An `Authorization` header value.
+/// An `Authorization` header value: basic credentials, or a bearer token.
 #[derive(Clone)]
-pub struct Authorization(HeaderValue);
+pub struct Authorization {
+    value: HeaderValue,
+    token: bool,
+}
 
 impl Authorization {
-    fn new(scheme: &str, secret: &str) -> Result<Self> {
+    fn new(scheme: &str, secret: &str, token: bool) -> Result<Self> {
         let text = Zeroizing::new(format!("{scheme} {secret}"));
         let mut v = HeaderValue::from_str(&text).map_err(|_| {
             Error::Key(format!(
@@ -100,11 +103,16 @@ impl Authorization {
             ))
         })?;
         v.set_sensitive(true);
-        Ok(Authorization(v))
+        Ok(Authorization { value: v, token })
     }
 
     pub fn header(&self) -> &HeaderValue {
-        &self.0
+        &self.value
+    }
+
+    /// A bearer token (from a realm), not the credentials themselves.
+    pub fn is_token(&self) -> bool {
+        self.token
     }
 }
 
@@ -351,14 +359,30 @@ struct TokenResponse {
 }
 
 /// Why a 401 ended the attempt, for the one-line error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
-    /// Nothing was presented: credentials are needed.
+    /// Nothing was presented, or an anonymous token: credentials are needed.
     NoCredentials,
-    /// The credentials (or a token for them) were refused.
+    /// The credentials were refused (by the registry or the token realm).
     Refused,
-    /// The account may not do this with this repository.
-    InsufficientScope,
+    /// A token issued for the credentials was refused: the account may not do this with
+    /// this repository (Harbor answers so for a project that does not exist, too). The
+    /// challenge's `error`, if it gave one.
+    Denied(Option<String>),
+}
+
+impl Refusal {
+    /// Why the answer to a request that presented `presented` was a refusal.
+    pub fn of(presented: Option<&Authorization>, scheme: Option<&Scheme>) -> Self {
+        match presented {
+            None => Refusal::NoCredentials,
+            Some(a) if a.is_token() => Refusal::Denied(match scheme {
+                Some(Scheme::Bearer { error, .. }) => error.clone(),
+                _ => None,
+            }),
+            Some(_) => Refusal::Refused,
+        }
+    }
 }
 
 /// Authenticates the requests of one client: learns the registry's scheme from its first
@@ -501,7 +525,7 @@ impl Authenticator {
             } else {
                 Refusal::NoCredentials
             };
-            return Err(self.refused(refusal, status, &realm_url));
+            return Err(self.refused(refusal, status, &realm_url, None));
         }
         if !status.is_success() {
             return Err(Error::Other(format!(
@@ -534,13 +558,20 @@ impl Authenticator {
                 })?,
         );
         Ok(Token {
-            auth: Authorization::new("Bearer", &value)?,
+            auth: Authorization::new("Bearer", &value, true)?,
             expires: expiry(started, parsed.expires_in),
         })
     }
 
-    /// The one-line error for a refusal; `at` is where it came from.
-    pub fn refused(&self, why: Refusal, status: StatusCode, at: &Url) -> Error {
+    /// The one-line error for a refusal of a request for `scope`; `at` is where it came
+    /// from.
+    pub fn refused(
+        &self,
+        why: Refusal,
+        status: StatusCode,
+        at: &Url,
+        scope: Option<&Scope>,
+    ) -> Error {
         let registry = shown(&self.registry);
         let code = status.as_u16();
         match (why, self.username()) {
@@ -550,9 +581,13 @@ impl Authenticator {
             (Refusal::Refused, Some(user)) => Error::Key(format!(
                 "the registry at {registry} refused the credentials of {user} (HTTP {code} from {at}); check --registry-username and the password file"
             )),
-            (Refusal::InsufficientScope, Some(user)) => Error::Key(format!(
-                "the registry at {registry} does not let {user} do this (HTTP {code}, insufficient_scope, from {at}): give the account pull access to the project, or check that the project exists"
-            )),
+            (Refusal::Denied(error), Some(user)) => {
+                let error = error.map(|e| format!(", {e}")).unwrap_or_default();
+                let what = scope.map_or("access".to_string(), |s| s.to_string());
+                Error::Key(format!(
+                    "the registry at {registry} does not grant {user} {what} (HTTP {code}{error} from {at}): give the account that access to the project, or check that the project exists"
+                ))
+            }
         }
     }
 }
@@ -687,13 +722,33 @@ mod tests {
     }
 
     #[test]
+    fn why_a_refusal() {
+        let token = Authorization::new("Bearer", "t", true).unwrap();
+        let basic = creds().basic().unwrap();
+        let bearer = Scheme::choose(&parse_challenges(
+            r#"Bearer realm="https://h/t",error="insufficient_scope""#,
+        ));
+        assert_eq!(Refusal::of(None, bearer.as_ref()), Refusal::NoCredentials);
+        assert_eq!(Refusal::of(Some(&basic), None), Refusal::Refused);
+        assert_eq!(
+            Refusal::of(Some(&token), bearer.as_ref()),
+            Refusal::Denied(Some("insufficient_scope".into()))
+        );
+        // Harbor answers a token without access with a Basic challenge.
+        assert_eq!(
+            Refusal::of(Some(&token), Some(&Scheme::Basic)),
+            Refusal::Denied(None)
+        );
+    }
+
+    #[test]
     fn tokens_expire_a_little_early() {
         let t0 = Instant::now();
         assert_eq!(expiry(t0, None), t0 + Duration::from_secs(54));
         assert_eq!(expiry(t0, Some(1800)), t0 + Duration::from_secs(1790));
         assert_eq!(expiry(t0, Some(0)), t0);
         let stale = Token {
-            auth: Authorization::new("Bearer", "t").unwrap(),
+            auth: Authorization::new("Bearer", "t", true).unwrap(),
             expires: expiry(t0, Some(0)),
         };
         assert!(!stale.valid());

@@ -138,10 +138,17 @@ impl RegistryClient {
                 return Ok(resp);
             }
             let scheme = challenge(&resp);
-            if retried || status == StatusCode::FORBIDDEN {
-                return Err(self
-                    .auth
-                    .refused(refusal(auth.is_some(), &scheme), status, &url));
+            // Learn and retry once: when nothing was presented, or a token was refused with
+            // a Bearer challenge (expired, revoked). A token refused with another challenge
+            // (Harbor then answers `Basic`) and refused credentials are final.
+            let presented_token = auth.as_ref().is_some_and(|a| a.is_token());
+            let bearer = matches!(scheme, Some(Scheme::Bearer { .. }));
+            let learn = status == StatusCode::UNAUTHORIZED
+                && !retried
+                && (auth.is_none() || (presented_token && bearer));
+            if !learn {
+                let why = Refusal::of(auth.as_ref(), scheme.as_ref());
+                return Err(self.auth.refused(why, status, &url, Some(&scope)));
             }
             let scheme = scheme.ok_or_else(|| {
                 Error::Other(format!(
@@ -152,7 +159,9 @@ impl RegistryClient {
             let next = self.auth.challenged(&scope, scheme, auth.as_ref()).await?;
             if next.is_none() {
                 // Basic auth wanted, and no credentials to give.
-                return Err(self.auth.refused(Refusal::NoCredentials, status, &url));
+                return Err(self
+                    .auth
+                    .refused(Refusal::NoCredentials, status, &url, Some(&scope)));
             }
             auth = next;
             retried = true;
@@ -174,17 +183,6 @@ impl RegistryClient {
             ));
         }
         Error::Other(format!("cannot reach the registry at {url}: {detail}"))
-    }
-}
-
-/// What a refused request's challenge says about why.
-fn refusal(presented: bool, scheme: &Option<Scheme>) -> Refusal {
-    match scheme {
-        _ if !presented => Refusal::NoCredentials,
-        Some(Scheme::Bearer { error: Some(e), .. }) if e == "insufficient_scope" => {
-            Refusal::InsufficientScope
-        }
-        _ => Refusal::Refused,
     }
 }
 

@@ -39,11 +39,14 @@ struct Signer {
     key: PathBuf,
     x5c: String,
     users: HashMap<String, String>,
+    /// Users whose tokens grant nothing, as Harbor's for an account without access.
+    no_access: Vec<String>,
 }
 
 impl TokenServer {
-    /// Serve tokens on a free loopback port for `users` (name, password), with keys in `dir`.
-    pub fn start(dir: &Path, users: &[(&str, &str)]) -> Self {
+    /// Serve tokens on a free loopback port for `users` (name, password), with keys in `dir`;
+    /// the tokens of `no_access` users grant nothing.
+    pub fn start(dir: &Path, users: &[(&str, &str)], no_access: &[&str]) -> Self {
         let dir = dir.join("token-pki");
         std::fs::create_dir_all(&dir).unwrap();
         let pki = super::tls::make_pki(&dir, "drydock token CA", "DNS:token.localhost");
@@ -60,6 +63,7 @@ impl TokenServer {
                 .iter()
                 .map(|(u, p)| (u.to_string(), p.to_string()))
                 .collect(),
+            no_access: no_access.iter().map(|u| u.to_string()).collect(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -204,6 +208,7 @@ impl Signer {
     /// A signed JWT granting `user` what the query's scopes ask (nothing when anonymous).
     fn token(&self, user: Option<&str>, query: &str) -> String {
         let mut access = Vec::new();
+        let granted = user.is_some_and(|u| !self.no_access.iter().any(|n| n == u));
         for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
             let mut parts = v.splitn(3, ':');
             if let (Some(kind), Some(name), Some(actions), true, true) = (
@@ -211,7 +216,7 @@ impl Signer {
                 parts.next(),
                 parts.next(),
                 k == "scope",
-                user.is_some(),
+                granted,
             ) {
                 let actions: Vec<&str> = actions.split(',').collect();
                 access.push(json!({"type": kind, "name": name, "actions": actions}));
