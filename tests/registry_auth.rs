@@ -263,3 +263,98 @@ fn a_hostile_token_realm_cannot_flood_or_redirect() {
     assert_eq!(*asked.lock().unwrap(), 0, "the redirect was followed");
     assert_no_secret(&r, &[]);
 }
+
+fn client(url: &str, user: &str) -> drydock::oci::RegistryClient {
+    drydock::oci::RegistryClient::new(&drydock::oci::ClientOptions {
+        url: url.to_string(),
+        credentials: Some(drydock::oci::Credentials {
+            username: user.to_string(),
+            password: drydock::secret::Password::new(PASSWORD),
+        }),
+        ca_cert: None,
+        allow_http: false,
+        timeout: std::time::Duration::from_secs(30),
+    })
+    .unwrap()
+}
+
+fn sha256(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
+}
+
+/// The library's client pushes an image (two blobs, a manifest) through the token flow
+/// with a push scope, and skopeo pulls it back whole; an account without access is denied.
+#[tokio::test]
+async fn the_client_pushes_an_image_through_token_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = TokenServer::start(
+        dir.path(),
+        &[(ROBOT, PASSWORD), (NO_PULL, PASSWORD)],
+        &[NO_PULL],
+    );
+    let root = dir.path().join("storage");
+    let reg = Registry::filesystem_with_auth(
+        &root,
+        &tokens.registry_auth("127.0.0.1"),
+        Some(&format!("{ROBOT}:{PASSWORD}")),
+    );
+    let layer = noise(300 << 10, 7);
+    let layer_digest = sha256(&layer);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    }))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha256(&config), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest, "size": layer.len()}],
+    }))
+    .unwrap();
+    let manifest = drydock::oci::Manifest {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        bytes: manifest,
+    };
+
+    let c = client(&reg.url(), ROBOT);
+    for blob in [&layer, &config] {
+        let body = bytes::Bytes::from(blob.clone());
+        c.upload_blob("restored/app", &sha256(blob), || body.clone().into())
+            .await
+            .unwrap();
+    }
+    c.put_manifest("restored/app", "v1", &manifest)
+        .await
+        .unwrap();
+    assert_eq!(
+        reg.manifest_digest("restored/app:v1"),
+        sha256(&manifest.bytes)
+    );
+    reg.pull("restored/app:v1", &dir.path().join("pulled"));
+    let got = c.get_manifest("restored/app", "v1").await.unwrap();
+    assert_eq!(got.as_ref(), Some(&manifest));
+    assert_eq!(c.get_manifest("restored/app", "v2").await.unwrap(), None);
+    let head = c.head_blob("restored/app", &layer_digest).await.unwrap();
+    assert_eq!(head.digest.as_deref(), Some(layer_digest.as_str()));
+    // The push tokens asked for pull and push.
+    assert!(tokens
+        .seen()
+        .iter()
+        .any(|s| s.query.contains("restored%2Fapp%3Apull%2Cpush")));
+
+    let denied = client(&reg.url(), NO_PULL)
+        .put_manifest("restored/app", "v2", &manifest)
+        .await
+        .unwrap_err();
+    assert!(matches!(denied, drydock::Error::Key(_)), "{denied}");
+    assert!(
+        denied
+            .to_string()
+            .contains("does not grant robot$no-pull repository:restored/app:pull,push"),
+        "{denied}"
+    );
+}

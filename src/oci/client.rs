@@ -3,17 +3,32 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use reqwest::header::AUTHORIZATION;
+use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use url::Url;
 
 use super::auth::{parse_challenges, Action, Authenticator, Credentials, Refusal, Scheme, Scope};
+use super::read_capped;
 use crate::error::{Error, Result};
 use crate::net::{error_chain, is_tls_error};
 
 /// What `head_manifest` asks for: every manifest kind Harbor stores.
 pub const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Largest manifest read: distribution refuses to store one over 4 MiB.
+const MANIFEST_LIMIT: usize = 4 << 20;
+/// Largest error answer read.
+const ERROR_LIMIT: usize = 64 << 10;
+/// What pushing to a repository needs (the registry checks pull too for mounts and HEADs).
+const PUSH: &[Action] = &[Action::Pull, Action::Push];
+
+/// A manifest: its media type and exact bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Manifest {
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+}
 
 /// How to reach a registry.
 #[derive(Clone, Debug)]
@@ -105,10 +120,94 @@ impl RegistryClient {
         Ok(head(&resp))
     }
 
-    /// One request to `/v2/<repository>/<rest>` that needs `actions` on the repository,
-    /// authenticated up front when the registry's scheme is known, and retried once after
-    /// a 401 with what its challenge asks for. `build` adds headers and body; it is called
-    /// for every attempt. Any answer but a refusal is returned.
+    /// `GET /v2/<repository>/manifests/<reference>`: its media type and exact bytes (their
+    /// sha256 is its digest); `None` if the registry has no such manifest.
+    pub async fn get_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Option<Manifest>> {
+        check_reference(reference)?;
+        let resp = self
+            .send(
+                Method::GET,
+                repository,
+                &format!("manifests/{reference}"),
+                &[Action::Pull],
+                |r| r.header("Accept", MANIFEST_TYPES),
+            )
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = self.expect(resp, &[StatusCode::OK]).await?;
+        let media_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let what = format!("{repository}:{reference} at {}", super::shown(&self.base));
+        let bytes = read_capped(resp, MANIFEST_LIMIT, &what).await?;
+        Ok(Some(Manifest {
+            media_type,
+            bytes: bytes.to_vec(),
+        }))
+    }
+
+    /// `PUT /v2/<repository>/manifests/<reference>` (needs push).
+    pub async fn put_manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+        m: &Manifest,
+    ) -> Result<()> {
+        check_reference(reference)?;
+        let resp = self
+            .send(
+                Method::PUT,
+                repository,
+                &format!("manifests/{reference}"),
+                PUSH,
+                |r| {
+                    r.header(CONTENT_TYPE, m.media_type.as_str())
+                        .body(m.bytes.clone())
+                },
+            )
+            .await?;
+        self.expect(resp, &[StatusCode::CREATED]).await.map(drop)
+    }
+
+    /// Upload a blob in one piece: `POST /v2/<repository>/blobs/uploads/`, then `PUT` to the
+    /// upload's location with `?digest=` (needs push). `body` makes the content for each
+    /// attempt; the registry checks it against `digest`.
+    pub async fn upload_blob(
+        &self,
+        repository: &str,
+        digest: &str,
+        body: impl Fn() -> reqwest::Body,
+    ) -> Result<()> {
+        check_reference(digest)?;
+        let started = self
+            .send(Method::POST, repository, "blobs/uploads/", PUSH, |r| {
+                r.header(CONTENT_LENGTH, 0)
+            })
+            .await?;
+        let started = self.expect(started, &[StatusCode::ACCEPTED]).await?;
+        let mut location = self.upload_location(&started)?;
+        location.query_pairs_mut().append_pair("digest", digest);
+        let scope = Scope::repository(repository, PUSH);
+        let done = self
+            .send_to(Method::PUT, location, &scope, |r| {
+                r.header(CONTENT_TYPE, "application/octet-stream")
+                    .body(body())
+            })
+            .await?;
+        self.expect(done, &[StatusCode::CREATED]).await.map(drop)
+    }
+
+    /// One request to `/v2/<repository>/<rest>` that needs `actions` on the repository; see
+    /// [`RegistryClient::send_to`].
     pub async fn send(
         &self,
         method: Method,
@@ -120,7 +219,21 @@ impl RegistryClient {
         check_repository(repository)?;
         let scope = Scope::repository(repository, actions);
         let url = self.endpoint(&format!("v2/{repository}/{rest}"))?;
-        let mut auth = self.auth.authorization(&scope).await?;
+        self.send_to(method, url, &scope, build).await
+    }
+
+    /// One request to `url` of this registry needing `scope`, authenticated up front when
+    /// the registry's scheme is known, and retried once after a 401 with what its challenge
+    /// asks for. `build` adds headers and body; it is called for every attempt. Any answer
+    /// but a refusal is returned.
+    pub async fn send_to(
+        &self,
+        method: Method,
+        url: Url,
+        scope: &Scope,
+        build: impl Fn(RequestBuilder) -> RequestBuilder,
+    ) -> Result<Response> {
+        let mut auth = self.auth.authorization(scope).await?;
         let mut retried = false;
         loop {
             let mut req = build(self.http.request(method.clone(), url.clone()));
@@ -148,7 +261,7 @@ impl RegistryClient {
                 && (auth.is_none() || (presented_token && bearer));
             if !learn {
                 let why = Refusal::of(auth.as_ref(), scheme.as_ref());
-                return Err(self.auth.refused(why, status, &url, Some(&scope)));
+                return Err(self.auth.refused(why, status, &url, Some(scope)));
             }
             let scheme = scheme.ok_or_else(|| {
                 Error::Other(format!(
@@ -156,16 +269,73 @@ impl RegistryClient {
                     super::shown(&self.base)
                 ))
             })?;
-            let next = self.auth.challenged(&scope, scheme, auth.as_ref()).await?;
+            let next = self.auth.challenged(scope, scheme, auth.as_ref()).await?;
             if next.is_none() {
                 // Basic auth wanted, and no credentials to give.
                 return Err(self
                     .auth
-                    .refused(Refusal::NoCredentials, status, &url, Some(&scope)));
+                    .refused(Refusal::NoCredentials, status, &url, Some(scope)));
             }
             auth = next;
             retried = true;
         }
+    }
+
+    /// Where an upload goes on: its `Location`, relative to the registry, and on the
+    /// registry's own host (the next request carries the token).
+    fn upload_location(&self, resp: &Response) -> Result<Url> {
+        let raw = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                Error::Other(format!(
+                    "the registry at {} started an upload without a Location",
+                    super::shown(&self.base)
+                ))
+            })?;
+        let url = resp.url().join(raw).map_err(|e| {
+            Error::Other(format!(
+                "the registry's upload Location {raw:?} is not a URL: {e}"
+            ))
+        })?;
+        if url.host() != self.base.host() || !matches!(url.scheme(), "http" | "https") {
+            return Err(Error::Other(format!(
+                "the registry at {} sent the upload to {url}, another host; drydock sends its token only to the registry's own host",
+                super::shown(&self.base)
+            )));
+        }
+        Ok(url)
+    }
+
+    /// `resp` if its status is one of `ok`; otherwise an error with what the registry
+    /// said (distribution's `{"errors": [{"code", "message"}]}`).
+    async fn expect(&self, resp: Response, ok: &[StatusCode]) -> Result<Response> {
+        if ok.contains(&resp.status()) {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let path = resp.url().path().to_string();
+        let base = super::shown(&self.base);
+        let what = format!("{path} at {base}");
+        let body = read_capped(resp, ERROR_LIMIT, &what)
+            .await
+            .unwrap_or_default();
+        let detail = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| {
+                let e = v.pointer("/errors/0")?;
+                Some(format!(
+                    ": {} {}",
+                    e.get("code")?.as_str()?,
+                    e.get("message").and_then(|m| m.as_str()).unwrap_or("")
+                ))
+            })
+            .unwrap_or_default();
+        Err(Error::Other(format!(
+            "the registry at {base} answered HTTP {status} for {path}{}",
+            crate::term::esc(detail.trim_end())
+        )))
     }
 
     fn endpoint(&self, path: &str) -> Result<Url> {

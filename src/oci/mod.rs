@@ -3,14 +3,15 @@
 //! flow (Harbor, distribution's `auth: token`) and basic auth (`auth: htpasswd`).
 //!
 //! - [`auth`]: challenges, credentials, scopes, tokens, and where credentials may go.
-//! - [`client`]: requests — today HEAD of manifests and blobs, which `verify --registry-url`
-//!   uses; [`RegistryClient::send`] takes any method and scope, for pull and push later.
+//! - [`client`]: requests — HEAD of manifests and blobs (what `verify --registry-url`
+//!   uses), GET and PUT of manifests, one-piece blob uploads; [`RegistryClient::send`]
+//!   takes any method and scope for what comes next (streamed and mounted uploads).
 
 pub mod auth;
 pub mod client;
 
 pub use auth::{Action, Credentials, Scope};
-pub use client::{ClientOptions, Head, RegistryClient};
+pub use client::{ClientOptions, Head, Manifest, RegistryClient};
 
 use url::Url;
 use zeroize::Zeroizing;
