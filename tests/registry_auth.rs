@@ -109,20 +109,23 @@ fn check_credentials(repo: &Repo, reg: &Registry, dir: &Path, refused_at: &str) 
         .expect_error(2, "needs a password");
 }
 
-#[test]
-fn token_auth_like_harbor() {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = TokenServer::start(
-        dir.path(),
-        &[(ROBOT, PASSWORD), (NO_PULL, PASSWORD)],
-        &[NO_PULL],
-    );
-    let root = dir.path().join("storage");
+/// A token server that knows ROBOT and NO_PULL (whose tokens grant nothing), and an empty
+/// registry in `dir`/storage that trusts its tokens, for skopeo as ROBOT.
+fn token_registry(dir: &Path) -> (TokenServer, PathBuf, Registry) {
+    let tokens = TokenServer::start(dir, &[(ROBOT, PASSWORD), (NO_PULL, PASSWORD)], &[NO_PULL]);
+    let root = dir.join("storage");
     let reg = Registry::filesystem_with_auth(
         &root,
         &tokens.registry_auth("127.0.0.1"),
         Some(&format!("{ROBOT}:{PASSWORD}")),
     );
+    (tokens, root, reg)
+}
+
+#[test]
+fn token_auth_like_harbor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tokens, root, reg) = token_registry(dir.path());
     // skopeo pushes through the token flow too: the token server is one a client accepts.
     push_images(&reg);
     let repo = local_repo(dir.path());
@@ -288,17 +291,7 @@ fn sha256(data: &[u8]) -> String {
 #[tokio::test]
 async fn the_client_pushes_an_image_through_token_auth() {
     let dir = tempfile::tempdir().unwrap();
-    let tokens = TokenServer::start(
-        dir.path(),
-        &[(ROBOT, PASSWORD), (NO_PULL, PASSWORD)],
-        &[NO_PULL],
-    );
-    let root = dir.path().join("storage");
-    let reg = Registry::filesystem_with_auth(
-        &root,
-        &tokens.registry_auth("127.0.0.1"),
-        Some(&format!("{ROBOT}:{PASSWORD}")),
-    );
+    let (tokens, _root, reg) = token_registry(dir.path());
     let layer = noise(300 << 10, 7);
     let layer_digest = sha256(&layer);
     let config = serde_json::to_vec(&serde_json::json!({
