@@ -233,6 +233,12 @@ impl RegistryClient {
         scope: &Scope,
         build: impl Fn(RequestBuilder) -> RequestBuilder,
     ) -> Result<Response> {
+        if url.host() != self.base.host() {
+            return Err(Error::Other(format!(
+                "{url} is not on the registry at {}; drydock sends its credentials only there",
+                super::shown(&self.base)
+            )));
+        }
         let mut auth = self.auth.authorization(scope).await?;
         let mut retried = false;
         loop {
@@ -294,18 +300,7 @@ impl RegistryClient {
                     super::shown(&self.base)
                 ))
             })?;
-        let url = resp.url().join(raw).map_err(|e| {
-            Error::Other(format!(
-                "the registry's upload Location {raw:?} is not a URL: {e}"
-            ))
-        })?;
-        if url.host() != self.base.host() || !matches!(url.scheme(), "http" | "https") {
-            return Err(Error::Other(format!(
-                "the registry at {} sent the upload to {url}, another host; drydock sends its token only to the registry's own host",
-                super::shown(&self.base)
-            )));
-        }
-        Ok(url)
+        upload_target(&self.base, resp.url(), raw)
     }
 
     /// `resp` if its status is one of `ok`; otherwise an error with what the registry
@@ -404,6 +399,23 @@ fn base_url(raw: &str, credentials: bool, allow_http: bool) -> Result<Url> {
     Ok(url)
 }
 
+/// An upload's `Location`, relative to the URL that answered it (`from`), if it stays on
+/// the host of the registry at `base`, over http(s).
+fn upload_target(base: &Url, from: &Url, location: &str) -> Result<Url> {
+    let url = from.join(location).map_err(|e| {
+        Error::Other(format!(
+            "the registry's upload Location {location:?} is not a URL: {e}"
+        ))
+    })?;
+    if url.host() != base.host() || !matches!(url.scheme(), "http" | "https") {
+        return Err(Error::Other(format!(
+            "the registry at {} sent the upload to {url}, another host; drydock sends its token only to the registry's own host",
+            super::shown(base)
+        )));
+    }
+    Ok(url)
+}
+
 /// A repository name as distribution accepts them: lower-case components of
 /// `[a-z0-9._-]` separated by `/`, none empty or made of dots (so it cannot climb the path).
 fn check_repository(name: &str) -> Result<()> {
@@ -442,6 +454,28 @@ mod tests {
         assert!(base_url("http://registry:5000", true, false).is_err());
         assert!(base_url("http://registry:5000", true, true).is_ok());
         assert!(base_url("http://127.0.0.1:5000", true, false).is_ok());
+    }
+
+    #[test]
+    fn uploads_stay_on_the_registry_host() {
+        let base = Url::parse("https://harbor.example.com/").unwrap();
+        let from = base.join("v2/library/app/blobs/uploads/").unwrap();
+        let t = |l: &str| upload_target(&base, &from, l);
+        assert_eq!(
+            t("/v2/library/app/blobs/uploads/u-1?_state=x")
+                .unwrap()
+                .as_str(),
+            "https://harbor.example.com/v2/library/app/blobs/uploads/u-1?_state=x"
+        );
+        assert!(t("https://harbor.example.com:8443/v2/x/blobs/uploads/u").is_ok());
+        for bad in [
+            "https://evil.example.net/u",
+            "//evil.example.net/u",
+            "file:///etc/passwd",
+        ] {
+            let e = t(bad).unwrap_err().to_string();
+            assert!(e.contains("another host"), "{bad}: {e}");
+        }
     }
 
     #[test]
