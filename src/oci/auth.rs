@@ -504,7 +504,10 @@ impl Authenticator {
             if let Some(s) = service {
                 q.append_pair("service", s);
             }
-            q.append_pair("scope", scope);
+            // A challenge may ask for several scopes, separated by spaces: one parameter each.
+            for s in scope.split_whitespace() {
+                q.append_pair("scope", s);
+            }
         }
         let mut req = self.http.get(url);
         if let Some(c) = &self.credentials {
