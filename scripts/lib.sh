@@ -4,7 +4,8 @@ log() { printf '==> %s\n' "$*" >&2; }
 have() { command -v "$1" >/dev/null 2>&1; }
 
 # Install, idempotently, everything drydock's tests and demo run: moto_server (S3),
-# PostgreSQL 15 server and client, the distribution registry, skopeo, umoci, openssl.
+# PostgreSQL 15 server and client, the distribution registry, skopeo, umoci, openssl, and
+# htpasswd (apache2-utils: bcrypt entries for the registry's htpasswd auth).
 install_missing() {
     if ! have cargo; then
         echo "cargo is missing: install Rust (https://rustup.rs) and re-run" >&2
@@ -21,6 +22,7 @@ install_missing() {
     have skopeo || missing+=(skopeo)
     have umoci || missing+=(umoci)
     have openssl || missing+=(openssl)
+    have htpasswd || missing+=(apache2-utils)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive

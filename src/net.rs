@@ -1,8 +1,13 @@
 //! Which URLs send data in the clear across a network: plain `http://` to a host that is
 //! not this machine. Credentials must not go there by default (Harbor's admin password),
-//! and data should not (an S3 endpoint).
+//! and data should not (an S3 endpoint). Also the HTTP client set-up and error reading that
+//! drydock's HTTP clients (Harbor's API, the registry's) share.
+
+use std::path::Path;
 
 use url::{Host, Url};
+
+use crate::error::{Error, Result};
 
 /// Whether `url` names this machine: 127.0.0.0/8, ::1 (or an IPv4-mapped loopback) or
 /// `localhost` (RFC 6761, also `*.localhost`).
@@ -23,6 +28,79 @@ pub fn is_loopback(url: &Url) -> bool {
 /// Whether `url` is plain `http://` to another machine.
 pub fn is_cleartext_remote(url: &Url) -> bool {
     url.scheme() == "http" && !is_loopback(url)
+}
+
+/// A reqwest client builder trusting the system roots (rustls-native-certs honours
+/// SSL_CERT_FILE / SSL_CERT_DIR, so a CA installed on the machine needs no option) and the
+/// PEM certificates in `ca`, which the option `flag` named.
+pub fn http_client_builder(ca: Option<&Path>, flag: &str) -> Result<reqwest::ClientBuilder> {
+    let mut builder =
+        reqwest::Client::builder().user_agent(concat!("drydock/", env!("CARGO_PKG_VERSION")));
+    for der in rustls_native_certs::load_native_certs().certs {
+        if let Ok(c) = reqwest::Certificate::from_der(der.as_ref()) {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).map_err(|e| {
+            Error::Usage(format!(
+                "{flag} {}: {e}; give a PEM file with the CA certificate",
+                ca.display()
+            ))
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .ok()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| {
+                Error::Usage(format!("{flag} {}: no PEM certificate in it", ca.display()))
+            })?;
+        for c in certs {
+            builder = builder.add_root_certificate(c);
+        }
+    }
+    Ok(builder)
+}
+
+/// The innermost causes, which say what actually went wrong (refused, unknown issuer…).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !parts.iter().any(|p| p.contains(&msg)) {
+            parts.push(msg);
+        }
+        cur = s.source();
+    }
+    // The outer layers repeat the inner ones; the last two say it best.
+    let start = parts.len().saturating_sub(2);
+    let inner = parts[start..].join(": ");
+    if inner.is_empty() {
+        e.to_string()
+    } else {
+        inner
+    }
+}
+
+/// Whether a request failed in TLS (certificate or handshake), not in transport.
+pub fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = cur {
+        // hyper-rustls wraps rustls errors in io::Error, whose source() skips them.
+        let io_inner = s
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
+        if io_inner || s.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        let msg = s.to_string().to_ascii_lowercase();
+        if msg.contains("certificate") || msg.contains("handshake") {
+            return true;
+        }
+        cur = s.source();
+    }
+    false
 }
 
 #[cfg(test)]

@@ -253,6 +253,70 @@ pub struct HarborOpts {
     pub harbor_timeout: std::time::Duration,
 }
 
+/// A registry's HTTP API (src/oci): its address, and an account (a Harbor robot account or
+/// an htpasswd user) whose password comes from a file or DRYDOCK_REGISTRY_PASSWORD, never
+/// from an argument. Commands flatten it next to their own options.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RegistryApiOpts {
+    /// The registry's HTTP API: Harbor's address (https://harbor.example.com) or a
+    /// registry's (http://registry:5000).
+    #[arg(long, value_name = "URL")]
+    pub registry_url: Option<String>,
+    /// Account for --registry-url, e.g. a Harbor robot account 'robot$drydock'.
+    #[arg(long, env = "DRYDOCK_REGISTRY_USERNAME", value_name = "NAME")]
+    pub registry_username: Option<String>,
+    /// File holding that account's password or robot secret (otherwise the
+    /// DRYDOCK_REGISTRY_PASSWORD variable).
+    #[arg(long, env = "DRYDOCK_REGISTRY_PASSWORD_FILE", value_name = "FILE")]
+    pub registry_password_file: Option<PathBuf>,
+    /// PEM CA certificate(s) to trust for --registry-url (a private CA).
+    #[arg(long, env = "DRYDOCK_REGISTRY_CA_CERT", value_name = "FILE")]
+    pub registry_ca_cert: Option<PathBuf>,
+    /// Allow sending the password over plain http:// to a host that is not loopback
+    /// (e.g. Harbor's internal registry without internal TLS).
+    #[arg(long, env = "DRYDOCK_REGISTRY_ALLOW_HTTP")]
+    pub registry_allow_http: bool,
+}
+
+impl RegistryApiOpts {
+    /// A client for `--registry-url`, if given; a username needs a password and back.
+    pub fn client(&self) -> Result<Option<crate::oci::RegistryClient>> {
+        let Some(url) = &self.registry_url else {
+            return Ok(None);
+        };
+        let password = crate::secret::load_password(
+            self.registry_password_file.as_deref(),
+            "--registry-password-file",
+            "DRYDOCK_REGISTRY_PASSWORD",
+        )?;
+        let credentials = match (&self.registry_username, password) {
+            (Some(username), Some(password)) => Some(crate::oci::Credentials {
+                username: username.clone(),
+                password,
+            }),
+            (None, None) => None,
+            (Some(u), None) => {
+                return Err(Error::Usage(format!(
+                    "--registry-username {u} needs a password: give --registry-password-file FILE or set DRYDOCK_REGISTRY_PASSWORD"
+                )))
+            }
+            (None, Some(_)) => {
+                return Err(Error::Usage(
+                    "a registry password is given but no --registry-username".into(),
+                ))
+            }
+        };
+        crate::oci::RegistryClient::new(&crate::oci::ClientOptions {
+            url: url.clone(),
+            credentials,
+            ca_cert: self.registry_ca_cert.clone(),
+            allow_http: self.registry_allow_http,
+            timeout: std::time::Duration::from_secs(60),
+        })
+        .map(Some)
+    }
+}
+
 /// An opened registry storage: the store, its driver name and its description.
 pub struct RegistryStore {
     pub store: Arc<dyn Store>,

@@ -13,6 +13,7 @@ use crate::repo::reader::BlobReader;
 use crate::term::esc;
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("registry_target").args(["registry_fs", "registry_s3", "registry_url"])))]
 pub struct VerifyArgs {
     /// Snapshot id, unique prefix, or `latest`.
     pub snapshot: String,
@@ -22,10 +23,9 @@ pub struct VerifyArgs {
     pub postgres: Vec<String>,
     #[command(flatten)]
     pub registry: super::RegistryOpts,
-    /// Compare the registry through its HTTP API (tags, manifests, layers), e.g.
-    /// http://registry:5000.
-    #[arg(long, value_name = "URL", conflicts_with_all = ["registry_fs", "registry_s3"])]
-    pub registry_url: Option<String>,
+    // Or through the registry's HTTP API: tags, manifests, layers.
+    #[command(flatten)]
+    pub registry_api: super::RegistryApiOpts,
     /// Compare configuration under this directory, laid out as `restore --config-dir` writes
     /// it (`/` compares the live files in place).
     #[arg(long, value_name = "DIR")]
@@ -39,12 +39,13 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
     if args.postgres.is_empty()
         && args.config_dir.is_none()
         && !args.registry.given()
-        && args.registry_url.is_none()
+        && args.registry_api.registry_url.is_none()
     {
         return Err(Error::Usage(
             "nothing to verify: give --postgres URL, --registry-fs/--registry-s3/--registry-url, and/or --config-dir DIR".into(),
         ));
     }
+    let registry_api = args.registry_api.client()?;
     let repo = ctx.open_repo().await?;
     let (id, snap) = repo.find_snapshot(&args.snapshot).await?;
     let mut differences: Vec<String> = Vec::new();
@@ -73,7 +74,7 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
         parts.insert("databases".into(), json!(databases));
     }
     let registry_target = args.registry.open().await?;
-    if registry_target.is_some() || args.registry_url.is_some() {
+    if registry_target.is_some() || registry_api.is_some() {
         let part = snap.parts.registry.as_ref().ok_or_else(|| {
             Error::Usage(format!(
                 "snapshot {} holds no registry part to compare",
@@ -82,13 +83,13 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
         })?;
         let index = Arc::new(repo.load_index().await?);
         let reader = BlobReader::new(repo.clone(), index, "verify")?;
-        let diffs = match (&registry_target, &args.registry_url) {
+        let diffs = match (&registry_target, &registry_api) {
             (Some(t), _) => {
                 registry::verify::verify_storage(&reader, part, t.store.clone(), args.parallel)
                     .await?
             }
-            (None, Some(url)) => {
-                registry::verify::verify_http(&reader, part, url, args.parallel).await?
+            (None, Some(client)) => {
+                registry::verify::verify_http(&reader, part, client, args.parallel).await?
             }
             (None, None) => unreachable!("checked above"),
         };

@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::error::{Error, Result};
+use crate::net::{error_chain, is_tls_error};
+use crate::secret::Password;
 
 /// Components whose failure makes a backup pointless: the registry's storage and the
 /// database are what drydock copies.
@@ -97,7 +99,7 @@ pub struct ReadOnlySetting {
 pub struct HarborClient {
     base: String,
     username: String,
-    password: Option<String>,
+    password: Option<Password>,
     http: reqwest::Client,
     timeout: Duration,
     /// To build a fresh client outside this runtime (see `ReadOnlyGuard`'s `Drop`).
@@ -127,37 +129,9 @@ impl HarborClient {
     pub fn new(s: &Settings) -> Result<Self> {
         let base = normalize_url(&s.url, s.allow_http)?;
         let password = load_password(s.password_file.as_deref())?;
-        let mut builder = reqwest::Client::builder()
+        let builder = crate::net::http_client_builder(s.ca.as_deref(), "--harbor-ca")?
             .timeout(s.timeout)
-            .connect_timeout(s.timeout)
-            .user_agent(concat!("drydock/", env!("CARGO_PKG_VERSION")));
-        // The system's roots too (rustls-native-certs honours SSL_CERT_FILE / SSL_CERT_DIR):
-        // a Harbor behind a company CA installed on the machine needs no --harbor-ca.
-        for der in rustls_native_certs::load_native_certs().certs {
-            if let Ok(c) = reqwest::Certificate::from_der(der.as_ref()) {
-                builder = builder.add_root_certificate(c);
-            }
-        }
-        if let Some(ca) = &s.ca {
-            let pem = std::fs::read(ca).map_err(|e| {
-                Error::Usage(format!(
-                    "--harbor-ca {}: {e}; give a PEM file with the CA certificate",
-                    ca.display()
-                ))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .ok()
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| {
-                    Error::Usage(format!(
-                        "--harbor-ca {}: no PEM certificate in it",
-                        ca.display()
-                    ))
-                })?;
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
-        }
+            .connect_timeout(s.timeout);
         let http = builder
             .build()
             .map_err(|e| Error::Other(format!("cannot set up the HTTP client: {e}")))?;
@@ -271,13 +245,13 @@ impl HarborClient {
             .request(method.clone(), &url)
             .header("Accept", "application/json");
         if auth {
-            let password = self.password.as_deref().ok_or_else(|| {
+            let password = self.password.as_ref().ok_or_else(|| {
                 Error::Usage(format!(
                     "Harbor at {} needs a password for {path}: give --harbor-password-file FILE or set HARBOR_PASSWORD",
                     self.base
                 ))
             })?;
-            req = req.basic_auth(&self.username, Some(password));
+            req = req.basic_auth(&self.username, Some(password.expose()));
         }
         if let Some(b) = body {
             req = req.json(&b);
@@ -387,32 +361,9 @@ fn normalize_url(raw: &str, allow_http: bool) -> Result<String> {
     Ok(s)
 }
 
-/// The password from `--harbor-password-file`, else `HARBOR_PASSWORD`; one trailing newline
-/// (as `echo` or a Secret edited by hand leaves) is dropped.
-fn load_password(file: Option<&Path>) -> Result<Option<String>> {
-    let raw = match file {
-        Some(f) => std::fs::read_to_string(f).map_err(|e| {
-            Error::Usage(format!(
-                "--harbor-password-file {}: {e}; give a readable file holding the password",
-                f.display()
-            ))
-        })?,
-        None => match std::env::var("HARBOR_PASSWORD") {
-            Ok(p) => p,
-            Err(_) => return Ok(None),
-        },
-    };
-    let p = raw
-        .strip_suffix("\r\n")
-        .or_else(|| raw.strip_suffix('\n'))
-        .unwrap_or(&raw);
-    if p.is_empty() {
-        return Err(Error::Usage(match file {
-            Some(f) => format!("--harbor-password-file {} is empty", f.display()),
-            None => "HARBOR_PASSWORD is empty".into(),
-        }));
-    }
-    Ok(Some(p.to_string()))
+/// The password from `--harbor-password-file`, else `HARBOR_PASSWORD`.
+fn load_password(file: Option<&Path>) -> Result<Option<Password>> {
+    crate::secret::load_password(file, "--harbor-password-file", "HARBOR_PASSWORD")
 }
 
 /// What an error answer says: Harbor's `{"errors": [{"message"}]}`, or the text itself
@@ -436,47 +387,6 @@ fn one_line(s: &str) -> String {
     } else {
         s
     }
-}
-
-/// The innermost causes, which say what actually went wrong (refused, unknown issuer…).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let msg = s.to_string();
-        if !parts.iter().any(|p| p.contains(&msg)) {
-            parts.push(msg);
-        }
-        cur = s.source();
-    }
-    // The outer layers repeat the inner ones; the last two say it best.
-    let start = parts.len().saturating_sub(2);
-    let inner = parts[start..].join(": ");
-    if inner.is_empty() {
-        e.to_string()
-    } else {
-        inner
-    }
-}
-
-fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = cur {
-        // hyper-rustls wraps rustls errors in io::Error, whose source() skips them.
-        let io_inner = s
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some());
-        if io_inner || s.downcast_ref::<rustls::Error>().is_some() {
-            return true;
-        }
-        let msg = s.to_string().to_ascii_lowercase();
-        if msg.contains("certificate") || msg.contains("handshake") {
-            return true;
-        }
-        cur = s.source();
-    }
-    false
 }
 
 /// SIGTERM and SIGINT, caught while Harbor is held read-only.
@@ -718,24 +628,5 @@ mod tests {
         assert_eq!(h.critical(), vec!["registry"]);
         let ok = Health::parse(&json!({"status": "healthy", "components": []})).unwrap();
         assert!(ok.healthy() && ok.critical().is_empty());
-    }
-
-    #[test]
-    fn passwords_lose_one_trailing_newline() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("pw");
-        std::fs::write(&f, "s3cret\n").unwrap();
-        assert_eq!(load_password(Some(&f)).unwrap().as_deref(), Some("s3cret"));
-        std::fs::write(&f, "s3cret \n\n").unwrap();
-        assert_eq!(
-            load_password(Some(&f)).unwrap().as_deref(),
-            Some("s3cret \n")
-        );
-        std::fs::write(&f, "\n").unwrap();
-        assert!(matches!(load_password(Some(&f)), Err(Error::Usage(_))));
-        assert!(matches!(
-            load_password(Some(&dir.path().join("nope"))),
-            Err(Error::Usage(_))
-        ));
     }
 }

@@ -8,6 +8,7 @@ pub mod forge;
 pub mod pg;
 pub mod registry;
 pub mod tls;
+pub mod token;
 
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};

@@ -10,6 +10,8 @@ use sha2::Digest as _;
 
 pub struct Registry {
     pub port: u16,
+    /// `user:password` for skopeo, when the registry wants credentials.
+    creds: Option<String>,
     _dir: tempfile::TempDir,
     child: Child,
 }
@@ -25,7 +27,10 @@ fn run(cmd: &mut Command) -> String {
 }
 
 impl Registry {
-    fn start(storage: &str) -> Self {
+    /// A registry on `storage`, with `extra` configuration appended right after the `http:`
+    /// section's keys (indented lines extend `http:`, e.g. `tls:`; then top-level sections
+    /// such as `auth:`) and the credentials skopeo gives it.
+    fn start(storage: &str, extra: &str, creds: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -33,7 +38,7 @@ impl Registry {
             .unwrap()
             .port();
         let config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n{storage}  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: drydock-test\n"
+            "version: 0.1\nlog:\n  level: error\nstorage:\n{storage}  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: drydock-test\n{extra}"
         );
         let path = dir.path().join("config.yml");
         std::fs::write(&path, config).unwrap();
@@ -55,6 +60,7 @@ impl Registry {
         }
         Registry {
             port,
+            creds: creds.map(str::to_string),
             _dir: dir,
             child,
         }
@@ -62,17 +68,34 @@ impl Registry {
 
     /// A registry serving a filesystem root.
     pub fn filesystem(root: &Path) -> Self {
-        Registry::start(&format!(
-            "  filesystem:\n    rootdirectory: {}\n",
-            root.display()
-        ))
+        Registry::filesystem_with_auth(root, "", None)
+    }
+
+    /// A registry serving a filesystem root that wants the credentials `creds`
+    /// (`user:password`) as its `auth` section says (token or htpasswd).
+    pub fn filesystem_with_auth(root: &Path, auth: &str, creds: Option<&str>) -> Self {
+        Registry::start(
+            &format!("  filesystem:\n    rootdirectory: {}\n", root.display()),
+            auth,
+            creds,
+        )
+    }
+
+    /// The same over https, with a certificate and key (PEM) for 127.0.0.1.
+    pub fn filesystem_tls(root: &Path, cert: &Path, key: &Path, auth: &str) -> Self {
+        let tls = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n{auth}",
+            cert.display(),
+            key.display()
+        );
+        Registry::filesystem_with_auth(root, &tls, None)
     }
 
     /// A registry on the S3 driver (against moto).
     pub fn s3(endpoint: &str, bucket: &str, rootdir: &str) -> Self {
         Registry::start(&format!(
             "  s3:\n    region: us-east-1\n    regionendpoint: {endpoint}\n    bucket: {bucket}\n    rootdirectory: /{rootdir}\n    accesskey: testing\n    secretkey: testing\n    secure: false\n    v4auth: true\n"
-        ))
+        ), "", None)
     }
 
     pub fn addr(&self) -> String {
@@ -92,6 +115,7 @@ impl Registry {
                 "--raw",
                 "--tls-verify=false",
             ])
+            .args(self.creds_args("--creds"))
             .arg(format!("docker://{}/{reference}", self.addr()))
             .output()
             .unwrap();
@@ -113,12 +137,20 @@ impl Registry {
                 "--all",
                 "--src-tls-verify=false",
             ])
+            .args(self.creds_args("--src-creds"))
             .arg(format!("docker://{}/{reference}", self.addr()))
             .arg(format!(
                 "oci:{}:{}",
                 dest.display(),
                 reference.replace(['/', ':'], "_")
             )));
+    }
+
+    fn creds_args(&self, flag: &str) -> Vec<String> {
+        self.creds
+            .iter()
+            .flat_map(|c| [flag.to_string(), c.clone()])
+            .collect()
     }
 
     pub fn push(&self, layout: &Path, tag: &str, reference: &str) {
@@ -129,6 +161,7 @@ impl Registry {
                 "--all",
                 "--dest-tls-verify=false",
             ])
+            .args(self.creds_args("--dest-creds"))
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{}/{reference}", self.addr())));
     }
@@ -275,4 +308,16 @@ pub fn assert_serves(registry: &Registry, expected: &[(String, String)], scratch
         assert_eq!(&registry.manifest_digest(reference), digest, "{reference}");
         registry.pull(reference, &scratch.join("pulled"));
     }
+}
+
+/// A registry `auth:` section for htpasswd (bcrypt, as distribution requires) with one
+/// user, its file written in `dir`.
+pub fn htpasswd_auth(dir: &Path, user: &str, password: &str) -> String {
+    let line = run(Command::new("htpasswd").args(["-nbB", user, password]));
+    let path = dir.join("htpasswd");
+    std::fs::write(&path, line.trim_end()).unwrap();
+    format!(
+        "auth:\n  htpasswd:\n    realm: drydock-test\n    path: {}\n",
+        path.display()
+    )
 }

@@ -4,11 +4,12 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, StreamExt, TryStreamExt};
 
 use super::restore::{blob_nodes, hash_object, links};
 use super::{Digest, RegistryPart, BLOBS, REPOSITORIES};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::oci::RegistryClient;
 use crate::repo::reader::BlobReader;
 use crate::store::Store;
 
@@ -116,81 +117,88 @@ pub async fn verify_storage(
     Ok(diffs)
 }
 
-const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
-application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+/// One thing to ask the registry for.
+enum Probe {
+    /// A manifest by tag (then its digest must be the snapshot's) or by digest.
+    Manifest {
+        repository: String,
+        reference: String,
+        expected: Option<String>,
+    },
+    Blob {
+        repository: String,
+        digest: String,
+    },
+}
+
+impl Probe {
+    /// A difference, if the registry's answer shows one.
+    async fn run(&self, what: &str, client: &RegistryClient) -> Result<Option<String>> {
+        let (head, expected) = match self {
+            Probe::Manifest {
+                repository,
+                reference,
+                expected,
+            } => (client.head_manifest(repository, reference).await?, expected),
+            Probe::Blob { repository, digest } => {
+                (client.head_blob(repository, digest).await?, &None)
+            }
+        };
+        if !head.status.is_success() {
+            return Ok(Some(format!("{what}: HTTP {}", head.status.as_u16())));
+        }
+        Ok(match (expected, head.digest) {
+            (Some(e), Some(g)) if *e != g => {
+                Some(format!("{what}: serves {g}, the snapshot has {e}"))
+            }
+            _ => None,
+        })
+    }
+}
 
 /// Through the registry's HTTP API: every tag resolves to the snapshot's manifest, and
 /// every manifest revision and layer the snapshot links is served.
 pub async fn verify_http(
     reader: &BlobReader,
     part: &RegistryPart,
-    base: &str,
+    client: &RegistryClient,
     parallel: usize,
 ) -> Result<Vec<String>> {
     let links = links(reader, part).await?;
-    let client = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(60))
-        .build()
-        .map_err(|e| Error::Other(format!("HTTP client: {e}")))?;
-    let base = base.trim_end_matches('/').to_string();
-    // What to ask: (description, URL, expected digest for tags).
-    let mut probes: BTreeMap<String, (String, Option<String>)> = BTreeMap::new();
+    let mut probes: BTreeMap<String, Probe> = BTreeMap::new();
     for l in &links {
-        let repo = l.repository();
+        let repository = l.repository().to_string();
+        let digest = l.digest.to_string();
         if let Some((r, tag)) = l.tag() {
             probes.insert(
                 format!("tag {r}:{tag}"),
-                (
-                    format!("{base}/v2/{r}/manifests/{tag}"),
-                    Some(l.digest.to_string()),
-                ),
+                Probe::Manifest {
+                    repository,
+                    reference: tag.to_string(),
+                    expected: Some(digest),
+                },
             );
         } else if l.path.contains("/_manifests/revisions/") {
             probes.insert(
-                format!("manifest {repo}@{}", l.digest),
-                (format!("{base}/v2/{repo}/manifests/{}", l.digest), None),
+                format!("manifest {repository}@{digest}"),
+                Probe::Manifest {
+                    repository,
+                    reference: digest,
+                    expected: None,
+                },
             );
         } else if l.path.contains("/_layers/") {
             probes.insert(
-                format!("blob {repo}@{}", l.digest),
-                (format!("{base}/v2/{repo}/blobs/{}", l.digest), None),
+                format!("blob {repository}@{digest}"),
+                Probe::Blob { repository, digest },
             );
         }
     }
-    let results: Vec<Result<Option<String>>> = stream::iter(probes)
-        .map(|(what, (url, expected))| {
-            let client = &client;
-            async move {
-                let resp = client
-                    .head(&url)
-                    .header("Accept", MANIFEST_TYPES)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        Error::Other(format!("cannot reach the registry at {url}: {e}"))
-                    })?;
-                if !resp.status().is_success() {
-                    return Ok(Some(format!("{what}: HTTP {}", resp.status().as_u16())));
-                }
-                let got = resp
-                    .headers()
-                    .get("Docker-Content-Digest")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                Ok(match (expected, got) {
-                    (Some(e), Some(g)) if e != g => {
-                        Some(format!("{what}: serves {g}, the snapshot has {e}"))
-                    }
-                    _ => None,
-                })
-            }
-        })
+    // The first error (credentials refused, registry unreachable) ends the run.
+    let found: Vec<Option<String>> = stream::iter(probes.iter())
+        .map(|(what, probe)| probe.run(what, client))
         .buffer_unordered(parallel.max(1) * 4)
-        .collect()
-        .await;
-    let mut diffs = Vec::new();
-    for r in results {
-        diffs.extend(r?);
-    }
-    Ok(diffs)
+        .try_collect()
+        .await?;
+    Ok(found.into_iter().flatten().collect())
 }
