@@ -9,7 +9,10 @@ use serde_json::json;
 use super::{default_parallel, Context, Output};
 use crate::error::{exit, Error, Result};
 use crate::harbor::{config, db, registry};
+use crate::ids::SnapshotId;
 use crate::repo::reader::BlobReader;
+use crate::repo::snapshot::Snapshot;
+use crate::repo::Repository;
 use crate::term::esc;
 
 #[derive(Args, Debug)]
@@ -35,6 +38,27 @@ pub struct VerifyArgs {
     pub parallel: usize,
 }
 
+/// Every difference found, and each part's --json report.
+#[derive(Default)]
+struct Found {
+    differences: Vec<String>,
+    parts: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Found {
+    fn add(&mut self, label: &str, diffs: &[String]) {
+        self.differences
+            .extend(diffs.iter().map(|d| format!("{label}: {d}")));
+    }
+}
+
+fn holds_no(id: &SnapshotId, what: &str) -> Error {
+    Error::Usage(format!(
+        "snapshot {} holds no {what} part to compare",
+        id.short()
+    ))
+}
+
 pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
     if args.postgres.is_empty()
         && args.config_dir.is_none()
@@ -48,41 +72,16 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
     let registry_api = args.registry_api.client()?;
     let repo = ctx.open_repo().await?;
     let (id, snap) = repo.find_snapshot(&args.snapshot).await?;
-    let mut differences: Vec<String> = Vec::new();
-    let mut parts = serde_json::Map::new();
-    if !args.postgres.is_empty() && snap.parts.databases.is_empty() {
-        return Err(Error::Usage(format!(
-            "snapshot {} holds no database part to compare",
-            id.short()
-        )));
-    }
-    let several = snap.parts.databases.len() > 1;
-    let mut databases = Vec::new();
-    for (part, pg) in super::databases::match_targets(&snap.parts.databases, &args.postgres)? {
-        let report = db::verify::verify(&pg, part, args.parallel).await?;
-        let label = match several {
-            true => format!("db {}", part.database),
-            false => "db".into(),
-        };
-        differences.extend(report.differences.iter().map(|d| format!("{label}: {d}")));
-        databases.push(json!({"database": part.database, "report": report}));
-        if !parts.contains_key("db") {
-            parts.insert("db".into(), json!(report));
-        }
-    }
-    if !databases.is_empty() {
-        parts.insert("databases".into(), json!(databases));
-    }
+    let mut found = Found::default();
+    verify_databases(&args, &id, &snap, &mut found).await?;
     let registry_target = args.registry.open().await?;
     if registry_target.is_some() || registry_api.is_some() {
-        let part = snap.parts.registry.as_ref().ok_or_else(|| {
-            Error::Usage(format!(
-                "snapshot {} holds no registry part to compare",
-                id.short()
-            ))
-        })?;
-        let index = Arc::new(repo.load_index().await?);
-        let reader = BlobReader::new(repo.clone(), index, "verify")?;
+        let part = snap
+            .parts
+            .registry
+            .as_ref()
+            .ok_or_else(|| holds_no(&id, "registry"))?;
+        let reader = reader(&repo).await?;
         let diffs = match (&registry_target, &registry_api) {
             (Some(t), _) => {
                 registry::verify::verify_storage(&reader, part, t.store.clone(), args.parallel)
@@ -93,43 +92,80 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
             }
             (None, None) => unreachable!("checked above"),
         };
-        differences.extend(diffs.iter().map(|d| format!("registry: {d}")));
-        parts.insert("registry".into(), json!({"differences": diffs}));
+        found.add("registry", &diffs);
+        found
+            .parts
+            .insert("registry".into(), json!({"differences": diffs}));
     }
     if let Some(dir) = &args.config_dir {
-        let part = snap.parts.config.as_ref().ok_or_else(|| {
-            Error::Usage(format!(
-                "snapshot {} holds no configuration part to compare",
-                id.short()
-            ))
-        })?;
-        let index = Arc::new(repo.load_index().await?);
-        let reader = BlobReader::new(repo.clone(), index, "verify")?;
-        let diffs = config::verify(&reader, &repo, part, dir).await?;
-        differences.extend(diffs.iter().map(|d| format!("config: {d}")));
-        parts.insert("config".into(), json!({"differences": diffs}));
+        let part = snap
+            .parts
+            .config
+            .as_ref()
+            .ok_or_else(|| holds_no(&id, "configuration"))?;
+        let diffs = config::verify(&reader(&repo).await?, &repo, part, dir).await?;
+        found.add("config", &diffs);
+        found
+            .parts
+            .insert("config".into(), json!({"differences": diffs}));
     }
+    Ok(report(&id, found))
+}
+
+async fn reader(repo: &Arc<Repository>) -> Result<BlobReader> {
+    let index = Arc::new(repo.load_index().await?);
+    BlobReader::new(repo.clone(), index, "verify")
+}
+
+/// Each database given with `--postgres`, by name.
+async fn verify_databases(
+    args: &VerifyArgs,
+    id: &SnapshotId,
+    snap: &Snapshot,
+    found: &mut Found,
+) -> Result<()> {
+    if !args.postgres.is_empty() && snap.parts.databases.is_empty() {
+        return Err(holds_no(id, "database"));
+    }
+    let several = snap.parts.databases.len() > 1;
+    let mut databases = Vec::new();
+    for (part, pg) in super::databases::match_targets(&snap.parts.databases, &args.postgres)? {
+        let report = db::verify::verify(&pg, part, args.parallel).await?;
+        let label = match several {
+            true => format!("db {}", part.database),
+            false => "db".into(),
+        };
+        found.add(&label, &report.differences);
+        found.parts.entry("db").or_insert_with(|| json!(report));
+        databases.push(json!({"database": part.database, "report": report}));
+    }
+    if !databases.is_empty() {
+        found.parts.insert("databases".into(), json!(databases));
+    }
+    Ok(())
+}
+
+fn report(id: &SnapshotId, found: Found) -> Output {
+    let Found { differences, parts } = found;
     let mut text = String::new();
     for d in &differences {
         text += &format!("{}\n", esc(d));
     }
-    text += &if differences.is_empty() {
-        format!("matches snapshot {}\n", id.short())
-    } else {
-        format!(
+    text += &match differences.is_empty() {
+        true => format!("matches snapshot {}\n", id.short()),
+        false => format!(
             "{} difference(s) from snapshot {}\n",
             differences.len(),
             id.short()
-        )
+        ),
     };
-    let exit = if differences.is_empty() {
-        exit::SUCCESS
-    } else {
-        exit::FAILURE
+    let exit = match differences.is_empty() {
+        true => exit::SUCCESS,
+        false => exit::FAILURE,
     };
-    Ok(Output {
+    Output {
         text,
         json: json!({"snapshot": id.to_hex(), "equal": differences.is_empty(), "parts": parts}),
         exit,
-    })
+    }
 }
