@@ -556,3 +556,200 @@ fn a_signal_mid_restore_still_removes_the_scratch_role() {
     drop(holder);
     traps.assert_untouched();
 }
+
+/// The attacker's code must not run when drydock reads a database a snapshot created, as
+/// the superuser a drill or verify connects as: a `schema_migrations` that is a view over
+/// its function, and an operator of its own where drydock's queries might resolve one.
+#[test]
+fn a_superuser_drill_or_verify_calls_none_of_the_snapshots_functions() {
+    let pg = pg::shared();
+    let traps = Traps::new();
+    let m = traps.marker("superuser-ran-it");
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    let as_superuser = |name: &str| {
+        format!(
+            "CREATE FUNCTION public.{name}() RETURNS boolean LANGUAGE plpgsql AS $$BEGIN \
+             IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN \
+             COPY (SELECT 1) TO PROGRAM 'touch {m}'; END IF; RETURN false; END$$;\n"
+        )
+    };
+    let pre = format!(
+        "{PRELUDE}\n{}{}\
+         CREATE VIEW public.schema_migrations AS SELECT 150::bigint AS version, public.mig() AS dirty;\n\
+         CREATE FUNCTION public.nlike(name, name) RETURNS boolean LANGUAGE sql AS $$SELECT public.op()$$;\n\
+         CREATE OPERATOR public.!~~ (LEFTARG = name, RIGHTARG = name, FUNCTION = public.nlike);\n",
+        as_superuser("mig"),
+        as_superuser("op"),
+    );
+    forge(
+        &repo,
+        Forged {
+            pre,
+            ..Default::default()
+        },
+    );
+    pg.createdb("su_read_drill");
+    let drill = run_db(&repo, &traps, "drill", &pg.url("su_read_drill"));
+    assert_ne!(drill.code, 101, "{}", drill.stderr);
+    traps.assert_untouched();
+    // The same database, verified again as the superuser: still nothing ran.
+    let verify = run_db(&repo, &traps, "verify", &pg.url("su_read_drill"));
+    assert_ne!(verify.code, 101, "{}", verify.stderr);
+    traps.assert_untouched();
+    // The payload is live: the superuser reading the view runs it.
+    pg.sql("su_read_drill", "SELECT * FROM public.schema_migrations");
+    assert!(
+        Path::new(&m).exists(),
+        "control: the view did not run its function"
+    );
+}
+
+/// With standard_conforming_strings off the server ends `'a\''` where drydock's scanner
+/// does not: text drydock takes for one statement must never run as several.
+#[test]
+fn a_statement_the_server_would_split_differently_runs_as_nothing() {
+    let pg = pg::shared();
+    let traps = Traps::new();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    let pre = format!(
+        "{PRELUDE}\nSET standard_conforming_strings = off;\n\
+         SELECT 'a\\'' ; CREATE TABLE public.smuggled (x int); SELECT 1 --';\n"
+    );
+    forge(
+        &repo,
+        Forged {
+            pre,
+            ..Default::default()
+        },
+    );
+    pg.createdb("smuggle");
+    let r = run_db(&repo, &traps, "restore", &pg.url("smuggle"));
+    r.expect(1);
+    assert_eq!(
+        pg.sql(
+            "smuggle",
+            "SELECT count(*) FROM pg_class WHERE relname = 'smuggled'"
+        ),
+        "0",
+        "the smuggled statement ran"
+    );
+}
+
+fn ensure_role(pg: &Postgres, spec: &str) {
+    let name = spec.split_whitespace().next().unwrap();
+    let n = pg.sql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{name}'"),
+    );
+    if n == "0" {
+        pg.sql("postgres", &format!("CREATE ROLE {spec}"));
+    }
+}
+
+/// `--owner` holds: SQL that changes the session's role is refused, and a role change no
+/// filter sees (a function calling set_config) fails the restore instead of leaving
+/// objects the owner does not own. A fresh Harbor database whose schema_migrations only
+/// looks empty (row-level security hides its row) is not dropped.
+#[test]
+fn owner_and_fresh_database_checks_cannot_be_talked_around() {
+    let pg = pg::shared();
+    let traps = Traps::new();
+    ensure_role(pg, "own_login LOGIN PASSWORD 'own-pw'");
+    ensure_role(pg, "own_owner NOLOGIN");
+    pg.sql("postgres", "GRANT own_owner TO own_login");
+    let login = [("PGPASSWORD", "own-pw"), ("PATH", traps.path.as_str())];
+    let url = |db: &str| {
+        format!(
+            "postgresql://own_login@127.0.0.1:{}/{db}?sslmode=disable",
+            pg.port
+        )
+    };
+    let fresh = |db: &str| {
+        pg.sql("postgres", &format!("CREATE DATABASE {db} OWNER own_login"));
+        pg.sql(db, "GRANT CREATE ON SCHEMA public TO own_owner");
+    };
+    for (i, payload, code, needle) in [
+        (0, "RESET ROLE;\nCREATE TABLE public.mine (x int);\n", 4, "changes the session's role"),
+        (
+            1,
+            "CREATE FUNCTION public.sw() RETURNS text LANGUAGE sql AS $$SELECT pg_catalog.set_config('role', 'own_login', false)$$;\n\
+             SELECT public.sw();\nCREATE TABLE public.mine (x int);\n",
+            4,
+            "does not own",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = local_repo(dir.path());
+        forge(
+            &repo,
+            Forged {
+                pre: format!("{PRELUDE}\n{payload}"),
+                ..Default::default()
+            },
+        );
+        let db = format!("owner_trick{i}");
+        fresh(&db);
+        repo.with_key_env(
+            &repo.identity,
+            &["restore", "latest", "--postgres", &url(&db), "--owner", "own_owner"],
+            &login,
+        )
+        .expect_error(code, needle);
+    }
+
+    // schema_migrations with a row that row-level security hides from its owner.
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    forge(
+        &repo,
+        Forged {
+            pre: PRELUDE.to_string(),
+            ..Default::default()
+        },
+    );
+    pg.sql("postgres", "CREATE DATABASE rls_fresh OWNER own_login");
+    let owner_sql = |sql: &str| {
+        let out = std::process::Command::new(pg.bin.join("psql"))
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "own_login",
+            ])
+            .args(["-p", &pg.port.to_string(), "-d", "rls_fresh", "-c", sql])
+            .env("PGPASSWORD", "own-pw")
+            .env("PGAPPNAME", "drydock-tests")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    owner_sql(
+        "CREATE TABLE schema_migrations(version bigint not null primary key, dirty boolean not null);
+         INSERT INTO schema_migrations VALUES (140, false);
+         ALTER TABLE schema_migrations ENABLE ROW LEVEL SECURITY;
+         ALTER TABLE schema_migrations FORCE ROW LEVEL SECURITY;
+         CREATE POLICY hide ON schema_migrations USING (false);",
+    );
+    repo.with_key_env(
+        &repo.identity,
+        &["restore", "latest", "--postgres", &url("rls_fresh")],
+        &login,
+    )
+    .expect_error(2, "row-level security");
+    assert_eq!(
+        pg.sql("rls_fresh", "SELECT count(*) FROM public.schema_migrations"),
+        "1",
+        "the hidden row was dropped"
+    );
+    traps.assert_untouched();
+}

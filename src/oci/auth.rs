@@ -341,12 +341,18 @@ impl Token {
     }
 }
 
+/// The longest a token is kept, whatever the realm says: `expires_in` is the server's
+/// number, and an absurd one must not overflow the clock.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
 /// When a token asked for at `started` stops being used: `expires_in` seconds later (60
-/// when not given), less a margin so it does not expire between the check and its use.
+/// when not given, at most an hour), less a margin so it does not expire between the check
+/// and its use.
 fn expiry(started: Instant, expires_in: Option<u64>) -> Instant {
     let lifetime = expires_in
         .map(Duration::from_secs)
-        .unwrap_or(DEFAULT_TOKEN_LIFETIME);
+        .unwrap_or(DEFAULT_TOKEN_LIFETIME)
+        .min(MAX_TOKEN_LIFETIME);
     let margin = (lifetime / 10).min(Duration::from_secs(10));
     started + lifetime - margin
 }
@@ -750,6 +756,8 @@ mod tests {
         assert_eq!(expiry(t0, None), t0 + Duration::from_secs(54));
         assert_eq!(expiry(t0, Some(1800)), t0 + Duration::from_secs(1790));
         assert_eq!(expiry(t0, Some(0)), t0);
+        // A realm's absurd lifetime is capped, not an overflow of the clock.
+        assert_eq!(expiry(t0, Some(u64::MAX)), t0 + Duration::from_secs(3590));
         let stale = Token {
             auth: Authorization::new("Bearer", "t", true).unwrap(),
             expires: expiry(t0, Some(0)),

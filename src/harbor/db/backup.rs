@@ -64,17 +64,24 @@ pub async fn server_version(client: &Client) -> Result<(String, i32)> {
     Ok((v, num))
 }
 
-/// Harbor's migration version and dirty flag, if `schema_migrations` exists.
-pub async fn harbor_schema(client: &Client) -> Result<(Option<i64>, Option<bool>)> {
-    let exists: bool = client
+/// Whether `public.<name>` is a plain table. A view (or anything else) is never read:
+/// selecting from a view runs whatever functions it calls, with the reader's rights, and
+/// verify and drill read databases a snapshot created, often as a superuser.
+pub async fn is_plain_table(client: &Client, name: &str) -> Result<bool> {
+    Ok(client
         .query_one(
-            "SELECT to_regclass('public.schema_migrations') IS NOT NULL",
-            &[],
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'public' AND c.relname = $1 AND c.relkind = 'r')",
+            &[&name],
         )
         .await
-        .map_err(|e| pg_error("looking for schema_migrations", e))?
-        .get(0);
-    if !exists {
+        .map_err(|e| pg_error(&format!("looking for table public.{name}"), e))?
+        .get(0))
+}
+
+/// Harbor's migration version and dirty flag, if `schema_migrations` is a table.
+pub async fn harbor_schema(client: &Client) -> Result<(Option<i64>, Option<bool>)> {
+    if !is_plain_table(client, "schema_migrations").await? {
         return Ok((None, None));
     }
     let row = client
@@ -392,14 +399,6 @@ impl Referenced {
     }
 }
 
-async fn relation_exists(client: &Client, name: &str) -> Result<bool> {
-    Ok(client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
-        .await
-        .map_err(|e| pg_error("looking for Harbor's tables", e))?
-        .get(0))
-}
-
 async fn digests(client: &Client, table: &str, sql: &str) -> Result<Vec<String>> {
     let rows = client
         .query(sql, &[])
@@ -411,8 +410,8 @@ async fn digests(client: &Client, table: &str, sql: &str) -> Result<Vec<String>>
 /// `None` for a database without Harbor's `blob` and `artifact` tables (Notary's).
 async fn referenced_digests(client: &Client) -> Result<Option<Referenced>> {
     let (blob, artifact) = (
-        relation_exists(client, "public.blob").await?,
-        relation_exists(client, "public.artifact").await?,
+        is_plain_table(client, "blob").await?,
+        is_plain_table(client, "artifact").await?,
     );
     if !blob && !artifact {
         return Ok(None);

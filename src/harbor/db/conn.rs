@@ -510,11 +510,15 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// Fixed session settings, so COPY text is the same whoever runs it and wherever.
+/// Fixed session settings, so COPY text is the same whoever runs it and wherever. The
+/// search path holds no schema a snapshot can create objects in: drydock's own queries (as
+/// a superuser, in a drill's verify) must never resolve a name or an operator to a
+/// snapshot's function (pg_dump's SQL sets its own path).
 async fn prepare_session(client: &Client) -> Result<()> {
     client
         .batch_execute(
-            "SET client_encoding = 'UTF8'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; \
+            "SET search_path = pg_catalog, pg_temp; \
+             SET client_encoding = 'UTF8'; SET DateStyle = 'ISO, MDY'; SET IntervalStyle = 'postgres'; \
              SET extra_float_digits = 3; SET TimeZone = 'UTC'; SET bytea_output = 'hex'; \
              SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0",
         )
@@ -728,6 +732,34 @@ mod tests {
         // No key, option or other variable of drydock's reaches the child.
         let names: Vec<&str> = env.iter().map(|(n, _)| *n).collect();
         assert!(names.iter().all(|n| n.starts_with("PG")), "{names:?}");
+    }
+
+    #[test]
+    fn cloudnative_pg_service_hosts_name_their_cluster() {
+        for (host, cluster) in [
+            ("harbor-db-rw", Some("harbor-db")),
+            ("harbor-db-ro.harbor", Some("harbor-db")),
+            ("pg-r.ns.svc.cluster.local", Some("pg")),
+            ("-rw.ns", None),
+            ("db.example.com", None),
+            ("127.0.0.1", None),
+        ] {
+            assert_eq!(cloudnative_pg_cluster(host), cluster, "{host}");
+        }
+    }
+
+    #[test]
+    fn hostaddr_reaches_libpq_children() {
+        let t = PgTarget::parse(
+            "postgresql://app@harbor-db-rw.harbor:5432/app?hostaddr=127.0.0.1",
+            true,
+        )
+        .unwrap();
+        assert_eq!(t.host, "harbor-db-rw.harbor");
+        assert!(t
+            .libpq_env()
+            .contains(&("PGHOSTADDR", "127.0.0.1".to_string())));
+        assert!(PgTarget::parse("postgresql://h/db?hostaddr=not-an-ip", true).is_err());
     }
 
     #[test]

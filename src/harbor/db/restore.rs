@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, CopyInSink, GenericClient};
 
-use super::backup::{harbor_schema, server_version};
+use super::backup::{harbor_schema, is_plain_table, server_version};
 use super::conn::{in_database, pg_error, PgTarget};
 use super::scratch::{self, Loader};
 use super::sql;
@@ -194,8 +194,8 @@ fn refused(at: &str, e: tokio_postgres::Error) -> Error {
     ))
 }
 
-/// Apply a section that [`sql::checked`] passed, one statement at a time over the simple
-/// query protocol (what psql does, without its meta-commands), stopping at the first error.
+/// Apply a section that [`sql::checked`] passed, one statement at a time (what psql does,
+/// without its meta-commands), stopping at the first error.
 /// pg_dump's `ALTER … OWNER TO` statements are skipped: the loading role owns everything.
 /// So are privilege statements the target cannot take ([`Grants`]).
 async fn apply_sql(
@@ -206,10 +206,19 @@ async fn apply_sql(
     place: &str,
 ) -> Result<()> {
     for s in sql::statements(script) {
+        if s.changes_role() {
+            return Err(Error::Refused(format!(
+                "the snapshot's {section} schema changes the session's role at {}; pg_dump never writes that, so the snapshot is refused",
+                s.label()
+            )));
+        }
         if s.is_owner_change() || !loader.grants.keep(&s) {
             continue;
         }
-        client.batch_execute(s.text).await.map_err(|e| {
+        // The extended protocol: the server takes exactly one statement per message, so
+        // text the scanner read as one statement can never run as several (a string
+        // the server ends elsewhere, e.g. with standard_conforming_strings off).
+        client.execute(s.text, &[]).await.map(drop).map_err(|e| {
             refused(
                 &format!(
                     "applying the {section} schema to {place} failed at {}",
@@ -370,6 +379,48 @@ async fn contents(client: &Client) -> Result<Contents> {
     })
 }
 
+/// Drop the fresh Harbor database's `schema_migrations`, in one transaction that first
+/// locks it and checks again that it is a plain table without row-level security (which
+/// could hide rows from this role) and without rows: a Harbor core migrating it meanwhile,
+/// or a table that only looks empty, is left alone.
+async fn drop_fresh_schema_migrations(client: &Client, target: &PgTarget) -> Result<()> {
+    let doing =
+        "dropping the fresh Harbor database's empty schema_migrations (connect as its owner)";
+    client
+        .batch_execute("BEGIN; LOCK TABLE public.schema_migrations IN ACCESS EXCLUSIVE MODE")
+        .await
+        .map_err(|e| pg_error(doing, e))?;
+    let checked = client
+        .query_one(
+            "SELECT c.relkind = 'r' AND NOT c.relrowsecurity AND NOT EXISTS (SELECT 1 FROM public.schema_migrations)
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' AND c.relname = 'schema_migrations'",
+            &[],
+        )
+        .await
+        .map(|r| r.get::<_, bool>(0));
+    let dropped = match checked {
+        Ok(true) => {
+            client
+                .batch_execute("DROP TABLE public.schema_migrations; COMMIT")
+                .await
+        }
+        Ok(false) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(Error::Usage(format!(
+                "{} is not empty: its schema_migrations has rows or row-level security; restore into an empty database, or use --mode running",
+                target.describe()
+            )));
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = dropped {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(pg_error(doing, e));
+    }
+    Ok(())
+}
+
 /// Refuse a target that is not empty; make way in a freshly installed Harbor database by
 /// dropping its empty `schema_migrations` (the snapshot's schema brings it back).
 async fn make_way(client: &Client, target: &PgTarget) -> Result<()> {
@@ -377,10 +428,7 @@ async fn make_way(client: &Client, target: &PgTarget) -> Result<()> {
         Contents::Empty => Ok(()),
         Contents::FreshHarbor => {
             tracing::info!(target = %target.describe(), "the target is a freshly installed Harbor database (an empty schema_migrations only): dropping that table");
-            client
-                .batch_execute("DROP TABLE public.schema_migrations")
-                .await
-                .map_err(|e| pg_error("dropping the fresh Harbor database's empty schema_migrations (connect as its owner)", e))
+            drop_fresh_schema_migrations(client, target).await
         }
         Contents::Harbor(v) => Err(Error::Usage(format!(
             "{} is a Harbor database already migrated to schema version {v}: restore into it with --mode running (Harbor stopped or read-only), or into an empty database",
@@ -519,6 +567,7 @@ async fn load_empty(
     let loaded = for_each_table(&loader.target, parallel, order, &work).await?;
     apply_post_data(loader, part, post, parallel, &place).await?;
     set_sequences(&first, &part.sequences).await?;
+    loader.check_owner(&first).await?;
     Ok(loaded.into_iter().map(|(_, rows)| rows).sum())
 }
 
@@ -639,11 +688,7 @@ async fn restore_running(
             ..s.clone()
         });
     }
-    let has_properties: bool = client
-        .query_one("SELECT to_regclass('public.properties') IS NOT NULL", &[])
-        .await
-        .map_err(|e| pg_error("looking for Harbor's properties table", e))?
-        .get(0);
+    let has_properties = is_plain_table(&client, "properties").await?;
     let tx = client
         .transaction()
         .await

@@ -126,6 +126,41 @@ impl Loader {
             })
     }
 
+    /// After the load with `--owner`: everything restored belongs to that role. The
+    /// snapshot's SQL could have changed role in ways no statement filter sees (a function
+    /// calling `set_config('role', …)`): then the restore fails instead of reporting an
+    /// owner it did not give.
+    pub async fn check_owner(&self, client: &Client) -> Result<()> {
+        let Some(owner) = &self.set_role else {
+            return Ok(());
+        };
+        let rows = client
+            .query(
+                "SELECT n.nspname::text || '.' || c.relname::text FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.relkind IN ('r','p','v','m','S','f')
+                    AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+                    AND pg_catalog.pg_get_userbyid(c.relowner) OPERATOR(pg_catalog.<>) $1
+                 UNION ALL
+                 SELECT n.nspname::text || '.' || p.proname::text FROM pg_catalog.pg_proc p
+                   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
+                    AND pg_catalog.pg_get_userbyid(p.proowner) OPERATOR(pg_catalog.<>) $1
+                 LIMIT 5",
+                &[owner],
+            )
+            .await
+            .map_err(|e| pg_error("checking who owns the restored objects", e))?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        Err(Error::Refused(format!(
+            "--owner {owner}: the snapshot's SQL created objects {owner} does not own ({}); it changed role during the restore, so it is refused: drop and recreate the target database",
+            names.join(", ")
+        )))
+    }
+
     /// A connection as the loading role; a server that will not let the scratch role log
     /// in by password gets a message saying what to change.
     pub async fn connect(&self) -> Result<Client> {

@@ -121,6 +121,21 @@ impl Statement<'_> {
         Some((owners, grantees))
     }
 
+    /// `SET [SESSION|LOCAL] ROLE …` or `RESET ROLE`: a change of the role the rest of the
+    /// SQL runs as, which pg_dump never writes (restore refuses it).
+    pub fn changes_role(&self) -> bool {
+        let w = &self.words;
+        let at = match w.first() {
+            f if is_word(f, "RESET") => 1,
+            f if is_word(f, "SET") => match w.get(1) {
+                t if is_word(t, "SESSION") || is_word(t, "LOCAL") => 2,
+                _ => 1,
+            },
+            _ => return false,
+        };
+        is_word(w.get(at), "ROLE")
+    }
+
     /// `SET SESSION AUTHORIZATION …` or `RESET SESSION AUTHORIZATION`: pg_dump writes the
     /// pair around grants made by a role other than the owner. Only a superuser may run it.
     pub fn is_session_authorization(&self) -> bool {
@@ -206,7 +221,7 @@ fn scan<'a>(
             seen_any = true;
             tail = [tail[1], tail[2], Some(&sql[$s..$e])];
             if first_word.is_some_and(|w| {
-                ["grant", "revoke", "alter"]
+                ["grant", "revoke", "alter", "set", "reset"]
                     .iter()
                     .any(|k| w.eq_ignore_ascii_case(k))
             }) {
@@ -472,6 +487,9 @@ mod tests {
         assert!(s[5].is_session_authorization() && s[6].is_session_authorization());
         assert!(s[7].grantees().is_none() && s[7].default_privileges().is_none());
         assert!(!s[7].is_session_authorization() && s[7].is_owner_change());
+        let roles = statements("RESET ROLE; SET ROLE x; set local role x; SET SESSION ROLE x; SET search_path = ''; SET SESSION AUTHORIZATION x;");
+        let changes: Vec<bool> = roles.iter().map(|s| s.changes_role()).collect();
+        assert_eq!(changes, [true, true, true, true, false, false]);
     }
 
     #[test]
