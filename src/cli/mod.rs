@@ -62,7 +62,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Options every command takes; `--help` lists them after the command's own.
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalOpts {
     /// Repository: s3://bucket/prefix, file:///path or a local path.
     #[arg(long, env = "DRYDOCK_REPO", global = true, value_name = "URL")]
