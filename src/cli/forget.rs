@@ -111,6 +111,9 @@ fn reasons(id: &SnapshotId, snap: &Meta, args: &ForgetArgs, facts: &Facts) -> Ve
         .get(velero::TAG_BACKUP)
         .and_then(|n| facts.velero.get(n))
     {
+        // Velero writes velero-backup.json only when the backup ends: a young backup
+        // without it may still be running, not deleted.
+        Some(VeleroBackup::Gone) if unfinished(snap, now) => {}
         Some(VeleroBackup::Gone) => why.push("its Velero backup is gone".into()),
         Some(VeleroBackup::Expired(t)) => why.push(format!(
             "its Velero backup expired {}",
@@ -123,6 +126,20 @@ fn reasons(id: &SnapshotId, snap: &Meta, args: &ForgetArgs, facts: &Facts) -> Ve
         why.push("not kept by the --keep-* policy".into());
     }
     why
+}
+
+/// How long a Velero backup may run before a missing `velero-backup.json` means deleted.
+const VELERO_UNFINISHED_GRACE: chrono::Duration = chrono::Duration::hours(24);
+
+/// Whether the snapshot's Velero backup may still be running: it started (by the time in
+/// its schedule name, else the snapshot's) less than the grace ago.
+fn unfinished(snap: &Meta, now: chrono::DateTime<Utc>) -> bool {
+    let started = snap
+        .tags
+        .get(velero::TAG_BACKUP)
+        .and_then(|n| velero::started_of(n))
+        .unwrap_or(snap.time);
+    now - started < VELERO_UNFINISHED_GRACE
 }
 
 /// Why a snapshot that has reasons to go stays all the same.

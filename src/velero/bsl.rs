@@ -90,8 +90,18 @@ const AWS_KEYS: &[&str] = &[
     "checksumAlgorithm",
 ];
 
-fn truthy(v: Option<&String>) -> bool {
-    v.is_some_and(|v| v.eq_ignore_ascii_case("true"))
+/// A boolean config value as the AWS plugin reads it: Go's `strconv.ParseBool` (`1`, `t`,
+/// `T`, `TRUE`, `true`, `True` and their false forms); absent is false, anything else is
+/// refused naming the key, never silently read as false.
+fn parse_bool(key: &str, v: Option<&String>) -> Result<bool> {
+    match v.map(String::as_str) {
+        None => Ok(false),
+        Some("1" | "t" | "T" | "TRUE" | "true" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "FALSE" | "false" | "False") => Ok(false),
+        Some(other) => Err(Error::Usage(format!(
+            "BSL config {key}: {other:?} is not a boolean (Velero takes 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False)"
+        ))),
+    }
 }
 
 impl Bsl {
@@ -177,11 +187,14 @@ impl Bsl {
             access_mode,
             region: c.get("region").cloned(),
             s3_url: c.get("s3Url").cloned(),
-            path_style: truthy(c.get("s3ForcePathStyle")),
+            path_style: parse_bool("s3ForcePathStyle", c.get("s3ForcePathStyle"))?,
             profile: c.get("profile").cloned(),
             credentials_file: c.get("credentialsFile").map(PathBuf::from),
             ca_cert,
-            insecure_skip_tls_verify: truthy(c.get("insecureSkipTLSVerify")),
+            insecure_skip_tls_verify: parse_bool(
+                "insecureSkipTLSVerify",
+                c.get("insecureSkipTLSVerify"),
+            )?,
         })
     }
 
@@ -222,6 +235,20 @@ impl Bsl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn booleans_read_as_go_parses_them() {
+        let v = |s: &str| Some(s.to_string());
+        for t in ["1", "t", "T", "TRUE", "true", "True"] {
+            assert!(parse_bool("k", v(t).as_ref()).unwrap(), "{t}");
+        }
+        for f in ["0", "f", "F", "FALSE", "false", "False"] {
+            assert!(!parse_bool("k", v(f).as_ref()).unwrap(), "{f}");
+        }
+        assert!(!parse_bool("k", None).unwrap());
+        let e = parse_bool("s3ForcePathStyle", v("yes").as_ref()).unwrap_err();
+        assert!(e.to_string().contains("s3ForcePathStyle"), "{e}");
+    }
 
     const BSL: &str = r#"
 apiVersion: velero.io/v1

@@ -28,9 +28,27 @@ pub fn schedule_of(backup: &str) -> Option<&str> {
         .then_some(schedule)
 }
 
+/// When a Velero backup named `<schedule>-YYYYMMDDhhmmss` started (Velero names a
+/// schedule's backups by their UTC creation time).
+pub fn started_of(backup: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    schedule_of(backup)?;
+    let stamp = backup.rsplit_once('-')?.1;
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%d%H%M%S")
+        .ok()
+        .map(|t| t.and_utc())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schedule_backups_carry_their_start() {
+        let t = started_of("daily-20261121010203").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-21T01:02:03+00:00");
+        assert!(started_of("daily-20261399010203").is_none());
+        assert!(started_of("manual").is_none());
+    }
 
     #[test]
     fn schedule_names() {
