@@ -310,6 +310,42 @@ pub struct Summary {
 mod tests {
     use super::*;
 
+    fn database(name: &str) -> serde_json::Value {
+        serde_json::json!({"server_version": "18.1", "server_version_num": 180001,
+            "database": name, "pg_dump_version": "18.1", "tree": "00".repeat(32),
+            "tables": [], "sequences": []})
+    }
+
+    /// FORMAT.md §9: one database is stored as `database`, several as `databases`; a
+    /// reader takes either, and refuses two of one name.
+    #[test]
+    fn one_database_is_written_as_earlier_drydocks_read_it() {
+        let one: Parts =
+            serde_json::from_value(serde_json::json!({"database": database("registry")})).unwrap();
+        assert_eq!(one.databases.len(), 1);
+        let back = serde_json::to_value(&one).unwrap();
+        assert!(
+            back.get("database").is_some() && back.get("databases").is_none(),
+            "{back}"
+        );
+        let two: Parts = serde_json::from_value(serde_json::json!(
+            {"databases": [database("registry"), database("notary_server")]}))
+        .unwrap();
+        let back = serde_json::to_value(&two).unwrap();
+        assert!(back.get("database").is_none(), "{back}");
+        assert_eq!(back["databases"].as_array().unwrap().len(), 2);
+        assert_eq!(two.names(), vec!["db"]);
+        let mut manifest = serde_json::json!({"version": 1, "time": "2026-12-01T00:00:00Z",
+            "host": "h", "program": "p", "summary": Summary::default(),
+            "parts": {"databases": [database("registry"), database("registry")]}});
+        let e = Snapshot::parse(manifest.to_string().as_bytes(), "snapshot x").unwrap_err();
+        assert!(e.to_string().contains("two databases named"), "{e}");
+        manifest["parts"] = serde_json::json!({"database": database("registry")});
+        let s = Snapshot::parse(manifest.to_string().as_bytes(), "snapshot x").unwrap();
+        assert_eq!(s.parts.databases[0].database, "registry");
+        assert_eq!(s.quiesced, None);
+    }
+
     #[test]
     fn floats_survive_a_round_trip() {
         // serde_json's default float parser read this back one unit in the last place off.
