@@ -104,6 +104,10 @@ fn a_15_snapshot_restores_into_18_as_another_role_with_the_same_schema() {
             "set DRYDOCK_TEST_PG18_BIN to PostgreSQL 18's bin directory (scripts/test installs it)"
         );
     };
+    // It starts both servers itself: the PostgreSQL 18 pass of scripts/test would repeat it.
+    if pg::default_bin() == bin18 {
+        return;
+    }
     let src = Postgres::start_in(Path::new("/usr/lib/postgresql/15/bin"));
     harbor_owned_source(&src, "xr_src");
     let dst = Postgres::start_in(&bin18);
