@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = snap.parts.names();
     let _ = snap.parts.root_trees();
     let _ = snap.parts.root_data();
-    if let Some(db) = &snap.parts.database {
+    for db in &snap.parts.databases {
         let _ = db.load_order();
     }
     let bytes = serde_json::to_vec(&snap).expect("snapshots serialise");
