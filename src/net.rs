@@ -30,6 +30,40 @@ pub fn is_cleartext_remote(url: &Url) -> bool {
     url.scheme() == "http" && !is_loopback(url)
 }
 
+/// The options around one service's address, for the messages that name them.
+pub struct UrlOption {
+    /// The option holding the address, e.g. `--harbor-url`.
+    pub flag: &'static str,
+    /// What goes with each request, e.g. `the Harbor password`.
+    pub secret: &'static str,
+    /// The option trusting a private CA, and the one allowing plain http.
+    pub ca_flag: &'static str,
+    pub allow_flag: &'static str,
+}
+
+/// `raw` as an http(s) URL with a host. With a password on every request, plain http to
+/// another machine is refused unless `allow_http`: Harbor's API and the registry's share
+/// this rule, and it is decided in one place.
+pub fn service_url(raw: &str, opt: &UrlOption, secret: bool, allow_http: bool) -> Result<Url> {
+    let bad = |why: &str| {
+        Error::Usage(format!(
+            "{} {raw:?}: {why}; want an address like https://harbor.example.com",
+            opt.flag
+        ))
+    };
+    let url = Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(bad("not an http:// or https:// URL"));
+    }
+    if secret && is_cleartext_remote(&url) && !allow_http {
+        return Err(Error::Usage(format!(
+            "{} {raw:?} would send {} unencrypted: use https:// (with {} for a private CA), or pass {} if the network path is protected otherwise",
+            opt.flag, opt.secret, opt.ca_flag, opt.allow_flag
+        )));
+    }
+    Ok(url)
+}
+
 /// A reqwest client builder trusting the system roots (rustls-native-certs honours
 /// SSL_CERT_FILE / SSL_CERT_DIR, so a CA installed on the machine needs no option) and the
 /// PEM certificates in `ca`, which the option `flag` named.

@@ -58,6 +58,11 @@ fn file(w: &BlobWriter, name: &str, data: &[u8]) -> Node {
 /// Write `f` as the latest snapshot's database part, with the backup-only key, the way
 /// FORMAT.md describes it.
 fn forge(repo: &Repo, f: Forged) {
+    forge_databases(repo, f, &["registry"]);
+}
+
+/// [`forge`] with one database part per name, all of `f`'s content.
+fn forge_databases(repo: &Repo, f: Forged, names: &'static [&'static str]) {
     forge_snapshots(repo, move |w| {
         let mut nodes = vec![
             file(w, PRE_DATA, f.pre.as_bytes()),
@@ -73,7 +78,7 @@ fn forge(repo: &Repo, f: Forged) {
         let part = DatabasePart {
             server_version: "15.0".into(),
             server_version_num: 150000,
-            database: "registry".into(),
+            database: String::new(),
             pg_dump_version: "15.0".into(),
             harbor_schema_version: None,
             harbor_schema_dirty: None,
@@ -82,8 +87,15 @@ fn forge(repo: &Repo, f: Forged) {
             sequences: f.sequences,
             foreign_keys: vec![],
         };
+        let databases = names
+            .iter()
+            .map(|n| DatabasePart {
+                database: n.to_string(),
+                ..part.clone()
+            })
+            .collect();
         let parts = Parts {
-            databases: vec![part],
+            databases,
             ..Default::default()
         };
         vec![manifest(chrono::Utc::now(), "attacker", parts)]
@@ -637,17 +649,6 @@ fn a_statement_the_server_would_split_differently_runs_as_nothing() {
     );
 }
 
-fn ensure_role(pg: &Postgres, spec: &str) {
-    let name = spec.split_whitespace().next().unwrap();
-    let n = pg.sql(
-        "postgres",
-        &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{name}'"),
-    );
-    if n == "0" {
-        pg.sql("postgres", &format!("CREATE ROLE {spec}"));
-    }
-}
-
 /// `--owner` holds: SQL that changes the session's role is refused, and a role change no
 /// filter sees (a function calling set_config) fails the restore instead of leaving
 /// objects the owner does not own. A fresh Harbor database whose schema_migrations only
@@ -656,8 +657,8 @@ fn ensure_role(pg: &Postgres, spec: &str) {
 fn owner_and_fresh_database_checks_cannot_be_talked_around() {
     let pg = pg::shared();
     let traps = Traps::new();
-    ensure_role(pg, "own_login LOGIN PASSWORD 'own-pw'");
-    ensure_role(pg, "own_owner NOLOGIN");
+    pg.ensure_role("own_login LOGIN PASSWORD 'own-pw'");
+    pg.ensure_role("own_owner NOLOGIN");
     pg.sql("postgres", "GRANT own_owner TO own_login");
     let login = [("PGPASSWORD", "own-pw"), ("PATH", traps.path.as_str())];
     let url = |db: &str| {
@@ -710,30 +711,10 @@ fn owner_and_fresh_database_checks_cannot_be_talked_around() {
         },
     );
     pg.sql("postgres", "CREATE DATABASE rls_fresh OWNER own_login");
-    let owner_sql = |sql: &str| {
-        let out = std::process::Command::new(pg.bin.join("psql"))
-            .args([
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "own_login",
-            ])
-            .args(["-p", &pg.port.to_string(), "-d", "rls_fresh", "-c", sql])
-            .env("PGPASSWORD", "own-pw")
-            .env("PGAPPNAME", "drydock-tests")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    owner_sql(
+    pg.sql_as(
+        "own_login",
+        "own-pw",
+        "rls_fresh",
         "CREATE TABLE schema_migrations(version bigint not null primary key, dirty boolean not null);
          INSERT INTO schema_migrations VALUES (140, false);
          ALTER TABLE schema_migrations ENABLE ROW LEVEL SECURITY;
@@ -751,5 +732,39 @@ fn owner_and_fresh_database_checks_cannot_be_talked_around() {
         "1",
         "the hidden row was dropped"
     );
+    traps.assert_untouched();
+}
+
+/// A forged manifest with two databases of one name: restore, verify and drill select
+/// databases by name, so it is damage, refused before anything reaches a server.
+#[test]
+fn two_databases_of_one_name_are_refused_as_damage() {
+    let pg = pg::shared();
+    let traps = Traps::new();
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    forge_databases(
+        &repo,
+        Forged {
+            pre: PRELUDE.to_string(),
+            ..Default::default()
+        },
+        &["registry", "registry"],
+    );
+    pg.createdb("twice");
+    let id = repo.snapshot_ids().remove(0);
+    for command in ["restore", "drill", "verify"] {
+        repo.with_key_env(
+            &repo.identity,
+            &[command, &id, "--postgres", &pg.url("twice")],
+            &[("PGPASSWORD", PASSWORD), ("PATH", &traps.path)],
+        )
+        .expect_error(4, "two databases named \"registry\"");
+        // `latest` passes over it, with a warning, and finds nothing else to restore.
+        let r = run_db(&repo, &traps, command, &pg.url("twice"));
+        assert_ne!(r.code, 0, "{}", r.stderr);
+        assert!(r.stderr.contains("two databases named"), "{}", r.stderr);
+    }
+    assert_eq!(relations(pg, "twice"), "0", "SQL reached the server");
     traps.assert_untouched();
 }

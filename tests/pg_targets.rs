@@ -36,23 +36,11 @@ fn restore(repo: &Repo, args: &[&str], env: &[(&str, &str)]) -> Run {
     )
 }
 
-/// Roles are per server; tests share one: create each role once.
-fn create_role(pg: &Postgres, spec: &str) {
-    let name = spec.split_whitespace().next().unwrap();
-    let exists = pg.sql(
-        "postgres",
-        &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{name}'"),
-    );
-    if exists == "0" {
-        pg.sql("postgres", &format!("CREATE ROLE {spec}"));
-    }
-}
-
 /// A Harbor-shaped database whose objects the role `harbor` owns, with grants to
 /// `harbor_reader` and default privileges of `harbor`.
 fn harbor_owned_source(pg: &Postgres, db: &str) {
-    create_role(pg, "harbor LOGIN");
-    create_role(pg, "harbor_reader");
+    pg.ensure_role("harbor LOGIN");
+    pg.ensure_role("harbor_reader");
     pg.harbor_db(db);
     pg.sql(
         db,
@@ -116,6 +104,7 @@ fn a_15_snapshot_restores_into_18_as_another_role_with_the_same_schema() {
         "CREATE DATABASE app OWNER app",
         "CREATE ROLE harbor_owner NOLOGIN",
         "GRANT harbor_owner TO app",
+        "CREATE ROLE stranger NOLOGIN",
         "CREATE DATABASE app2 OWNER app",
     ] {
         dst.sql("postgres", sql);
@@ -173,6 +162,26 @@ fn a_15_snapshot_restores_into_18_as_another_role_with_the_same_schema() {
         ),
         "0"
     );
+    // A role the restoring role is no member of: refused at the first session, naming the
+    // GRANT that would allow it, and nothing is written.
+    restore(
+        &repo,
+        &[
+            "--postgres",
+            &url_as(&dst, "app", "app2"),
+            "--owner",
+            "stranger",
+        ],
+        &app,
+    )
+    .expect_error(2, "GRANT \"stranger\" TO \"app\"");
+    assert_eq!(
+        dst.sql(
+            "app2",
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ),
+        "0"
+    );
     // The owner creates the objects, so it needs CREATE where they go.
     dst.sql("app2", "GRANT CREATE ON SCHEMA public TO harbor_owner");
     restore(
@@ -187,6 +196,25 @@ fn a_15_snapshot_restores_into_18_as_another_role_with_the_same_schema() {
     )
     .expect(0);
     assert_eq!(owners(&dst, "app2"), "harbor_owner");
+
+    // Back the other way, an 18 snapshot into 15, is refused before anything is written.
+    let path = format!("{}:{}", bin18.display(), std::env::var("PATH").unwrap());
+    repo.with_key_env(
+        &repo.backup_key,
+        &["backup", "--postgres", &url_as(&dst, "app", "app")],
+        &[("PGPASSWORD", "app-pw"), ("PATH", &path)],
+    )
+    .expect(0);
+    src.createdb("from_18");
+    restore(&repo, &["--postgres", &src.url("from_18")], ENV)
+        .expect_error(2, "restore into PostgreSQL 18 or newer");
+    assert_eq!(
+        src.sql(
+            "from_18",
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+        ),
+        "0"
+    );
 }
 
 /// Harbor's database image runs initial-registry.sql at first start: the `registry`
@@ -357,6 +385,8 @@ fn two_databases_in_one_snapshot() {
     let a = format!("registry_md={}", pg.url("md_a"));
     let b = format!("notary_server_md={}", pg.url("md_b"));
     restore(&repo, &["--postgres", &pg.url("md_a")], ENV).expect_error(2, "--postgres NAME=URL");
+    let nosuch = format!("nosuch={}", pg.url("md_a"));
+    restore(&repo, &["--postgres", &nosuch], ENV).expect_error(2, "holds no database \"nosuch\"");
     restore(&repo, &["--postgres", &a, "--postgres", &b], ENV).expect(0);
     assert_eq!(pg.content("registry_md"), pg.content("md_a"));
     assert_eq!(pg.content("notary_server_md"), pg.content("md_b"));

@@ -75,20 +75,25 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
     let mut found = Found::default();
     verify_databases(&args, &id, &snap, &mut found).await?;
     let registry_target = args.registry.open().await?;
-    if registry_target.is_some() || registry_api.is_some() {
+    let registry_wanted = registry_target.is_some() || registry_api.is_some();
+    // One index load serves both parts that read blobs.
+    let reader = match registry_wanted || args.config_dir.is_some() {
+        true => Some(reader(&repo).await?),
+        false => None,
+    };
+    if let (true, Some(reader)) = (registry_wanted, &reader) {
         let part = snap
             .parts
             .registry
             .as_ref()
             .ok_or_else(|| holds_no(&id, "registry"))?;
-        let reader = reader(&repo).await?;
         let diffs = match (&registry_target, &registry_api) {
             (Some(t), _) => {
-                registry::verify::verify_storage(&reader, part, t.store.clone(), args.parallel)
+                registry::verify::verify_storage(reader, part, t.store.clone(), args.parallel)
                     .await?
             }
             (None, Some(client)) => {
-                registry::verify::verify_http(&reader, part, client, args.parallel).await?
+                registry::verify::verify_http(reader, part, client, args.parallel).await?
             }
             (None, None) => unreachable!("checked above"),
         };
@@ -97,13 +102,13 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
             .parts
             .insert("registry".into(), json!({"differences": diffs}));
     }
-    if let Some(dir) = &args.config_dir {
+    if let (Some(dir), Some(reader)) = (&args.config_dir, &reader) {
         let part = snap
             .parts
             .config
             .as_ref()
             .ok_or_else(|| holds_no(&id, "configuration"))?;
-        let diffs = config::verify(&reader(&repo).await?, &repo, part, dir).await?;
+        let diffs = config::verify(reader, &repo, part, dir).await?;
         found.add("config", &diffs);
         found
             .parts

@@ -337,21 +337,13 @@ impl HarborClient {
 /// The URL without a trailing `/` or `/api/v2.0`, checked to be http(s), and https unless
 /// it is loopback or `allow_http`: every request carries the admin password (basic auth).
 fn normalize_url(raw: &str, allow_http: bool) -> Result<String> {
-    let parsed = url::Url::parse(raw.trim()).map_err(|e| {
-        Error::Usage(format!(
-            "--harbor-url {raw:?}: {e}; want https://harbor.example.com"
-        ))
-    })?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(Error::Usage(format!(
-            "--harbor-url {raw:?}: want an http:// or https:// URL like https://harbor.example.com"
-        )));
-    }
-    if crate::net::is_cleartext_remote(&parsed) && !allow_http {
-        return Err(Error::Usage(format!(
-            "--harbor-url {raw:?} would send the Harbor password unencrypted: use https:// (with --harbor-ca for a private CA), or pass --harbor-allow-http if the network path is protected otherwise"
-        )));
-    }
+    const OPTION: crate::net::UrlOption = crate::net::UrlOption {
+        flag: "--harbor-url",
+        secret: "the Harbor password",
+        ca_flag: "--harbor-ca",
+        allow_flag: "--harbor-allow-http",
+    };
+    let parsed = crate::net::service_url(raw, &OPTION, true, allow_http)?;
     let mut s = parsed.as_str().trim_end_matches('/').to_string();
     for suffix in ["/api/v2.0", "/api"] {
         if let Some(stripped) = s.strip_suffix(suffix) {

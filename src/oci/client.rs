@@ -377,20 +377,13 @@ fn head(resp: &Response) -> Head {
 /// The registry's address with a trailing `/` (so paths join beneath it) and without
 /// `/v2`; http(s) only, and https when a password goes to another machine unless allowed.
 fn base_url(raw: &str, credentials: bool, allow_http: bool) -> Result<Url> {
-    let bad = |why: &str| {
-        Error::Usage(format!(
-            "--registry-url {raw:?}: {why}; want an address like https://harbor.example.com"
-        ))
+    const OPTION: crate::net::UrlOption = crate::net::UrlOption {
+        flag: "--registry-url",
+        secret: "the registry password",
+        ca_flag: "--registry-ca-cert",
+        allow_flag: "--registry-allow-http",
     };
-    let mut url = Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(bad("not an http:// or https:// URL"));
-    }
-    if credentials && crate::net::is_cleartext_remote(&url) && !allow_http {
-        return Err(Error::Usage(format!(
-            "--registry-url {raw:?} would send the registry password unencrypted: use https:// (with --registry-ca-cert for a private CA), or pass --registry-allow-http if the network path is protected otherwise"
-        )));
-    }
+    let mut url = crate::net::service_url(raw, &OPTION, credentials, allow_http)?;
     let path = url.path().trim_end_matches('/');
     let path = path.strip_suffix("/v2").unwrap_or(path).to_string();
     url.set_path(&format!("{path}/"));

@@ -76,6 +76,14 @@ fn as_postgres(program: &Path) -> Command {
     }
 }
 
+/// A temporary directory the server (run as `postgres`) owns, for its data and socket.
+fn server_dir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    give_to_postgres(dir.path());
+    dir
+}
+
 fn give_to_postgres(path: &Path) {
     if is_root() {
         let (uid, gid) = postgres_ids();
@@ -90,12 +98,7 @@ impl Postgres {
 
     /// A server from the binaries in `bin`.
     pub fn start_in(bin: &Path) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("drydock-pg")
-            .tempdir()
-            .unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        give_to_postgres(dir.path());
+        let dir = server_dir("drydock-pg");
         let data = dir.path().join("data");
         let pwfile = dir.path().join("pw");
         std::fs::write(&pwfile, PASSWORD).unwrap();
@@ -165,12 +168,7 @@ impl Postgres {
 
     /// A hot standby of `primary` (pg_basebackup -R, streaming), same binaries.
     pub fn standby_of(primary: &Postgres) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("drydock-pg-standby")
-            .tempdir()
-            .unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        give_to_postgres(dir.path());
+        let dir = server_dir("drydock-pg-standby");
         let data = dir.path().join("data");
         let out = as_postgres(&primary.bin.join("pg_basebackup"))
             .args([
@@ -314,6 +312,10 @@ impl Postgres {
     }
 
     fn psql_cmd(&self, db: &str) -> Command {
+        self.psql_as("postgres", PASSWORD, db)
+    }
+
+    fn psql_as(&self, user: &str, password: &str, db: &str) -> Command {
         let mut c = Command::new(self.bin.join("psql"));
         c.args([
             "-X",
@@ -323,11 +325,9 @@ impl Postgres {
             "ON_ERROR_STOP=1",
             "-h",
             "127.0.0.1",
-            "-U",
-            "postgres",
         ])
-        .args(["-p", &self.port.to_string(), "-d", db])
-        .env("PGPASSWORD", PASSWORD)
+        .args(["-U", user, "-p", &self.port.to_string(), "-d", db])
+        .env("PGPASSWORD", password)
         .env("PGAPPNAME", TEST_APP)
         .env_remove("PGSERVICE");
         c
@@ -351,7 +351,16 @@ impl Postgres {
 
     /// Run SQL, panic on error, return stdout.
     pub fn sql(&self, db: &str, sql: &str) -> String {
-        let out = self.psql_cmd(db).args(["-c", sql]).output().expect("psql");
+        self.sql_as("postgres", PASSWORD, db, sql)
+    }
+
+    /// [`Postgres::sql`] as another login role.
+    pub fn sql_as(&self, user: &str, password: &str, db: &str, sql: &str) -> String {
+        let out = self
+            .psql_as(user, password, db)
+            .args(["-c", sql])
+            .output()
+            .expect("psql");
         assert!(
             out.status.success(),
             "psql {sql}: {}",
@@ -373,6 +382,19 @@ impl Postgres {
             file.display(),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    /// `CREATE ROLE spec` unless its role exists: roles belong to the server, which tests
+    /// share.
+    pub fn ensure_role(&self, spec: &str) {
+        let name = spec.split_whitespace().next().expect("a role name");
+        let found = self.sql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{name}'"),
+        );
+        if found == "0" {
+            self.sql("postgres", &format!("CREATE ROLE {spec}"));
+        }
     }
 
     pub fn createdb(&self, name: &str) {

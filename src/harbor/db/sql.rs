@@ -1,13 +1,14 @@
 //! pg_dump's schema SQL from a snapshot, read as hostile text before any of it reaches the
 //! server: pg_dump's `\restrict` pair dropped, every other psql meta-command refused, and
-//! the rest split into statements, so each runs on its own (over the simple query protocol,
+//! the rest split into statements, so each runs on its own (over the extended protocol,
 //! never through psql) and a failure names the statement.
 //!
 //! The scanner follows PostgreSQL's lexer as far as statement boundaries need: `--` and
 //! nested `/* */` comments, `'…'` (with `E'…'` backslash escapes), `"…"`, `$tag$…$tag$`,
 //! parentheses (multi-action rules) and psql's `BEGIN ATOMIC … END` heuristic. A
-//! disagreement with the server can only split a statement wrongly, which the server then
-//! refuses; it cannot make anything run with more rights.
+//! disagreement with the server (a string it ends elsewhere, with standard_conforming_strings
+//! off) can only split a statement wrongly: the extended protocol takes one statement per
+//! message, so the server refuses the pieces; nothing runs that the scanner did not see.
 
 use crate::error::{Error, Result};
 
@@ -62,8 +63,8 @@ fn role_list(words: &[&str]) -> Vec<String> {
     roles
 }
 
-fn is_word(t: Option<&&str>, w: &str) -> bool {
-    t.is_some_and(|t| t.eq_ignore_ascii_case(w))
+fn is_word<S: AsRef<str>>(t: Option<S>, w: &str) -> bool {
+    t.is_some_and(|t| t.as_ref().eq_ignore_ascii_case(w))
 }
 
 impl Statement<'_> {
@@ -71,7 +72,7 @@ impl Statement<'_> {
     /// the database owner (or the restoring role) own everything instead, so a non-superuser
     /// can apply the schema and a snapshot cannot hand objects to other roles.
     pub fn is_owner_change(&self) -> bool {
-        let is = |t: Option<&str>, w: &str| t.is_some_and(|t| t.eq_ignore_ascii_case(w));
+        let is = is_word::<&str>;
         is(self.first_word, "ALTER")
             && is(self.tail[0], "OWNER")
             && is(self.tail[1], "TO")
@@ -139,7 +140,7 @@ impl Statement<'_> {
     /// `SET SESSION AUTHORIZATION …` or `RESET SESSION AUTHORIZATION`: pg_dump writes the
     /// pair around grants made by a role other than the owner. Only a superuser may run it.
     pub fn is_session_authorization(&self) -> bool {
-        let is = |t: Option<&str>, w: &str| t.is_some_and(|t| t.eq_ignore_ascii_case(w));
+        let is = is_word::<&str>;
         (is(self.first_word, "SET")
             && is(self.tail[0], "SESSION")
             && is(self.tail[1], "AUTHORIZATION"))
