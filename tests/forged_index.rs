@@ -270,8 +270,11 @@ fn an_index_rewritten_by_prune_keeps_its_own_entries_not_a_forged_indexs() {
         fs::create_dir_all(d).unwrap();
         fs::write(d.join("layer.bin"), noise(2 << 20, seed)).unwrap();
     }
-    // The older snapshot of the same host goes by the deployed policy; its packs are deleted.
-    repo.backup(&[&old]);
+    // The older snapshot is forgotten by id; its packs are deleted.
+    let older = repo.backup(&[&old])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let kept = repo.backup(&[&src])["snapshot"]
         .as_str()
         .unwrap()
@@ -295,7 +298,9 @@ fn an_index_rewritten_by_prune_keeps_its_own_entries_not_a_forged_indexs() {
         })
         .collect();
     let forged = plant_index(&auth, &root, &forged);
-    repo.deployed_forget_and_prune();
+    repo.id(&["forget", &older, "--prune", "--safety-delay", "0s"])
+        .expect(0);
+    repo.id(&["prune", "--safety-delay", "0s"]).expect(0);
     let out = dir.path().join("out");
     repo.id(&["restore", &kept, "--config-dir", out.to_str().unwrap()])
         .expect(0);

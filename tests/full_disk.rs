@@ -218,7 +218,14 @@ fn backup_into_a_full_repository_disk_fails_cleanly_and_the_next_one_succeeds() 
     assert!(listed.json()["snapshots"].as_array().unwrap().is_empty());
     // What is there is a valid repository, readable in full, on the still-full disk.
     repo.id(&["check", "--read-data"]).expect(0);
-    println!("left after the failure: {objects} objects, all whole");
+    // How much landed depends on how far the pipeline got before the disk filled, which
+    // the scheduler decides: what is asserted is that all of it is reused.
+    let landed: u64 = walk(&root.join("packs"))
+        .iter()
+        .filter(|p| p.is_file())
+        .map(|p| fs::metadata(p).unwrap().len())
+        .sum();
+    println!("left after the failure: {objects} objects, all whole, {landed} bytes of packs");
 
     // 3. Room again: the next backup completes, reusing what the failed one stored.
     disk.resize(96);
@@ -229,9 +236,11 @@ fn backup_into_a_full_repository_disk_fails_cleanly_and_the_next_one_succeeds() 
         "after making room: stored {} bytes, reused {} bytes",
         s["summary"]["stored_bytes"], s["summary"]["reused_bytes"]
     );
+    // Pack headers and per-blob framing are well under 1 MiB of the landed bytes.
+    let reused = s["summary"]["reused_bytes"].as_u64().unwrap();
     assert!(
-        s["summary"]["reused_bytes"].as_u64().unwrap() >= 16 << 20,
-        "the pack stored before the disk filled should be reused"
+        reused + (1 << 20) >= landed,
+        "the packs stored before the disk filled ({landed} bytes) should be reused, not {reused} bytes"
     );
     assert_objects_whole(&root);
     repo.id(&["check", "--read-data"]).expect(0);

@@ -227,3 +227,49 @@ fn a_flood_of_snapshots_from_the_backup_only_key_pushes_no_real_one_out() {
     repo.id(&["forget", "--keep-last", "1", "--allow-burst", "--dry-run"])
         .expect(0);
 }
+
+#[test]
+fn a_snapshot_the_backup_only_key_writes_later_the_same_day_pushes_no_real_one_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = local_repo(dir.path());
+    let src = dir.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("harbor.yml"), b"hostname: real\n").unwrap();
+    let real = repo.backup(&[&src])["snapshot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shown = repo.id(&["--json", "show", &real]).json();
+    let host = shown["host"].as_str().unwrap().to_string();
+    let time: chrono::DateTime<Utc> = shown["time"].as_str().unwrap().parse().unwrap();
+    // The attack of FORMAT.md §13 before version 2.1: the real host and part set, with a
+    // decoy configuration, written after the real backup and dated after it (the newest of
+    // its day) and before it (backdated into its slot).
+    let forged = forge_snapshots(&repo, move |w| {
+        [time + Duration::seconds(1), time - Duration::seconds(1)]
+            .into_iter()
+            .map(|t| {
+                let parts = Parts {
+                    config: Some(drydock::harbor::config::ConfigPart {
+                        roots: vec![root("/etc/x", file_node(w, "x", b"decoy"))],
+                    }),
+                    ..Default::default()
+                };
+                manifest(t, &host, parts)
+            })
+            .collect()
+    });
+    repo.deployed_forget_and_prune();
+    let left = snapshot_ids(&repo);
+    assert!(
+        left.contains(&real),
+        "the real snapshot was forgotten: {left:?}"
+    );
+    let out = dir.path().join("out");
+    repo.id(&["restore", &real, "--config-dir", out.to_str().unwrap()])
+        .expect(0);
+    assert_same_tree(&src, &restored(&out, &src));
+    // The newest forgery stays as the newest of its host and parts; the operator forgets
+    // it by id.
+    assert!(left.contains(&forged[0].to_hex()), "{left:?}");
+}

@@ -16,7 +16,7 @@ use super::prune::{PruneArgs, SAFETY_DELAY};
 use super::{Context, Output};
 use crate::error::{Error, Result};
 use crate::ids::SnapshotId;
-use crate::repo::retention::{KeepPolicy, WriteTimes};
+use crate::repo::retention::{Dated, KeepPolicy, WriteTimes};
 use crate::repo::snapshot::{self, Meta};
 use crate::repo::{lock, Repository};
 use crate::store::Store;
@@ -30,7 +30,8 @@ pub struct ForgetArgs {
     /// Keep the N newest snapshots.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub keep_last: usize,
-    /// Keep the newest snapshot of each of the last N hours that have one.
+    /// Keep the newest and the first-written snapshot of each of the last N hours that have
+    /// one (the first-written is what a later, forged snapshot cannot displace).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub keep_hourly: usize,
     /// … of each of the last N days.
@@ -286,10 +287,14 @@ async fn gather(
     if !args.allow_burst && !args.policy().is_empty() {
         refuse_bursts(&snapshots, &written, &untrusted)?;
     }
-    let times: Vec<(SnapshotId, chrono::DateTime<Utc>)> = snapshots
+    let times: Vec<Dated> = snapshots
         .iter()
         .filter(|(id, _)| !untrusted.contains_key(id))
-        .map(|(id, s)| (*id, s.time))
+        .map(|(id, s)| Dated {
+            id: *id,
+            time: s.time,
+            written: written.time(id),
+        })
         .collect();
     Ok(Facts {
         kept: Some(args.policy())

@@ -6,6 +6,12 @@
 //! `LastModified`, a file's mtime) is a clock the manifest's author does not control: a
 //! time too far from it is not trusted, and an untrusted snapshot is never `latest`, never
 //! fills a `--keep-*` slot, and is never forgotten by a policy (only by naming it).
+//!
+//! A slot (an hour, day, ISO week or month) keeps two snapshots at most: its newest, as
+//! restic does, and the first the store wrote into it. Someone holding the backup-only key
+//! writes *now*, after every real snapshot already in the bucket, so whatever it adds to a
+//! slot, even backdated into it, can never be that slot's first-written snapshot: the real
+//! one stays (FORMAT.md §12 "Retention").
 
 use std::collections::{HashMap, HashSet};
 
@@ -71,6 +77,23 @@ pub fn distrust(
 /// The period a snapshot time falls in, as a comparable key.
 type Bucket = fn(&DateTime<Utc>) -> (i32, u32, u32, u32);
 
+/// A trusted snapshot as retention sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dated {
+    pub id: SnapshotId,
+    /// The manifest's time: which slot the snapshot falls in.
+    pub time: DateTime<Utc>,
+    /// When the store wrote it, if the store says.
+    pub written: Option<DateTime<Utc>>,
+}
+
+impl Dated {
+    /// The order of writing: the store's time, else the manifest's.
+    fn write_order(&self) -> (DateTime<Utc>, DateTime<Utc>, SnapshotId) {
+        (self.written.unwrap_or(self.time), self.time, self.id)
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct KeepPolicy {
     pub last: usize,
@@ -88,11 +111,12 @@ impl KeepPolicy {
             && self.within.is_none()
     }
 
-    /// The snapshots kept: the `last` newest, and the newest of each of the `hourly`,
-    /// `daily`, `weekly` (ISO weeks) and `monthly` most recent periods that have one.
-    pub fn keep(&self, snapshots: &[(SnapshotId, DateTime<Utc>)]) -> HashSet<SnapshotId> {
-        let mut sorted: Vec<&(SnapshotId, DateTime<Utc>)> = snapshots.iter().collect();
-        sorted.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
+    /// The snapshots kept: the `last` newest, and of each of the `hourly`, `daily`, `weekly`
+    /// (ISO weeks) and `monthly` most recent periods that have one, the newest and the
+    /// first-written.
+    pub fn keep(&self, snapshots: &[Dated]) -> HashSet<SnapshotId> {
+        let mut sorted: Vec<&Dated> = snapshots.iter().collect();
+        sorted.sort_by(|a, b| b.time.cmp(&a.time).then(b.id.cmp(&a.id)));
         let buckets: [(usize, Bucket); 4] = [
             (self.hourly, |t| (t.year(), t.ordinal(), t.hour(), 0)),
             (self.daily, |t| (t.year(), t.ordinal(), 0, 0)),
@@ -101,34 +125,41 @@ impl KeepPolicy {
             }),
             (self.monthly, |t| (t.year(), t.month(), 0, 0)),
         ];
-        let mut kept: HashSet<SnapshotId> =
-            sorted.iter().take(self.last).map(|(id, _)| *id).collect();
-        if let (Some(within), Some((_, newest))) = (self.within, sorted.first()) {
-            let since = *newest - within;
-            kept.extend(
-                sorted
-                    .iter()
-                    .filter(|(_, t)| *t >= since)
-                    .map(|(id, _)| *id),
-            );
+        let mut kept: HashSet<SnapshotId> = sorted.iter().take(self.last).map(|s| s.id).collect();
+        if let (Some(within), Some(newest)) = (self.within, sorted.first()) {
+            let since = newest.time - within;
+            kept.extend(sorted.iter().filter(|s| s.time >= since).map(|s| s.id));
         }
         for (limit, bucket) in buckets {
-            let mut last_bucket = None;
-            let mut count = 0;
-            for (id, t) in &sorted {
-                if count == limit {
-                    break;
-                }
-                let b = bucket(t);
-                if last_bucket != Some(b) {
-                    kept.insert(*id);
-                    last_bucket = Some(b);
-                    count += 1;
-                }
-            }
+            kept.extend(slots(&sorted, bucket, limit));
         }
         kept
     }
+}
+
+/// The newest and the first-written snapshot of each of the `limit` most recent periods
+/// that have one; `sorted` is newest first.
+fn slots(sorted: &[&Dated], bucket: Bucket, limit: usize) -> Vec<SnapshotId> {
+    let mut periods: Vec<(&Dated, &Dated)> = Vec::new();
+    let mut last_bucket = None;
+    for s in sorted {
+        let b = bucket(&s.time);
+        if last_bucket != Some(b) {
+            if periods.len() == limit {
+                break;
+            }
+            periods.push((s, s));
+            last_bucket = Some(b);
+        } else if let Some((_, first)) = periods.last_mut() {
+            if s.write_order() < first.write_order() {
+                *first = s;
+            }
+        }
+    }
+    periods
+        .into_iter()
+        .flat_map(|(newest, first)| [newest.id, first.id])
+        .collect()
 }
 
 #[cfg(test)]
@@ -136,19 +167,29 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn snaps() -> Vec<(SnapshotId, DateTime<Utc>)> {
-        // Every 6 hours for 40 days.
+    fn id(i: u8) -> SnapshotId {
+        let mut id = [0u8; 32];
+        id[0] = i;
+        SnapshotId(id)
+    }
+
+    fn snaps() -> Vec<Dated> {
+        // Every 6 hours for 40 days, each written a minute after it started.
         (0..160u8)
             .map(|i| {
-                let mut id = [0u8; 32];
-                id[0] = i;
-                (
-                    SnapshotId(id),
-                    Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).unwrap()
-                        + chrono::Duration::hours(6 * i as i64),
-                )
+                let time = Utc.with_ymd_and_hms(2026, 10, 1, 0, 0, 0).unwrap()
+                    + chrono::Duration::hours(6 * i as i64);
+                Dated {
+                    id: id(i),
+                    time,
+                    written: Some(time + Duration::minutes(1)),
+                }
             })
             .collect()
+    }
+
+    fn hour_of(s: &[Dated], id: &SnapshotId) -> u32 {
+        s.iter().find(|d| d.id == *id).unwrap().time.hour()
     }
 
     #[test]
@@ -168,11 +209,9 @@ mod tests {
             ..Default::default()
         }
         .keep(&s);
-        assert_eq!(daily.len(), 7);
-        // The newest of each day: the 18:00 snapshots.
-        assert!(daily
-            .iter()
-            .all(|id| s.iter().find(|(i, _)| i == id).unwrap().1.hour() == 18));
+        // The newest of each day (18:00) and its first-written (00:00).
+        assert_eq!(daily.len(), 14);
+        assert!(daily.iter().all(|id| [0, 18].contains(&hour_of(&s, id))));
         let mixed = KeepPolicy {
             last: 1,
             daily: 2,
@@ -181,7 +220,7 @@ mod tests {
             ..Default::default()
         }
         .keep(&s);
-        assert!(mixed.len() >= 3 && mixed.len() <= 7, "{}", mixed.len());
+        assert!(mixed.len() >= 3 && mixed.len() <= 13, "{}", mixed.len());
         let within = KeepPolicy {
             within: Some(Duration::days(2)),
             ..Default::default()
@@ -191,6 +230,41 @@ mod tests {
         assert_eq!(within.len(), 9);
         assert!(KeepPolicy::default().is_empty());
         assert!(KeepPolicy::default().keep(&s).is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_written_later_into_a_slot_never_displaces_its_first() {
+        let day = |h| Utc.with_ymd_and_hms(2026, 11, 30, h, 0, 0).unwrap();
+        let real = Dated {
+            id: id(1),
+            time: day(2),
+            written: Some(day(3)),
+        };
+        let daily = KeepPolicy {
+            daily: 7,
+            ..Default::default()
+        };
+        // Written the next morning, dated late in the real one's day, or backdated before it.
+        for time in [day(23), day(1)] {
+            let forged = Dated {
+                id: id(2),
+                time,
+                written: Some(day(23) + Duration::hours(8)),
+            };
+            let kept = daily.keep(&[real, forged]);
+            assert!(kept.contains(&real.id), "{time}: {kept:?}");
+        }
+        // Without store times, the manifest's order stands in: the earlier one is first.
+        let a = Dated {
+            written: None,
+            ..real
+        };
+        let b = Dated {
+            id: id(3),
+            time: day(20),
+            written: None,
+        };
+        assert_eq!(daily.keep(&[a, b]).len(), 2);
     }
 
     #[test]
