@@ -31,6 +31,9 @@ const WINDOWS: usize = 8;
 pub(super) const RUN_MAX: u64 = 16 * 1024 * 1024;
 /// Bytes of other blobs a run may fetch and throw away to stay one request.
 pub(super) const RUN_WASTE: u64 = 2 * 1024 * 1024;
+/// Largest plaintext a run decodes at once. COPY text compresses tenfold, so a run bounded
+/// by stored bytes alone held 160 MiB of table rows, times the runs and tables in flight.
+const RUN_PLAIN_MAX: u64 = 16 * 1024 * 1024;
 
 struct Window {
     pack: PackId,
@@ -59,6 +62,8 @@ struct Run {
     end: u64,
     /// Bytes of the blobs asked for (`end - start - wanted` is fetched and thrown away).
     wanted: u64,
+    /// Plaintext bytes of the blobs asked for, as the index gives them.
+    plain: u64,
     blobs: Vec<(BlobId, BlobLocation)>,
 }
 
@@ -69,10 +74,15 @@ impl Run {
         let (from, to) = (self.start.min(start), self.end.max(end));
         // A chunk repeated within a file counts twice: that only makes merging easier.
         let wanted = self.wanted + loc.length as u64;
-        if loc.pack != self.pack || to - from > RUN_MAX || to - from > wanted + RUN_WASTE {
+        let plain = self.plain + loc.raw_length as u64;
+        if loc.pack != self.pack
+            || to - from > RUN_MAX
+            || to - from > wanted + RUN_WASTE
+            || plain > RUN_PLAIN_MAX
+        {
             return false;
         }
-        (self.start, self.end, self.wanted) = (from, to, wanted);
+        (self.start, self.end, self.wanted, self.plain) = (from, to, wanted, plain);
         self.blobs.push((id, loc));
         true
     }
@@ -362,6 +372,7 @@ impl BlobReader {
                 start: loc.offset as u64,
                 end: loc.offset as u64 + loc.length as u64,
                 wanted: loc.length as u64,
+                plain: loc.raw_length as u64,
                 blobs: vec![(*id, loc)],
             }));
         }
