@@ -202,11 +202,23 @@ fn every_bad_config_value_is_refused_with_one_line_naming_it() {
         ("tagging", "a=1&b=2\u{7}", "tagging"),
         ("s3Url", "ftp://minio:21", "s3Url"),
         ("publicUrl", "minio.example", "publicUrl"),
-        ("customerKeyEncryptionSecret", "no-slash", "customerKeyEncryptionSecret"),
-        ("customerKeyEncryptionSecret", "../up/key", "customerKeyEncryptionSecret"),
+        (
+            "customerKeyEncryptionSecret",
+            "no-slash",
+            "customerKeyEncryptionSecret",
+        ),
+        (
+            "customerKeyEncryptionSecret",
+            "../up/key",
+            "customerKeyEncryptionSecret",
+        ),
         ("customerKeyEncryptionSecret", "absent/sse", "\"absent\""),
         ("customerKeyEncryptionSecret", "short-key/sse", "32 bytes"),
-        ("customerKeyEncryptionFile", "/nonexistent/key", "customerKeyEncryptionFile"),
+        (
+            "customerKeyEncryptionFile",
+            "/nonexistent/key",
+            "customerKeyEncryptionFile",
+        ),
         ("regoin", "eu-west-1", "regoin"),
     ];
     let short = site.path("short.key").to_str().unwrap().to_string();
@@ -408,7 +420,10 @@ fn sse_kms_tags_and_checksums_go_with_every_write() {
             p.header("x-amz-server-side-encryption-aws-kms-key-id"),
             Some("arn:aws:kms:us-east-1:1:key/harbor")
         );
-        assert_eq!(p.header("x-amz-tagging"), Some("team=harbor&backup=drydock"));
+        assert_eq!(
+            p.header("x-amz-tagging"),
+            Some("team=harbor&backup=drydock")
+        );
         // Velero's default checksum.
         assert!(p.header("x-amz-checksum-crc32").is_some(), "{p:?}");
     }
@@ -531,7 +546,12 @@ fn sse_c_from_a_secret_round_trips_and_follow_velero_reads_velero_backup_json() 
     assert_same_tree(&src, &restored(&out, &src));
     let r = site.id(&["--json", "forget", "--follow-velero"]);
     r.expect(0);
-    assert_eq!(r.json()["forgotten"].as_array().unwrap().len(), 1, "{}", r.stdout);
+    assert_eq!(
+        r.json()["forgotten"].as_array().unwrap().len(),
+        1,
+        "{}",
+        r.stdout
+    );
     let seen = proxy.take_seen();
     let objects = object_requests(&seen, &site.bucket, &["GET", "HEAD", "PUT", "POST"]);
     let missing: Vec<String> = objects
@@ -539,13 +559,19 @@ fn sse_c_from_a_secret_round_trips_and_follow_velero_reads_velero_backup_json() 
         .filter(|s| !carries_sse_c(s))
         .map(|s| format!("{} {}", s.method, s.target))
         .collect();
-    assert!(missing.is_empty(), "requests without the SSE-C key: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "requests without the SSE-C key: {missing:?}"
+    );
     for kind in ["GET", "PUT"] {
         assert!(objects.iter().any(|s| s.method == kind), "no {kind}");
     }
     let velero_json = objects
         .iter()
-        .find(|s| s.target.contains("backups/daily-20261120010000/velero-backup.json"))
+        .find(|s| {
+            s.target
+                .contains("backups/daily-20261120010000/velero-backup.json")
+        })
         .expect("follow-velero read velero-backup.json");
     assert!(carries_sse_c(velero_json));
     // The key is a secret: never in drydock's output.

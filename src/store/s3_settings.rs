@@ -169,7 +169,10 @@ impl Intercept for ApplySettings {
         _: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> std::result::Result<(), BoxError> {
-        let op = cfg.load::<Metadata>().map(Metadata::name).unwrap_or_default();
+        let op = cfg
+            .load::<Metadata>()
+            .map(Metadata::name)
+            .unwrap_or_default();
         let headers = context.request_mut().headers_mut();
         for (name, value) in self.0.headers(op) {
             headers.try_insert(name, value)?;
@@ -336,7 +339,9 @@ mod tests {
         for op in ["ListObjectsV2", "DeleteObject", "HeadBucket"] {
             assert!(s.headers(op).is_empty(), "{op}");
         }
-        assert!(s.headers("PutObject").contains(&("x-amz-tagging", "a=1&b=2".into())));
+        assert!(s
+            .headers("PutObject")
+            .contains(&("x-amz-tagging", "a=1&b=2".into())));
         assert!(!s
             .headers("GetObject")
             .iter()

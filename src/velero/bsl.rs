@@ -184,8 +184,12 @@ fn check_tags(tags: &str) -> Result<()> {
     for pair in pairs {
         let kv: Vec<&str> = pair.split('=').collect();
         match kv.as_slice() {
-            [k, _] if k.chars().count() > 128 => return bad("a tag key is longer than 128 characters"),
-            [_, v] if v.chars().count() > 248 => return bad("a tag value is longer than 248 characters"),
+            [k, _] if k.chars().count() > 128 => {
+                return bad("a tag key is longer than 128 characters")
+            }
+            [_, v] if v.chars().count() > 248 => {
+                return bad("a tag value is longer than 248 characters")
+            }
             [_, _] => {}
             _ => return bad(&format!("{pair:?} is not one key=value")),
         }
@@ -382,7 +386,8 @@ impl Bsl {
         };
         if ca_cert.is_some() && spec.object_storage.ca_cert_ref.is_some() {
             return Err(Error::Usage(
-                "objectStorage has both caCert and caCertRef, which Velero refuses; keep caCertRef".into(),
+                "objectStorage has both caCert and caCertRef, which Velero refuses; keep caCertRef"
+                    .into(),
             ));
         }
         if let Some(r) = &spec.object_storage.ca_cert_ref {
@@ -592,7 +597,10 @@ status:
             .starts_with(b"-----BEGIN CERTIFICATE-----"));
         let o = Bsl::parse(BSL)
             .unwrap()
-            .s3_options(Some(Path::new("/credentials/cloud")), Path::new("/nonexistent"))
+            .s3_options(
+                Some(Path::new("/credentials/cloud")),
+                Path::new("/nonexistent"),
+            )
             .unwrap();
         assert_eq!(
             o.credentials_file.unwrap(),
