@@ -70,10 +70,8 @@ pub fn service_url(raw: &str, opt: &UrlOption, secret: bool, allow_http: bool) -
 pub fn http_client_builder(ca: Option<&Path>, flag: &str) -> Result<reqwest::ClientBuilder> {
     let mut builder =
         reqwest::Client::builder().user_agent(concat!("drydock/", env!("CARGO_PKG_VERSION")));
-    for der in rustls_native_certs::load_native_certs().certs {
-        if let Ok(c) = reqwest::Certificate::from_der(der.as_ref()) {
-            builder = builder.add_root_certificate(c);
-        }
+    for c in system_roots() {
+        builder = builder.add_root_certificate(c);
     }
     if let Some(ca) = ca {
         let pem = std::fs::read(ca).map_err(|e| {
@@ -82,17 +80,30 @@ pub fn http_client_builder(ca: Option<&Path>, flag: &str) -> Result<reqwest::Cli
                 ca.display()
             ))
         })?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .ok()
-            .filter(|c| !c.is_empty())
-            .ok_or_else(|| {
-                Error::Usage(format!("{flag} {}: no PEM certificate in it", ca.display()))
-            })?;
+        let certs = pem_certificates(&pem).ok_or_else(|| {
+            Error::Usage(format!("{flag} {}: no PEM certificate in it", ca.display()))
+        })?;
         for c in certs {
             builder = builder.add_root_certificate(c);
         }
     }
     Ok(builder)
+}
+
+/// The machine's trusted roots, as rustls-native-certs finds them.
+pub fn system_roots() -> Vec<reqwest::Certificate> {
+    rustls_native_certs::load_native_certs()
+        .certs
+        .iter()
+        .filter_map(|der| reqwest::Certificate::from_der(der.as_ref()).ok())
+        .collect()
+}
+
+/// The certificates of a PEM bundle; `None` if it holds none.
+pub fn pem_certificates(pem: &[u8]) -> Option<Vec<reqwest::Certificate>> {
+    reqwest::Certificate::from_pem_bundle(pem)
+        .ok()
+        .filter(|c| !c.is_empty())
 }
 
 /// The innermost causes, which say what actually went wrong (refused, unknown issuer…).

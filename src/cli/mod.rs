@@ -97,6 +97,16 @@ pub struct GlobalOpts {
         value_name = "FILE"
     )]
     pub velero_credentials: Option<PathBuf>,
+    /// Where the Secrets a BSL names are mounted (spec.credential, objectStorage.caCertRef,
+    /// config.customerKeyEncryptionSecret): key K of Secret S is read from DIR/S/K.
+    #[arg(
+        long,
+        env = "DRYDOCK_VELERO_SECRETS",
+        global = true,
+        value_name = "DIR",
+        default_value = "/velero-secrets"
+    )]
+    pub velero_secrets: PathBuf,
     /// Write Prometheus metrics to this file (node-exporter textfile collector), atomically.
     #[arg(
         long,
@@ -356,6 +366,7 @@ impl RegistryOpts {
             path_style: self.registry_s3_path_style,
             credentials_file: self.registry_s3_credentials.clone(),
             profile: self.registry_s3_profile.clone(),
+            ..Default::default()
         };
         let store = store::s3::S3Store::connect(&bucket, &prefix, &opts).await?;
         Ok(Some(RegistryStore {
@@ -364,22 +375,6 @@ impl RegistryOpts {
             root: url.clone(),
         }))
     }
-}
-
-/// Trust a BSL's `caCert` for S3 in addition to the system roots: the S3 client reads its
-/// roots through rustls-native-certs, which honours SSL_CERT_FILE.
-fn trust_extra_ca(pem: &[u8]) -> Result<()> {
-    let mut bundle = std::fs::read("/etc/ssl/certs/ca-certificates.crt").unwrap_or_default();
-    bundle.push(b'\n');
-    bundle.extend_from_slice(pem);
-    // Named by content: one file per distinct CA however many runs, not one per process.
-    let name = hex::encode(&crate::ids::sha256(&bundle)[..8]);
-    let path = std::env::temp_dir().join(format!("drydock-bsl-ca-{name}.pem"));
-    std::fs::write(&path, bundle)
-        .map_err(|e| Error::io(format!("cannot write {}", path.display()), e))?;
-    // Set before any S3 client exists; nothing else reads it concurrently at this point.
-    std::env::set_var("SSL_CERT_FILE", &path);
-    Ok(())
 }
 
 /// A `--postgres` URL; a password in it is refused unless it came from DRYDOCK_POSTGRES.
@@ -401,6 +396,15 @@ impl Context {
         self.global.velero_bsl.as_deref().map(Bsl::load).transpose()
     }
 
+    /// The S3 settings of a BSL, for its repository and Velero's folders alike (SSE-C:
+    /// Velero's own objects are encrypted with the same key).
+    fn bsl_s3(&self, bsl: &Bsl) -> Result<S3Options> {
+        bsl.s3_options(
+            self.global.velero_credentials.as_deref(),
+            &self.global.velero_secrets,
+        )
+    }
+
     /// Velero's own folders in the BSL (for --follow-velero), read-only.
     pub async fn velero_store(&self) -> Result<Arc<dyn Store>> {
         let bsl = self
@@ -409,12 +413,7 @@ impl Context {
         let Location::S3 { bucket, prefix } = Location::parse(&bsl.velero_url())? else {
             unreachable!("an s3 URL")
         };
-        let store = store::s3::S3Store::connect(
-            &bucket,
-            &prefix,
-            &bsl.s3_options(self.global.velero_credentials.as_deref()),
-        )
-        .await?;
+        let store = store::s3::S3Store::connect(&bucket, &prefix, &self.bsl_s3(&bsl)?).await?;
         Ok(store::ReadOnly::wrap(
             Arc::new(store),
             "drydock never writes Velero's folders",
@@ -423,13 +422,10 @@ impl Context {
 
     pub async fn store(&self) -> Result<Arc<dyn Store>> {
         if let Some(bsl) = self.bsl()? {
-            if let Some(pem) = &bsl.ca_cert {
-                trust_extra_ca(pem)?;
-            }
             let Location::S3 { bucket, prefix } = Location::parse(&bsl.repo_url())? else {
                 unreachable!("an s3 URL")
             };
-            let s3 = bsl.s3_options(self.global.velero_credentials.as_deref());
+            let s3 = self.bsl_s3(&bsl)?;
             let store: Arc<dyn Store> =
                 Arc::new(store::s3::S3Store::connect(&bucket, &prefix, &s3).await?);
             return Ok(match bsl.access_mode {

@@ -5,6 +5,7 @@
 
 pub mod local;
 pub mod s3;
+pub mod s3_settings;
 
 use std::sync::Arc;
 
@@ -309,6 +310,13 @@ pub struct S3Options {
     pub credentials_file: Option<std::path::PathBuf>,
     /// The profile to use from the credentials file (default `default`).
     pub profile: Option<String>,
+    /// TLS trust beyond the system roots (a BSL's CA certificate, `insecureSkipTLSVerify`).
+    pub tls: s3_settings::TlsTrust,
+    /// What every request carries (a BSL's encryption, tagging and checksum settings).
+    pub requests: s3_settings::RequestSettings,
+    /// With neither region nor endpoint: ask S3 for the bucket's region, as the Velero AWS
+    /// plugin does, instead of taking the environment's or us-east-1.
+    pub discover_region: bool,
 }
 
 /// A parsed `--repo` value.

@@ -163,6 +163,9 @@ impl S3Store {
                 .or_else(Region::new("us-east-1")),
             );
         }
+        if !opts.tls.is_default() {
+            loader = loader.http_client(super::s3_settings::TlsClient::new(&opts.tls)?);
+        }
         if opts.credentials_file.is_some() || opts.profile.is_some() {
             use aws_runtime::env_config::file::{
                 EnvConfigFileKind as ProfileFileKind, EnvConfigFiles as ProfileFiles,
@@ -176,9 +179,13 @@ impl S3Store {
                             path.display()
                         )));
                     }
+                    // Read as both the shared credentials and the shared config file, as
+                    // Velero does: `[name]` and `[profile name]` sections both work.
                     files
                         .include_default_credentials_file(false)
+                        .include_default_config_file(false)
                         .with_file(ProfileFileKind::Credentials, path)
+                        .with_file(ProfileFileKind::Config, path)
                 }
                 None => files.include_default_credentials_file(true),
             };
@@ -196,6 +203,19 @@ impl S3Store {
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
         if shared.region().is_none() {
             conf = conf.region(Region::new("us-east-1"));
+        }
+        if !opts.requests.is_empty() {
+            conf = conf.interceptor(super::s3_settings::ApplySettings(Arc::new(
+                opts.requests.clone(),
+            )));
+        }
+        if opts.requests.checksum.is_some() {
+            // The checksum the settings name goes with every PutObject and UploadPart.
+            conf = conf.request_checksum_calculation(RequestChecksumCalculation::WhenSupported);
+        }
+        if opts.discover_region && opts.region.is_none() && opts.endpoint.is_none() {
+            let region = bucket_region(&conf, bucket).await?;
+            conf = conf.region(Region::new(region));
         }
         if let Some(endpoint) = &opts.endpoint {
             let url = url::Url::parse(endpoint)
@@ -861,6 +881,49 @@ struct Resume {
     failures: u32,
 }
 
+/// The region of `bucket`, as S3 names it in HeadBucket's `x-amz-bucket-region` header (on
+/// an error answer too: a 301 from the wrong region carries it), asked in us-east-1 as the
+/// Velero AWS plugin's GetBucketRegion does.
+async fn bucket_region(conf: &aws_sdk_s3::config::Builder, bucket: &str) -> Result<String> {
+    let probe = Client::from_conf(conf.clone().region(Region::new("us-east-1")).build());
+    let answer = probe.head_bucket().bucket(bucket).send().await;
+    let header = match &answer {
+        Ok(out) => out.bucket_region().map(str::to_string),
+        Err(e) => e
+            .raw_response()
+            .and_then(|r| r.headers().get("x-amz-bucket-region"))
+            .map(str::to_string),
+    };
+    match header.as_deref().map(parse_region) {
+        Some(Ok(region)) => Ok(region),
+        Some(Err(e)) => Err(e),
+        None => Err(Error::Store(format!(
+            "cannot find the region of bucket {bucket:?}: S3 named none ({}); set config.region in the BackupStorageLocation",
+            match answer {
+                Ok(_) => "HeadBucket answered without x-amz-bucket-region".to_string(),
+                Err(e) => error_chain(&e),
+            }
+        ))),
+    }
+}
+
+/// A region name from the server: letters, digits and `-` only, as AWS names them.
+fn parse_region(raw: &str) -> Result<String> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 64
+        && raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err(Error::Store(format!(
+            "the S3 server named the bucket's region {:?}, which is not a region name; set config.region in the BackupStorageLocation",
+            raw.chars().take(80).collect::<String>()
+        )))
+    }
+}
+
 /// The HTTP status of a raw response, whatever its type.
 pub trait HttpStatus {
     fn status_code(&self) -> u16;
@@ -1319,6 +1382,14 @@ mod tests {
         ];
         assert_eq!(newest_live(&tie).unwrap().id, "a");
         assert!(newest_live(&[version("m", true, 1, true)]).is_none());
+    }
+
+    #[test]
+    fn bucket_regions_from_the_server_are_checked() {
+        assert_eq!(parse_region("eu-west-3").unwrap(), "eu-west-3");
+        for bad in ["", "EU", "eu west", "eu-west-3\r\nx: y", &"a".repeat(65)] {
+            assert!(parse_region(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! A Velero BackupStorageLocation (`kubectl get bsl NAME -o yaml`) and its credentials.
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 use super::PLUGIN_DIR;
 use crate::error::{Error, Result};
+use crate::store::s3_settings::{
+    checksum_algorithm, CustomerKey, Encryption, RequestSettings, TlsTrust,
+};
 use crate::store::S3Options;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,7 +36,35 @@ pub struct Bsl {
     pub credentials_file: Option<PathBuf>,
     /// PEM bytes of `objectStorage.caCert` (base64 in the YAML).
     pub ca_cert: Option<Vec<u8>>,
+    /// `objectStorage.caCertRef`: the Secret key holding the CA bundle (preferred by Velero
+    /// 1.17 over the deprecated inline `caCert`).
+    pub ca_cert_ref: Option<SecretRef>,
     pub insecure_skip_tls_verify: bool,
+    /// `spec.credential`: the Secret key holding this BSL's credentials file; Velero passes
+    /// it to the plugin as `credentialsFile`, overriding the config key.
+    pub credential: Option<SecretRef>,
+    pub sse: Sse,
+    /// `tagging`: URL-encoded `k=v&k2=v2`, checked as the plugin's CheckTags does.
+    pub tagging: Option<String>,
+    /// `checksumAlgorithm`: CRC32 unless given; `""` turns checksums off.
+    pub checksum: Option<aws_sdk_s3::types::ChecksumAlgorithm>,
+}
+
+/// A key of a Kubernetes Secret (`name`, `key`), which drydock cannot read from the API: the
+/// manifests mount Secret `name` at `<--velero-secrets>/<name>`, so the key is a file there.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct SecretRef {
+    pub name: String,
+    pub key: String,
+}
+
+/// The server-side encryption keys of a BSL's config; at most one of the last three.
+#[derive(Clone, Debug, Default)]
+pub struct Sse {
+    pub server_side_encryption: Option<String>,
+    pub kms_key_id: Option<String>,
+    pub customer_key_file: Option<PathBuf>,
+    pub customer_key_secret: Option<SecretRef>,
 }
 
 #[derive(Deserialize)]
@@ -60,6 +93,8 @@ struct Spec {
     config: BTreeMap<String, String>,
     #[serde(default)]
     access_mode: Option<String>,
+    #[serde(default)]
+    credential: Option<SecretRef>,
 }
 
 #[derive(Deserialize)]
@@ -70,6 +105,8 @@ struct ObjectStorage {
     prefix: Option<String>,
     #[serde(default)]
     ca_cert: Option<String>,
+    #[serde(default)]
+    ca_cert_ref: Option<SecretRef>,
 }
 
 /// `config` keys of the Velero AWS plugin; anything else is refused, as the plugin does.
@@ -83,6 +120,7 @@ const AWS_KEYS: &[&str] = &[
     "serverSideEncryption",
     "kmsKeyId",
     "customerKeyEncryptionFile",
+    "customerKeyEncryptionSecret",
     "signatureVersion",
     "credentialsFile",
     "enableSharedConfig",
@@ -102,6 +140,178 @@ fn parse_bool(key: &str, v: Option<&String>) -> Result<bool> {
             "BSL config {key}: {other:?} is not a boolean (Velero takes 1, t, T, TRUE, true, True, 0, f, F, FALSE, false, False)"
         ))),
     }
+}
+
+/// A config value as the plugin reads it: an empty string is the same as none.
+fn get<'a>(c: &'a BTreeMap<String, String>, key: &str) -> Option<&'a String> {
+    c.get(key).filter(|v| !v.is_empty())
+}
+
+/// Printable ASCII only: the value goes into a request header as it is.
+fn header_safe(key: &str, v: &str) -> Result<()> {
+    if v.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "BSL config {key}: {v:?} holds a control or non-ASCII character; URL-encode it"
+        )))
+    }
+}
+
+/// `s3Url` and `publicUrl` as the plugin checks them: a URL with scheme http or https.
+fn check_url(key: &str, v: &str) -> Result<()> {
+    match url::Url::parse(v) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => Ok(()),
+        _ => Err(Error::Usage(format!(
+            "BSL config {key}: {v:?} is not an http:// or https:// URL"
+        ))),
+    }
+}
+
+/// `tagging` as the plugin's CheckTags checks it: `k=v` pairs joined by `&` (a single tag
+/// is refused, as the plugin refuses it), at most ten, keys up to 128 characters and values
+/// up to 248.
+fn check_tags(tags: &str) -> Result<()> {
+    let bad = |why: &str| Err(Error::Usage(format!("BSL config tagging {tags:?}: {why}")));
+    header_safe("tagging", tags)?;
+    let pairs: Vec<&str> = tags.split('&').collect();
+    if pairs.len() == 1 {
+        return bad("tags are not separated with an & (the Velero AWS plugin refuses a single tag: add a second)");
+    }
+    if pairs.len() > 10 {
+        return bad("S3 allows at most ten tags per object");
+    }
+    for pair in pairs {
+        let kv: Vec<&str> = pair.split('=').collect();
+        match kv.as_slice() {
+            [k, _] if k.chars().count() > 128 => {
+                return bad("a tag key is longer than 128 characters")
+            }
+            [_, v] if v.chars().count() > 248 => {
+                return bad("a tag value is longer than 248 characters")
+            }
+            [_, _] => {}
+            _ => return bad(&format!("{pair:?} is not one key=value")),
+        }
+    }
+    Ok(())
+}
+
+/// A Secret key reference, checked before it becomes a path: a Secret name is a DNS
+/// subdomain and a key `[-._a-zA-Z0-9]+`, so neither can climb out of the mount directory.
+fn check_secret_ref(field: &str, r: &SecretRef) -> Result<()> {
+    let name_ok = (1..=253).contains(&r.name.len())
+        && r.name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && r.name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && r.name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let key_ok = (1..=253).contains(&r.key.len())
+        && r.key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        && r.key != "."
+        && r.key != "..";
+    if name_ok && key_ok {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!(
+            "BSL {field}: Secret {:?} key {:?} is not a valid Secret name and key",
+            r.name, r.key
+        )))
+    }
+}
+
+/// The encryption keys of the config, with the plugin's rules: at most one of kmsKeyId,
+/// customerKeyEncryptionFile and customerKeyEncryptionSecret (`secretName/key`).
+fn sse_of(c: &BTreeMap<String, String>) -> Result<Sse> {
+    const ONE_OF: [&str; 3] = [
+        "kmsKeyId",
+        "customerKeyEncryptionFile",
+        "customerKeyEncryptionSecret",
+    ];
+    let given: Vec<&str> = ONE_OF.into_iter().filter(|k| get(c, k).is_some()).collect();
+    if given.len() > 1 {
+        return Err(Error::Usage(format!(
+            "BSL config {}: you can only use one of kmsKeyId, customerKeyEncryptionFile or customerKeyEncryptionSecret",
+            given.join(" and ")
+        )));
+    }
+    let server_side_encryption = get(c, "serverSideEncryption").cloned();
+    if let Some(v) = &server_side_encryption {
+        if !matches!(v.as_str(), "AES256" | "aws:kms" | "aws:kms:dsse") {
+            return Err(Error::Usage(format!(
+                "BSL config serverSideEncryption: {v:?} is not one S3 knows (AES256, aws:kms, aws:kms:dsse)"
+            )));
+        }
+    }
+    let kms_key_id = get(c, "kmsKeyId").cloned();
+    if let Some(id) = &kms_key_id {
+        header_safe("kmsKeyId", id)?;
+    }
+    let customer_key_secret = match get(c, "customerKeyEncryptionSecret") {
+        None => None,
+        Some(v) => {
+            let Some((name, key)) = v.split_once('/').filter(|(_, k)| !k.contains('/')) else {
+                return Err(Error::Usage(format!(
+                    "BSL config customerKeyEncryptionSecret: {v:?} is not secretName/key"
+                )));
+            };
+            let r = SecretRef {
+                name: name.into(),
+                key: key.into(),
+            };
+            check_secret_ref("config.customerKeyEncryptionSecret", &r)?;
+            Some(r)
+        }
+    };
+    Ok(Sse {
+        server_side_encryption,
+        kms_key_id,
+        customer_key_file: get(c, "customerKeyEncryptionFile").map(PathBuf::from),
+        customer_key_secret,
+    })
+}
+
+/// Where Secret key `r` (named by the BSL field `field`) is mounted; it must be there.
+fn mounted(field: &str, r: &SecretRef, secrets: &Path) -> Result<PathBuf> {
+    let path = secrets.join(&r.name).join(&r.key);
+    if path.is_file() {
+        return Ok(path);
+    }
+    Err(Error::Usage(format!(
+        "BSL {field} names Secret {:?} key {:?}, which is not mounted at {}: mount the Secret at {} (deploy/kustomize/components/velero-bsl) or point --velero-secrets at where it is",
+        r.name,
+        r.key,
+        path.display(),
+        secrets.join(&r.name).display()
+    )))
+}
+
+/// At most `limit` bytes of `path` (more is an error), wiped when dropped.
+fn read_bounded(what: &str, path: &Path, limit: u64) -> Result<Zeroizing<Vec<u8>>> {
+    let mut out = Zeroizing::new(Vec::new());
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit + 1).read_to_end(&mut out))
+        .map_err(|e| Error::Usage(format!("{what} {}: {e}", path.display())))?;
+    if out.len() as u64 > limit {
+        return Err(Error::Usage(format!(
+            "{what} {}: larger than {limit} bytes",
+            path.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// A 32-byte SSE-C key from raw bytes; `what` names where they came from.
+fn customer_key(what: &str, raw: &[u8]) -> Result<CustomerKey> {
+    let key: &[u8; 32] = raw.try_into().map_err(|_| {
+        Error::Usage(format!(
+            "{what}: the SSE-C key must be exactly 32 bytes, not {}",
+            raw.len()
+        ))
+    })?;
+    Ok(CustomerKey::new(key))
 }
 
 impl Bsl {
@@ -174,7 +384,36 @@ impl Bsl {
             ),
             _ => None,
         };
+        if ca_cert.is_some() && spec.object_storage.ca_cert_ref.is_some() {
+            return Err(Error::Usage(
+                "objectStorage has both caCert and caCertRef, which Velero refuses; keep caCertRef"
+                    .into(),
+            ));
+        }
+        if let Some(r) = &spec.object_storage.ca_cert_ref {
+            check_secret_ref("objectStorage.caCertRef", r)?;
+        }
+        if let Some(r) = &spec.credential {
+            check_secret_ref("spec.credential", r)?;
+        }
         let c = &spec.config;
+        for key in ["s3Url", "publicUrl"] {
+            if let Some(v) = get(c, key) {
+                check_url(key, v)?;
+            }
+        }
+        let tagging = get(c, "tagging").cloned();
+        if let Some(t) = &tagging {
+            check_tags(t)?;
+        }
+        let checksum = match c.get("checksumAlgorithm") {
+            None => Some(aws_sdk_s3::types::ChecksumAlgorithm::Crc32),
+            Some(name) => checksum_algorithm(name).ok_or_else(|| {
+                Error::Usage(format!(
+                    "BSL config checksumAlgorithm: {name:?} is not one the Velero AWS plugin takes (CRC32, CRC32C, SHA1, SHA256, or \"\" for none)"
+                ))
+            })?,
+        };
         Ok(Bsl {
             name: obj.metadata.name,
             bucket,
@@ -185,16 +424,21 @@ impl Bsl {
                 .trim_matches('/')
                 .to_string(),
             access_mode,
-            region: c.get("region").cloned(),
-            s3_url: c.get("s3Url").cloned(),
-            path_style: parse_bool("s3ForcePathStyle", c.get("s3ForcePathStyle"))?,
-            profile: c.get("profile").cloned(),
-            credentials_file: c.get("credentialsFile").map(PathBuf::from),
+            region: get(c, "region").cloned(),
+            s3_url: get(c, "s3Url").cloned(),
+            path_style: parse_bool("s3ForcePathStyle", get(c, "s3ForcePathStyle"))?,
+            profile: get(c, "profile").cloned(),
+            credentials_file: get(c, "credentialsFile").map(PathBuf::from),
             ca_cert,
+            ca_cert_ref: spec.object_storage.ca_cert_ref,
             insecure_skip_tls_verify: parse_bool(
                 "insecureSkipTLSVerify",
-                c.get("insecureSkipTLSVerify"),
+                get(c, "insecureSkipTLSVerify"),
             )?,
+            credential: spec.credential,
+            sse: sse_of(c)?,
+            tagging,
+            checksum,
         })
     }
 
@@ -216,19 +460,79 @@ impl Bsl {
         format!("s3://{}/{}", self.bucket, parts.join("/"))
     }
 
-    /// S3 settings: the BSL's, with the credentials file given on the command line (Velero
-    /// mounts it at /credentials/cloud) unless the BSL names its own.
-    pub fn s3_options(&self, credentials: Option<&Path>) -> S3Options {
-        S3Options {
-            endpoint: self.s3_url.clone(),
-            region: self.region.clone(),
-            path_style: self.path_style,
-            credentials_file: self
+    /// S3 settings: the BSL's, with the Secrets it names read under `secrets`, and the
+    /// credentials file given on the command line (Velero mounts it at /credentials/cloud)
+    /// unless the BSL names its own (`spec.credential` first, as Velero passes that to the
+    /// plugin in place of `credentialsFile`).
+    pub fn s3_options(&self, credentials: Option<&Path>, secrets: &Path) -> Result<S3Options> {
+        let credentials_file = match &self.credential {
+            Some(r) => Some(mounted("spec.credential", r, secrets)?),
+            None => self
                 .credentials_file
                 .clone()
                 .or_else(|| credentials.map(Path::to_path_buf)),
+        };
+        let ca_pem = match &self.ca_cert_ref {
+            Some(r) => {
+                let path = mounted("objectStorage.caCertRef", r, secrets)?;
+                Some(read_bounded("objectStorage.caCertRef", &path, 1 << 20)?.to_vec())
+            }
+            None => self.ca_cert.clone(),
+        };
+        Ok(S3Options {
+            endpoint: self.s3_url.clone(),
+            region: self.region.clone(),
+            path_style: self.path_style,
+            credentials_file,
             profile: self.profile.clone(),
+            tls: TlsTrust {
+                ca_pem,
+                insecure_skip_verify: self.insecure_skip_tls_verify,
+            },
+            requests: RequestSettings {
+                encryption: self.encryption(secrets)?,
+                tagging: self.tagging.clone(),
+                checksum: self.checksum.clone(),
+            },
+            discover_region: self.region.is_none() && self.s3_url.is_none(),
+        })
+    }
+
+    /// The plugin's order: a KMS key id means aws:kms, then SSE-C, then serverSideEncryption.
+    fn encryption(&self, secrets: &Path) -> Result<Option<Encryption>> {
+        let sse = &self.sse;
+        if let Some(id) = &sse.kms_key_id {
+            return Ok(Some(Encryption::Server {
+                algorithm: "aws:kms".into(),
+                kms_key_id: Some(id.clone()),
+            }));
         }
+        if let Some(path) = &sse.customer_key_file {
+            // The plugin reads the first 32 bytes of the file (one trailing newline after a
+            // 32-byte key is ignored the same way); the same bytes, or Velero's objects
+            // would not open.
+            let what = "BSL config customerKeyEncryptionFile";
+            let mut raw = Zeroizing::new(Vec::new());
+            std::fs::File::open(path)
+                .and_then(|f| f.take(32).read_to_end(&mut raw))
+                .map_err(|e| Error::Usage(format!("{what} {}: {e}", path.display())))?;
+            return customer_key(&format!("{what} {}", path.display()), &raw)
+                .map(|k| Some(Encryption::Customer(k)));
+        }
+        if let Some(r) = &sse.customer_key_secret {
+            let field = "config.customerKeyEncryptionSecret";
+            let path = mounted(field, r, secrets)?;
+            let raw = read_bounded(&format!("BSL {field}"), &path, 32)?;
+            return customer_key(&format!("BSL {field} {}", path.display()), &raw)
+                .map(|k| Some(Encryption::Customer(k)));
+        }
+        Ok(sse
+            .server_side_encryption
+            .clone()
+            .map(|algorithm| Encryption::Server {
+                algorithm,
+                kms_key_id: None,
+            }))
     }
 }
 
@@ -293,7 +597,11 @@ status:
             .starts_with(b"-----BEGIN CERTIFICATE-----"));
         let o = Bsl::parse(BSL)
             .unwrap()
-            .s3_options(Some(Path::new("/credentials/cloud")));
+            .s3_options(
+                Some(Path::new("/credentials/cloud")),
+                Path::new("/nonexistent"),
+            )
+            .unwrap();
         assert_eq!(
             o.credentials_file.unwrap(),
             PathBuf::from("/credentials/cloud")

@@ -124,6 +124,27 @@ struct Shared {
     requests: AtomicU64,
     faults: [AtomicU64; 6],
     stop: AtomicBool,
+    /// Every request head, in arrival order: what went over the wire.
+    seen: Mutex<Vec<Seen>>,
+}
+
+/// One request as the proxy received it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query.
+    pub target: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Seen {
+    /// A header's value (names compared without case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 impl Shared {
@@ -213,6 +234,7 @@ impl FaultProxy {
             requests: AtomicU64::new(0),
             faults: Default::default(),
             stop: AtomicBool::new(false),
+            seen: Mutex::new(Vec::new()),
         });
         let s = shared.clone();
         std::thread::Builder::new()
@@ -274,6 +296,11 @@ impl FaultProxy {
     pub fn set_kinds(&self, kinds: &[Fault]) {
         let bits = kinds.iter().fold(0u64, |b, k| b | 1 << k.index());
         self.shared.allowed.store(bits, Ordering::SeqCst);
+    }
+
+    /// The requests received so far, and forget them.
+    pub fn take_seen(&self) -> Vec<Seen> {
+        std::mem::take(&mut *self.shared.seen.lock().unwrap())
     }
 
     pub fn counts(&self) -> Counts {
@@ -500,6 +527,11 @@ fn serve(client: TcpStream, shared: &Shared) {
         let mut start = head.start.split(' ');
         let method = start.next().unwrap_or_default().to_string();
         let target = start.next().unwrap_or_default().to_string();
+        shared.seen.lock().unwrap().push(Seen {
+            method: method.clone(),
+            target: target.clone(),
+            headers: head.headers.clone(),
+        });
         let Ok(framing) = head.framing(None) else {
             return;
         };
