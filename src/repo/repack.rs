@@ -110,13 +110,7 @@ pub async fn repack(repo: &Repository, candidates: &[Candidate]) -> Result<Repac
 /// Store one new pack, then its index object (a pack is never named before it exists).
 async fn upload(repo: &Repository, builder: PackBuilder) -> Result<()> {
     let p = builder.finish(&repo.keys.objects);
-    repo.store
-        .put(
-            &pack::key(&p.id),
-            Bytes::clone(&p.bytes),
-            PutMode::Overwrite,
-        )
-        .await?;
+    pack::upload(repo, &p.id, Bytes::clone(&p.bytes), &p.entries).await?;
     repo.write_index(&[(p.id, p.entries)]).await?;
     Ok(())
 }

@@ -354,9 +354,7 @@ type Uploaded = (PackId, Vec<PackEntry>);
 type UploadTotals = (u64, Vec<IndexId>);
 
 async fn upload_one(repo: Arc<Repository>, pack: FinishedPack) -> Result<Uploaded> {
-    repo.store
-        .put(&pack::key(&pack.id), pack.bytes, PutMode::Overwrite)
-        .await?;
+    pack::upload(&repo, &pack.id, pack.bytes, &pack.entries).await?;
     Ok((pack.id, pack.entries))
 }
 

@@ -124,6 +124,8 @@ struct Shared {
     requests: AtomicU64,
     faults: [AtomicU64; 6],
     stop: AtomicBool,
+    /// Every request seen: method and target (path and query), in arrival order.
+    log: Mutex<Vec<(String, String)>>,
 }
 
 impl Shared {
@@ -213,6 +215,7 @@ impl FaultProxy {
             requests: AtomicU64::new(0),
             faults: Default::default(),
             stop: AtomicBool::new(false),
+            log: Mutex::new(Vec::new()),
         });
         let s = shared.clone();
         std::thread::Builder::new()
@@ -274,6 +277,11 @@ impl FaultProxy {
     pub fn set_kinds(&self, kinds: &[Fault]) {
         let bits = kinds.iter().fold(0u64, |b, k| b | 1 << k.index());
         self.shared.allowed.store(bits, Ordering::SeqCst);
+    }
+
+    /// Every request so far, as `(method, target)`, in arrival order.
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.shared.log.lock().unwrap().clone()
     }
 
     pub fn counts(&self) -> Counts {
@@ -516,6 +524,11 @@ fn serve(client: TcpStream, shared: &Shared) {
             return;
         };
         let close_after = head.has_token("connection", "close") || head.start.ends_with("1.0");
+        shared
+            .log
+            .lock()
+            .unwrap()
+            .push((method.clone(), target.clone()));
         let choice = shared.decide(&method, &target);
         let head_only = method == "HEAD";
         match choice {
@@ -686,6 +699,16 @@ fn forward(
 /// `init` runs through the proxy too, at whatever share is set, with drydock's default 8 S3
 /// attempts.
 pub fn proxied_s3_repo(dir: &std::path::Path, prefix: &str, proxy: &FaultProxy) -> super::Repo {
+    proxied_s3_repo_with(dir, prefix, proxy, &[])
+}
+
+/// [`proxied_s3_repo`], `init` given `init_args` too (`--storage-class GLACIER`).
+pub fn proxied_s3_repo_with(
+    dir: &std::path::Path,
+    prefix: &str,
+    proxy: &FaultProxy,
+    init_args: &[&str],
+) -> super::Repo {
     let bucket = super::new_bucket();
     let args = vec![
         "--repo".to_string(),
@@ -694,7 +717,8 @@ pub fn proxied_s3_repo(dir: &std::path::Path, prefix: &str, proxy: &FaultProxy) 
         proxy.url.clone(),
         "--s3-path-style".to_string(),
     ];
-    let (identity, backup_key) = super::init(&args, dir, &[("DRYDOCK_S3_MAX_ATTEMPTS", "8")]);
+    let (identity, backup_key) =
+        super::init_with(&args, init_args, dir, &[("DRYDOCK_S3_MAX_ATTEMPTS", "8")]);
     super::Repo {
         args,
         identity,
