@@ -159,7 +159,11 @@ fn backups_never_read_archived_packs_and_restore_thaws_exactly_those_needed() {
     let thaw = &r.json()["thaw"];
     assert_eq!(thaw["requested"], cold.len(), "{thaw}");
     assert_eq!(thaw_requests(&proxy), cold.len());
-    assert!(r.stderr.contains("thaw:") && r.stderr.contains("packs ready"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("thaw:") && r.stderr.contains("packs ready"),
+        "{}",
+        r.stderr
+    );
     assert_same_tree(&src, &restored(&out, &src));
 
     // Thawed now: a second restore asks for nothing.
@@ -232,7 +236,10 @@ fn dry_runs_list_the_thaw_without_doing_it() {
     assert!(thaw["cost_class"].as_str().unwrap().contains("lowest"));
     let r = restore_into(&repo, &dir.path().join("out"), &["--dry-run"]);
     r.expect(0);
-    assert_eq!(r.json()["thaw"]["to_thaw"].as_array().unwrap().len(), cold.len());
+    assert_eq!(
+        r.json()["thaw"]["to_thaw"].as_array().unwrap().len(),
+        cold.len()
+    );
     assert_eq!(thaw_requests(&proxy), 0);
     assert_eq!(touching(&proxy, &["GET"], &cold), Vec::<String>::new());
     assert!(!dir.path().join("out").exists());
@@ -246,9 +253,18 @@ fn deep_archive_refuses_the_expedited_tier_before_asking() {
     let _turn = moto_state();
     let dir = tempfile::tempdir().unwrap();
     let proxy = FaultProxy::start(0.0, seed());
-    let repo = proxied_s3_repo_with(dir.path(), "r", &proxy, &["--storage-class", "DEEP_ARCHIVE"]);
+    let repo = proxied_s3_repo_with(
+        dir.path(),
+        "r",
+        &proxy,
+        &["--storage-class", "DEEP_ARCHIVE"],
+    );
     repo.backup(&[&source(dir.path())]);
-    let r = restore_into(&repo, &dir.path().join("out"), &["--thaw-tier", "expedited"]);
+    let r = restore_into(
+        &repo,
+        &dir.path().join("out"),
+        &["--thaw-tier", "expedited"],
+    );
     r.expect_error(2, "no Expedited thaw tier");
     assert_eq!(thaw_requests(&proxy), 0);
 }
@@ -278,8 +294,15 @@ fn instant_access_classes_are_read_directly() {
     assert_eq!(r.json()["thaw"]["packs"], 0);
     assert_eq!(thaw_requests(&proxy), 0);
     assert_same_tree(&src, &restored(&out, &src));
-    repo.bk(&["backup", "--storage-class", "not a class", "--config", src.to_str().unwrap()])
-        .expect_error(2, "invalid storage class");
+    let r = repo.bk(&[
+        "backup",
+        "--storage-class",
+        "not a class",
+        "--config",
+        src.to_str().unwrap(),
+    ]);
+    r.expect(2);
+    assert!(r.stderr.contains("invalid storage class"), "{}", r.stderr);
 }
 
 /// A GET that S3 answers with InvalidObjectState is the thaw path: the pack is thawed,
@@ -303,7 +326,11 @@ fn a_get_answering_invalid_object_state_is_thawed_and_read() {
             other => panic!("{:?}", other.map(|b| b.len())),
         }
         let keyfile = drydock::crypto::KeyFile::load(&repo.identity).unwrap();
-        let opened = Arc::new(drydock::repo::Repository::open(store, keyfile).await.unwrap());
+        let opened = Arc::new(
+            drydock::repo::Repository::open(store, keyfile)
+                .await
+                .unwrap(),
+        );
         let thawer = drydock::repo::thaw::Thawer::new(
             opened,
             drydock::repo::thaw::ThawOptions {

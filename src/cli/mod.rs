@@ -203,7 +203,13 @@ pub struct ThawArgs {
     /// S3 retrieval tier for archived packs: Expedited (GLACIER 1–5 minutes, dearest; none
     /// for DEEP_ARCHIVE), Standard (GLACIER 3–5 h, DEEP_ARCHIVE within 12 h) or Bulk
     /// (GLACIER 5–12 h, DEEP_ARCHIVE within 48 h; cheapest).
-    #[arg(long, value_enum, ignore_case = true, default_value = "standard", value_name = "TIER")]
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        default_value = "standard",
+        value_name = "TIER"
+    )]
     pub thaw_tier: store::ThawTier,
     /// Days S3 keeps a thawed copy readable (billed as STANDARD meanwhile); a run
     /// interrupted within them resumes without thawing again.
@@ -212,11 +218,7 @@ pub struct ThawArgs {
 }
 
 impl ThawArgs {
-    pub fn thawer(
-        &self,
-        repo: Arc<Repository>,
-        dry_run: bool,
-    ) -> Arc<crate::repo::thaw::Thawer> {
+    pub fn thawer(&self, repo: Arc<Repository>, dry_run: bool) -> Arc<crate::repo::thaw::Thawer> {
         crate::repo::thaw::Thawer::new(
             repo,
             crate::repo::thaw::ThawOptions {

@@ -15,8 +15,8 @@ use crate::harbor::registry;
 use crate::ids::{ByteSize, SnapshotId};
 use crate::progress::Progress;
 use crate::repo::reader::BlobReader;
-use crate::repo::thaw;
 use crate::repo::snapshot::Snapshot;
+use crate::repo::thaw;
 use crate::term::esc;
 
 #[derive(Args, Debug)]
@@ -79,8 +79,7 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
     let thawer = args.thaw.thawer(repo.clone(), args.dry_run);
     // With the thawer from the start: a tree pack archived behind drydock's back (a bucket
     // lifecycle rule) is thawed when its read fails, not a failure.
-    let reader =
-        BlobReader::new(repo.clone(), index.clone(), "restore")?.with_thaw(thawer.clone());
+    let reader = BlobReader::new(repo.clone(), index.clone(), "restore")?.with_thaw(thawer.clone());
     let needed = restored_view(&snap, &chosen, &targets);
     let thaw = thawer
         .prepare(&thaw::packs_for(&reader, &index, &[needed]).await?)

@@ -175,8 +175,11 @@ impl RepoConfig {
         self.storage_class
             .as_deref()
             .map(|c| {
-                c.parse()
-                    .map_err(|_| damaged(format!("its storage_class {c:?} is not a storage class name")))
+                c.parse().map_err(|_| {
+                    damaged(format!(
+                        "its storage_class {c:?} is not a storage class name"
+                    ))
+                })
             })
             .transpose()
     }
@@ -236,7 +239,7 @@ impl RepoConfig {
             &self.storage_class,
         ]
         .iter()
-            .any(|f| f.as_deref() == Some(""))
+        .any(|f| f.as_deref() == Some(""))
         {
             return Err(damaged("an optional field is present but empty"));
         }

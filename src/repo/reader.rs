@@ -167,9 +167,9 @@ impl BlobReader {
             read = self.repo.store.get_range(&key, start, len).await;
         }
         read.map_err(|e| match e {
-                Error::NotFound(_) => Error::Integrity(format!("pack {} is missing", pack.short())),
-                other => other,
-            })
+            Error::NotFound(_) => Error::Integrity(format!("pack {} is missing", pack.short())),
+            other => other,
+        })
     }
 
     fn cached(&self, loc: &BlobLocation) -> Option<Bytes> {

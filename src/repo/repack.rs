@@ -17,7 +17,6 @@ use super::pack::{self, PackBuilder, PackEntry};
 use super::Repository;
 use crate::error::{Error, Result};
 use crate::ids::{sha256, BlobId, PackId};
-use crate::store::PutMode;
 
 /// A pack worth rewriting, and the used blobs it holds (by the indexes' word: what is
 /// copied comes from the pack's own authenticated header).

@@ -292,9 +292,16 @@ fn minutes(m: u64) -> String {
 fn eta(bound: u64, elapsed: Duration) -> String {
     let left = bound.saturating_sub(elapsed.as_secs() / 60);
     if left == 0 {
-        format!("past the tier's typical {} (S3 may take longer)", minutes(bound))
+        format!(
+            "past the tier's typical {} (S3 may take longer)",
+            minutes(bound)
+        )
     } else {
-        format!("ETA within about {} (the tier's typical {})", minutes(left), minutes(bound))
+        format!(
+            "ETA within about {} (the tier's typical {})",
+            minutes(left),
+            minutes(bound)
+        )
     }
 }
 

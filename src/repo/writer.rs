@@ -21,7 +21,6 @@ use super::Repository;
 use crate::chunker;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, IndexId, LookupKey, PackId};
-use crate::store::PutMode;
 
 /// Write an index object after this many packs, so a killed backup loses little.
 pub(super) const PACKS_PER_INDEX: usize = 8;

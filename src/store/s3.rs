@@ -267,13 +267,39 @@ impl S3Store {
         ))
     }
 
+    /// The current objects under `prefix` (ListObjectsV2, every page), each with its key
+    /// relative to the store's prefix.
+    async fn list_current(&self, prefix: &str) -> Result<Vec<(String, aws_sdk_s3::types::Object)>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full_key(prefix))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error("list", prefix, e))?;
+            for obj in page.contents() {
+                if let Some(rel) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) {
+                    out.push((rel.to_string(), obj.clone()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// A storage class as S3 names it (absent: STANDARD, as S3 leaves it out then).
     fn class_named(&self, name: Option<&str>, key: &str) -> Result<StorageClass> {
         match name {
             None | Some("") => Ok(StorageClass::standard()),
-            Some(n) => n
-                .parse()
-                .map_err(|_| self.malformed("read the storage class of", key, "a storage class name that is not one")),
+            Some(n) => n.parse().map_err(|_| {
+                self.malformed(
+                    "read the storage class of",
+                    key,
+                    "a storage class name that is not one",
+                )
+            }),
         }
     }
 
@@ -975,28 +1001,15 @@ impl Store for S3Store {
         if self.locked() {
             return self.list_versions(prefix).await;
         }
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(self.full_key(prefix))
-            .into_paginator()
-            .send();
         let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.error("list", prefix, e))?;
-            for obj in page.contents() {
-                let key = obj.key().unwrap_or_default();
-                if let Some(rel) = key.strip_prefix(&self.prefix) {
-                    out.push(ObjectInfo {
-                        key: rel.to_string(),
-                        size: obj.size().unwrap_or(0).max(0) as u64,
-                        modified: obj.last_modified().and_then(|t| {
-                            chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
-                        }),
-                    });
-                }
-            }
+        for (rel, obj) in self.list_current(prefix).await? {
+            out.push(ObjectInfo {
+                key: rel,
+                size: obj.size().unwrap_or(0).max(0) as u64,
+                modified: obj
+                    .last_modified()
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+            });
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
@@ -1316,26 +1329,13 @@ impl Store for S3Store {
     }
 
     async fn list_classes(&self, prefix: &str) -> Result<Vec<ClassedObject>> {
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(self.full_key(prefix))
-            .into_paginator()
-            .send();
         let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.error("list", prefix, e))?;
-            for obj in page.contents() {
-                let Some(rel) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
-                    continue;
-                };
-                out.push(ClassedObject {
-                    key: rel.to_string(),
-                    size: obj.size().unwrap_or(0).max(0) as u64,
-                    class: self.class_named(obj.storage_class().map(|c| c.as_str()), prefix)?,
-                });
-            }
+        for (rel, obj) in self.list_current(prefix).await? {
+            out.push(ClassedObject {
+                key: rel,
+                size: obj.size().unwrap_or(0).max(0) as u64,
+                class: self.class_named(obj.storage_class().map(|c| c.as_str()), prefix)?,
+            });
         }
         Ok(out)
     }
@@ -1487,7 +1487,9 @@ mod tests {
             Some(Thaw::Ongoing)
         );
         assert_eq!(
-            parse_restore(r#"ongoing-request="false", expiry-date="Fri, 21 Dec 2012 00:00:00 GMT""#),
+            parse_restore(
+                r#"ongoing-request="false", expiry-date="Fri, 21 Dec 2012 00:00:00 GMT""#
+            ),
             Some(Thaw::Ready {
                 expiry: Some("Fri, 21 Dec 2012 00:00:00 GMT".into())
             })
