@@ -236,11 +236,14 @@ impl Thawer {
 
     /// Each pack's thaw state, a few HeadObject requests at a time.
     async fn states(&self, archived: &[Archived]) -> Result<HashMap<String, Thaw>> {
-        let store = &self.repo.store;
-        let found: Vec<Result<(String, Thaw)>> = stream::iter(archived)
-            .map(|a| async move {
-                let state = store.cold_state(&a.key).await?;
-                Ok((a.key.clone(), state.thaw))
+        let keys: Vec<String> = archived.iter().map(|a| a.key.clone()).collect();
+        let found: Vec<Result<(String, Thaw)>> = stream::iter(keys)
+            .map(|key| {
+                let store = self.repo.store.clone();
+                async move {
+                    let state = store.cold_state(&key).await?;
+                    Ok((key, state.thaw))
+                }
             })
             .buffer_unordered(16)
             .collect()
