@@ -23,14 +23,6 @@ fn moto_state() -> MutexGuard<'static, ()> {
     TURN.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(f)
-}
-
 /// How moto thaws: `{"progression": "immediate"}`, or `manual` with `times` reads of the
 /// object per step (none → IN_PROGRESS → RESTORED).
 fn set_thaw_schedule(transition: serde_json::Value) {
@@ -119,15 +111,43 @@ fn glacier_repo(dir: &Path, proxy: &FaultProxy) -> (Repo, String) {
     (repo, bucket)
 }
 
-#[test]
-fn backups_never_read_archived_packs_and_restore_thaws_exactly_those_needed() {
-    let _turn = moto_state();
-    set_thaw_schedule(serde_json::json!({"progression": "manual", "times": 2}));
+/// A GLACIER repository behind a fresh proxy, and the source tree (backed up if `backup`).
+struct Setup {
+    dir: tempfile::TempDir,
+    proxy: FaultProxy,
+    repo: Repo,
+    bucket: String,
+    src: std::path::PathBuf,
+}
+
+fn setup(backup: bool) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let proxy = FaultProxy::start(0.0, seed());
     let (repo, bucket) = glacier_repo(dir.path(), &proxy);
     let src = source(dir.path());
-    repo.backup(&[&src]);
+    if backup {
+        repo.backup(&[&src]);
+    }
+    Setup {
+        dir,
+        proxy,
+        repo,
+        bucket,
+        src,
+    }
+}
+
+#[test]
+fn backups_never_read_archived_packs_and_restore_thaws_exactly_those_needed() {
+    let _turn = moto_state();
+    set_thaw_schedule(serde_json::json!({"progression": "manual", "times": 2}));
+    let Setup {
+        dir,
+        proxy,
+        repo,
+        bucket,
+        src,
+    } = setup(true);
     // The second backup deduplicates against the archived packs: from the index alone.
     fs::write(src.join("f4"), noise(600_000, 4)).unwrap();
     let second = repo.backup(&[&src]);
@@ -181,11 +201,13 @@ fn backups_never_read_archived_packs_and_restore_thaws_exactly_those_needed() {
 fn an_interrupted_restore_resumes_without_a_second_thaw_request() {
     let _turn = moto_state();
     set_thaw_schedule(serde_json::json!({"progression": "immediate"}));
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = FaultProxy::start(0.0, seed());
-    let (repo, bucket) = glacier_repo(dir.path(), &proxy);
-    let src = source(dir.path());
-    repo.backup(&[&src]);
+    let Setup {
+        dir,
+        proxy,
+        repo,
+        bucket,
+        src,
+    } = setup(true);
     let cold = cold_keys(&bucket);
     // The planning HEADs go through; every HEAD of a pack after them fails: the restore
     // stops while it waits, after its RestoreObject requests.
@@ -209,11 +231,13 @@ fn an_interrupted_restore_resumes_without_a_second_thaw_request() {
 #[test]
 fn dry_runs_list_the_thaw_without_doing_it() {
     let _turn = moto_state();
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = FaultProxy::start(0.0, seed());
-    let (repo, bucket) = glacier_repo(dir.path(), &proxy);
-    let src = source(dir.path());
-    repo.backup(&[&src]);
+    let Setup {
+        dir,
+        proxy,
+        repo,
+        bucket,
+        src: _,
+    } = setup(true);
     let cold = cold_keys(&bucket);
     let r = repo.id(&[
         "--json",
@@ -273,10 +297,13 @@ fn deep_archive_refuses_the_expedited_tier_before_asking() {
 #[test]
 fn instant_access_classes_are_read_directly() {
     let _turn = moto_state();
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = FaultProxy::start(0.0, seed());
-    let (repo, bucket) = glacier_repo(dir.path(), &proxy);
-    let src = source(dir.path());
+    let Setup {
+        dir,
+        proxy,
+        repo,
+        bucket,
+        src,
+    } = setup(false);
     // The backup's class overrides the repository's.
     let r = repo.bk(&[
         "backup",
@@ -313,10 +340,13 @@ fn a_get_answering_invalid_object_state_is_thawed_and_read() {
     let _turn = moto_state();
     set_thaw_schedule(serde_json::json!({"progression": "manual", "times": 2}));
     std::env::set_var(POLL.0, POLL.1);
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = FaultProxy::start(0.0, seed());
-    let (repo, bucket) = glacier_repo(dir.path(), &proxy);
-    repo.backup(&[&source(dir.path())]);
+    let Setup {
+        dir: _dir,
+        proxy: _proxy,
+        repo,
+        bucket,
+        ..
+    } = setup(true);
     let cold = cold_keys(&bucket);
     let key = cold[0].strip_prefix("r/").unwrap().to_string();
     let pack = drydock::repo::pack::id_of_key(&key).unwrap();
