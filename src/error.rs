@@ -50,6 +50,11 @@ pub enum Error {
     /// the retain-until date the message names has passed (exit 1).
     #[error("{0}")]
     Retained(String),
+    /// An object in an archival storage class (GLACIER, DEEP_ARCHIVE) that is not thawed:
+    /// S3 answered a GET with InvalidObjectState. Nothing is damaged; the commands that
+    /// read data thaw it (exit 1 where one cannot).
+    #[error("{0}")]
+    Cold(String),
     /// Anything else (exit 1).
     #[error("{0}")]
     Other(String),
@@ -77,6 +82,7 @@ impl Error {
             | Error::Store(_)
             | Error::NotFound(_)
             | Error::Retained(_)
+            | Error::Cold(_)
             | Error::Other(_) => exit::FAILURE,
         }
     }
@@ -97,6 +103,9 @@ impl Error {
             Error::Unauthentic(_) => {
                 Some("run `drydock check` to list every object that is not authentic")
             }
+            Error::Cold(_) => Some(
+                "`drydock restore`, `verify` and `check --read-data` thaw archived packs (--thaw-tier, --thaw-days); `--dry-run` shows what they would thaw",
+            ),
             _ => None,
         }
     }

@@ -43,6 +43,10 @@ pub struct BackupArgs {
     /// Back up even when Harbor's schema_migrations is marked dirty.
     #[arg(long)]
     pub force: bool,
+    /// S3 storage class for this backup's data packs, over the one `init --storage-class`
+    /// set; metadata and tree packs always stay in STANDARD.
+    #[arg(long, value_name = "CLASS")]
+    pub storage_class: Option<crate::store::StorageClass>,
     #[command(flatten)]
     pub registry: super::RegistryOpts,
     /// With --harbor-url: check health, record Harbor's version, and hold Harbor read-only
@@ -137,6 +141,10 @@ async fn snapshot(
     let started = Instant::now();
     let time = Utc::now();
     let repo = ctx.open_repo().await?;
+    if let Some(class) = &args.storage_class {
+        // A fresh repository handle: nothing has read the class yet.
+        let _ = repo.data_class_override.set(class.clone());
+    }
     let mut index = repo.load_index().await?;
     // Packs prune has marked for deletion are neither adopted nor reused.
     let marked = crate::repo::prune::marked_packs(&repo).await?;

@@ -20,6 +20,12 @@ pub struct CheckArgs {
     /// Concurrent downloads.
     #[arg(long, default_value_t = default_parallel())]
     pub parallel: usize,
+    /// With --read-data: list the archived packs it would thaw (and their bytes and the
+    /// tier's cost class); thaw and read nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub thaw: super::ThawArgs,
 }
 
 fn parse_percent(s: &str) -> std::result::Result<f64, String> {
@@ -41,11 +47,18 @@ pub async fn run(ctx: &Context, args: CheckArgs) -> Result<Output> {
     } else {
         args.read_data_subset.unwrap_or(0.0)
     };
+    if args.dry_run && read_data == 0.0 {
+        return Err(crate::error::Error::Usage(
+            "--dry-run goes with --read-data or --read-data-subset (a structural check reads no archived pack)".into(),
+        ));
+    }
+    let thaw = (read_data > 0.0).then(|| args.thaw.thawer(repo.clone(), args.dry_run));
     let report = check(
         repo,
         &CheckOptions {
             read_data,
             parallel: args.parallel,
+            thaw,
         },
     )
     .await?;
@@ -61,6 +74,12 @@ pub async fn run(ctx: &Context, args: CheckArgs) -> Result<Output> {
         );
     }
     text.push('\n');
+    if let Some(t) = &report.thaw {
+        text += &super::thaw_text(t);
+        for key in &t.to_thaw {
+            text += &format!("  {}\n", esc(key));
+        }
+    }
     for w in &report.warnings {
         text += &format!("warning: {}\n", esc(w));
     }

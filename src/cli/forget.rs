@@ -398,6 +398,7 @@ pub async fn run(ctx: &Context, args: ForgetArgs) -> Result<Output> {
                 safety_delay: args.safety_delay,
                 dry_run: args.dry_run,
                 repack_threshold: super::prune::DEFAULT_REPACK_THRESHOLD,
+                repack_cold: false,
             },
         )
         .await?;

@@ -27,6 +27,11 @@ pub struct InitArgs {
     /// delete nothing before its date, and prune extends the retention of what stays.
     #[arg(long, value_name = "MODE:DAYS")]
     pub object_lock: Option<crate::store::WriteRetention>,
+    /// S3 storage class for data packs (STANDARD_IA, GLACIER_IR, GLACIER, DEEP_ARCHIVE…);
+    /// config, index, snapshots and tree packs always stay in STANDARD, so backups, forget
+    /// and prune never read an archived object. `backup --storage-class` overrides it.
+    #[arg(long, value_name = "CLASS")]
+    pub storage_class: Option<crate::store::StorageClass>,
     /// Encrypt to an existing age identity's public key (age1…) instead of a new identity.
     #[arg(long, value_name = "AGE1…", conflicts_with = "identity_out")]
     pub recipient: Option<String>,
@@ -71,6 +76,7 @@ pub async fn run(ctx: &Context, args: InitArgs) -> Result<Output> {
         &recipient,
         maintenance_recipient.as_ref(),
         args.object_lock,
+        args.storage_class.as_ref(),
         identity.as_ref(),
     )
     .await

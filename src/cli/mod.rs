@@ -206,6 +206,59 @@ pub struct Context {
     pub global: GlobalOpts,
 }
 
+/// How a command that reads data thaws packs in an archival storage class (GLACIER,
+/// DEEP_ARCHIVE): RestoreObject for exactly the packs it needs, then it waits.
+#[derive(Args, Debug, Clone)]
+pub struct ThawArgs {
+    /// S3 retrieval tier for archived packs: Expedited (GLACIER 1–5 minutes, dearest; none
+    /// for DEEP_ARCHIVE), Standard (GLACIER 3–5 h, DEEP_ARCHIVE within 12 h) or Bulk
+    /// (GLACIER 5–12 h, DEEP_ARCHIVE within 48 h; cheapest).
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        default_value = "standard",
+        value_name = "TIER"
+    )]
+    pub thaw_tier: store::ThawTier,
+    /// Days S3 keeps a thawed copy readable (billed as STANDARD meanwhile); a run
+    /// interrupted within them resumes without thawing again.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=3650), value_name = "DAYS")]
+    pub thaw_days: u32,
+}
+
+impl ThawArgs {
+    pub fn thawer(&self, repo: Arc<Repository>, dry_run: bool) -> Arc<crate::repo::thaw::Thawer> {
+        crate::repo::thaw::Thawer::new(
+            repo,
+            crate::repo::thaw::ThawOptions {
+                tier: self.thaw_tier,
+                days: self.thaw_days,
+                dry_run,
+            },
+        )
+    }
+}
+
+/// One line on what a thaw found and did.
+pub fn thaw_text(r: &crate::repo::thaw::ThawReport) -> String {
+    if r.packs == 0 {
+        return String::new();
+    }
+    let verb = if r.dry_run { "would thaw" } else { "thawed" };
+    format!(
+        "archived packs needed: {} ({}); {verb} {} with the {} tier (cost: {}), {} days; {} already thawing, {} already thawed\n",
+        r.packs,
+        crate::ids::ByteSize(r.bytes),
+        r.to_thaw.len(),
+        r.tier,
+        r.cost_class,
+        r.days,
+        r.thawing,
+        r.thawed
+    )
+}
+
 /// Where Harbor's registry keeps its storage: a filesystem root or an S3 bucket with its
 /// own endpoint and credentials (never the repository's).
 #[derive(Args, Debug, Clone, Default)]

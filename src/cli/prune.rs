@@ -27,6 +27,11 @@ pub struct PruneArgs {
     /// are copied into new packs and the old packs marked (100 turns repacking off).
     #[arg(long, value_name = "PERCENT", default_value_t = DEFAULT_REPACK_THRESHOLD, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub repack_threshold: u8,
+    /// Repack packs stored outside STANDARD too (an archived one must be thawed first).
+    /// Off by default: reading them costs retrieval fees and deleting them early a
+    /// minimum-storage-duration charge, more than the space repacking saves.
+    #[arg(long)]
+    pub repack_cold: bool,
 }
 
 /// Packs at least this unused (percent) are repacked by default.
@@ -45,6 +50,7 @@ pub async fn run_prune(repo: Arc<Repository>, args: &PruneArgs) -> Result<Output
             dry_run: args.dry_run,
             repack_threshold: (args.repack_threshold < 100)
                 .then(|| f64::from(args.repack_threshold) / 100.0),
+            repack_cold: args.repack_cold,
         },
     )
     .await?;

@@ -16,6 +16,7 @@ use crate::ids::{ByteSize, SnapshotId};
 use crate::progress::Progress;
 use crate::repo::reader::BlobReader;
 use crate::repo::snapshot::Snapshot;
+use crate::repo::thaw;
 use crate::term::esc;
 
 #[derive(Args, Debug)]
@@ -54,6 +55,8 @@ pub struct RestoreArgs {
     /// Concurrent downloads and database connections.
     #[arg(long, default_value_t = default_parallel())]
     pub parallel: usize,
+    #[command(flatten)]
+    pub thaw: super::ThawArgs,
 }
 
 const PARTS: [&str; 3] = ["db", "registry", "config"];
@@ -73,8 +76,26 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
     let targets = databases::match_targets(&snap.parts.databases, &args.postgres)?;
     let chosen = choose_parts(&args, &id, &snap, !targets.is_empty())?;
     let index = Arc::new(repo.load_index().await?);
-    let reader = BlobReader::new(repo.clone(), index, "restore")?;
-    let mut report = Report::default();
+    let thawer = args.thaw.thawer(repo.clone(), args.dry_run);
+    // With the thawer from the start: a tree pack archived behind drydock's back (a bucket
+    // lifecycle rule) is thawed when its read fails, not a failure.
+    let reader = BlobReader::new(repo.clone(), index.clone(), "restore")?.with_thaw(thawer.clone());
+    let needed = restored_view(&snap, &chosen, &targets);
+    let thaw = thawer
+        .prepare(&thaw::packs_for(&reader, &index, &[needed]).await?)
+        .await?;
+    let thaw_json = serde_json::to_value(&thaw).expect("serialises");
+    if args.dry_run && thaw.requested + thaw.thawing + thaw.to_thaw.len() > 0 {
+        // The parts' own dry runs would read data that is not readable yet.
+        return Ok(Output::ok(
+            super::thaw_text(&thaw),
+            json!({"snapshot": id.to_hex(), "dry_run": true, "thaw": thaw_json}),
+        ));
+    }
+    let mut report = Report {
+        text: super::thaw_text(&thaw),
+        ..Default::default()
+    };
     if chosen.contains(&"db") {
         for (part, pg) in &targets {
             restore_database(ctx, &args, &reader, part, pg, &mut report).await?;
@@ -101,8 +122,29 @@ pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
     }
     Ok(Output::ok(
         text,
-        json!({"snapshot": id.to_hex(), "parts": parts}),
+        json!({"snapshot": id.to_hex(), "parts": parts, "thaw": thaw_json}),
     ))
+}
+
+/// The snapshot cut down to what this restore reads: the parts chosen, the databases
+/// given a target. Only their packs are thawed.
+fn restored_view(
+    snap: &Snapshot,
+    chosen: &[&str],
+    targets: &[(&DatabasePart, PgTarget)],
+) -> Snapshot {
+    let mut view = snap.clone();
+    let dbs = chosen.contains(&"db");
+    view.parts
+        .databases
+        .retain(|d| dbs && targets.iter().any(|(t, _)| t.database == d.database));
+    if !chosen.contains(&"registry") {
+        view.parts.registry = None;
+    }
+    if !chosen.contains(&"config") {
+        view.parts.config = None;
+    }
+    view
 }
 
 fn check_only(only: &[String]) -> Result<()> {

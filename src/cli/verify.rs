@@ -36,6 +36,8 @@ pub struct VerifyArgs {
     /// Concurrent database connections.
     #[arg(long, default_value_t = default_parallel())]
     pub parallel: usize,
+    #[command(flatten)]
+    pub thaw: super::ThawArgs,
 }
 
 /// Every difference found, and each part's --json report.
@@ -78,7 +80,7 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
     let registry_wanted = registry_target.is_some() || registry_api.is_some();
     // One index load serves both parts that read blobs.
     let reader = match registry_wanted || args.config_dir.is_some() {
-        true => Some(reader(&repo).await?),
+        true => Some(reader(&repo, &args, &snap, registry_wanted).await?),
         false => None,
     };
     if let (true, Some(reader)) = (registry_wanted, &reader) {
@@ -117,9 +119,27 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
     Ok(report(&id, found))
 }
 
-async fn reader(repo: &Arc<Repository>) -> Result<BlobReader> {
+/// A reader for the parts compared, their archived packs thawed first.
+async fn reader(
+    repo: &Arc<Repository>,
+    args: &VerifyArgs,
+    snap: &Snapshot,
+    registry: bool,
+) -> Result<BlobReader> {
     let index = Arc::new(repo.load_index().await?);
-    BlobReader::new(repo.clone(), index, "verify")
+    let thawer = args.thaw.thawer(repo.clone(), false);
+    let reader = BlobReader::new(repo.clone(), index.clone(), "verify")?.with_thaw(thawer.clone());
+    let mut view = snap.clone();
+    view.parts.databases.clear();
+    if !registry {
+        view.parts.registry = None;
+    }
+    if args.config_dir.is_none() {
+        view.parts.config = None;
+    }
+    let packs = crate::repo::thaw::packs_for(&reader, &index, &[view]).await?;
+    thawer.prepare(&packs).await?;
+    Ok(reader)
 }
 
 /// Each database given with `--postgres`, by name.

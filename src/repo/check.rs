@@ -15,6 +15,7 @@ use super::pack::{self, PackEntry};
 use super::prune;
 use super::reader::BlobReader;
 use super::snapshot::Snapshot;
+use super::thaw::{ThawReport, Thawer};
 use super::tree::RegistryEntry;
 use super::Repository;
 use crate::error::{Error, Result};
@@ -25,6 +26,9 @@ pub struct CheckOptions {
     /// Share of packs to download and authenticate (0 = structure only, 1 = all).
     pub read_data: f64,
     pub parallel: usize,
+    /// Thaws the archived packs to read; with its dry run, they are listed and nothing is
+    /// read.
+    pub thaw: Option<Arc<Thawer>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -49,6 +53,9 @@ pub struct CheckReport {
     pub problems: Vec<Problem>,
     pub warnings: Vec<String>,
     pub affected_snapshots: Vec<String>,
+    /// The archived packs --read-data needed, and what was thawed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thaw: Option<ThawReport>,
 }
 
 impl CheckReport {
@@ -100,8 +107,10 @@ pub async fn check(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRe
     let index = Arc::new(index);
     if opts.read_data > 0.0 {
         let registry = read_packs(&repo, &pack_entries, &sizes, opts, &mut report).await?;
-        check_unindexed_names(&repo, &pack_entries, &sizes, &mut report).await?;
-        check_registry_digests(&repo, &index, registry, opts, &mut report).await?;
+        if !opts.thaw.as_ref().is_some_and(|t| t.options().dry_run) {
+            check_unindexed_names(&repo, &pack_entries, &sizes, &mut report).await?;
+            check_registry_digests(&repo, &index, registry, opts, &mut report).await?;
+        }
     }
     if repo.keys.has_identity() {
         check_snapshots(&repo, &index, &mut report).await?;
@@ -332,16 +341,24 @@ async fn read_packs(
         let n = ((ids.len() as f64) * opts.read_data).ceil() as usize;
         ids.truncate(n.max(1).min(ids.len()));
     }
+    if let Some(thawer) = &opts.thaw {
+        let thawed = thawer.prepare(&ids.iter().copied().collect()).await?;
+        report.thaw = Some(thawed);
+        if thawer.options().dry_run {
+            return Ok(Vec::new());
+        }
+    }
     let results: Vec<Result<PackFindings>> = stream::iter(ids)
         .map(|id| {
             let repo = repo.clone();
             let entries = packs[&id].clone();
+            let thaw = opts.thaw.clone();
             async move {
-                let bytes = repo
-                    .store
-                    .get(&pack::key(&id))
-                    .await
-                    .map_err(Error::into_integrity)?;
+                let bytes = match &thaw {
+                    Some(t) => t.get_pack(&id).await,
+                    None => repo.store.get(&pack::key(&id)).await,
+                }
+                .map_err(Error::into_integrity)?;
                 let len = bytes.len() as u64;
                 let (found, registry) =
                     tokio::task::spawn_blocking(move || verify_pack(&repo, &id, &bytes, &entries))
@@ -377,7 +394,10 @@ async fn check_registry_digests(
     report: &mut CheckReport,
 ) -> Result<()> {
     use sha2::Digest as _;
-    let reader = BlobReader::new(repo.clone(), index.clone(), "check --read-data")?;
+    let mut reader = BlobReader::new(repo.clone(), index.clone(), "check --read-data")?;
+    if let Some(t) = &opts.thaw {
+        reader = reader.with_thaw(t.clone());
+    }
     for (id, entry) in registry {
         let Some(want) = entry.digest.strip_prefix("sha256:") else {
             continue;

@@ -47,6 +47,10 @@ pub struct RepoConfig {
     /// blobs are encrypted to it as well (FORMAT.md §4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance_recipient: Option<String>,
+    /// The S3 storage class data packs are written in unless a backup says otherwise;
+    /// absent: STANDARD (FORMAT.md §4, §6.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
     /// Tag of the object key (from the chunk key) over [`auth_text`](Self::auth_text).
     pub auth: String,
     /// Tag of the identity key over the same text; absent until an identity vouched for the
@@ -105,6 +109,7 @@ impl RepoConfig {
             )),
             key_check: chunk_key.check_value(&id),
             object_lock: None,
+            storage_class: None,
             maintenance_recipient: maintenance_recipient.map(|r| r.to_string()),
             auth: String::new(),
             identity_auth: None,
@@ -138,7 +143,7 @@ impl RepoConfig {
     pub fn auth_text(&self) -> Vec<u8> {
         let c = &self.chunker;
         let algorithm = serde_json::to_value(c.algorithm).expect("serialises");
-        format!(
+        let mut text = format!(
             "format={}\nversion={}\nid={}\ncreated={}\nrecipient={}\nchunker.algorithm={}\nchunker.min_size={}\nchunker.avg_size={}\nchunker.max_size={}\npack_size={}\nzstd_level={}\nsealed_chunk_key={}\nsealed_maintenance_secret={}\nkey_check={}\nobject_lock={}\nmaintenance_recipient={}\n",
             self.format,
             self.version,
@@ -156,8 +161,27 @@ impl RepoConfig {
             self.key_check,
             self.object_lock.as_deref().unwrap_or_default(),
             self.maintenance_recipient.as_deref().unwrap_or_default(),
-        )
-        .into_bytes()
+        );
+        // Only when set, so the configs written before the field keep their tags; a reader
+        // that predates it fails this tag and refuses the config rather than ignore it.
+        if let Some(class) = &self.storage_class {
+            text.push_str(&format!("storage_class={class}\n"));
+        }
+        text.into_bytes()
+    }
+
+    /// The storage class for data packs, if the config sets one.
+    pub fn data_class(&self) -> Result<Option<crate::store::StorageClass>> {
+        self.storage_class
+            .as_deref()
+            .map(|c| {
+                c.parse().map_err(|_| {
+                    damaged(format!(
+                        "its storage_class {c:?} is not a storage class name"
+                    ))
+                })
+            })
+            .transpose()
     }
 
     /// The format and version of a config, before anything else is trusted.
@@ -209,9 +233,13 @@ impl RepoConfig {
         }
         // An empty optional field reads like an absent one in the authenticated text, so it
         // must not mean anything else.
-        if [&self.object_lock, &self.maintenance_recipient]
-            .iter()
-            .any(|f| f.as_deref() == Some(""))
+        if [
+            &self.object_lock,
+            &self.maintenance_recipient,
+            &self.storage_class,
+        ]
+        .iter()
+        .any(|f| f.as_deref() == Some(""))
         {
             return Err(damaged("an optional field is present but empty"));
         }
@@ -228,6 +256,7 @@ impl RepoConfig {
         if fields.iter().any(|f| f.contains('\n')) {
             return Err(damaged("a field holds a line break"));
         }
+        self.data_class()?;
         Ok(())
     }
 
@@ -505,6 +534,28 @@ mod tests {
         back.check_writable().unwrap();
         c.object_lock = Some("LEGAL-HOLD:30".into());
         assert!(matches!(c.check_writable(), Err(Error::Usage(_))));
+    }
+
+    /// The storage class is authenticated, and only present in the text when set, so the
+    /// tag of a config without it is what it always was.
+    #[test]
+    fn the_storage_class_is_authenticated_when_set() {
+        let (id, ck, mut c) = fresh(None);
+        let before = c.auth_text();
+        assert!(!String::from_utf8_lossy(&before).contains("storage_class"));
+        c.storage_class = Some("GLACIER".into());
+        assert!(!c.authentic_for(&ck));
+        assert!(String::from_utf8(c.auth_text())
+            .unwrap()
+            .ends_with("storage_class=GLACIER\n"));
+        c.seal(&ck, Some(&id));
+        let back = RepoConfig::parse(&c.to_bytes()).unwrap();
+        assert!(back.unseal(&id).is_ok());
+        assert_eq!(back.data_class().unwrap().unwrap().as_str(), "GLACIER");
+        for bad in ["", "glacier\nx", "NOT A CLASS"] {
+            c.storage_class = Some(bad.into());
+            assert!(RepoConfig::parse(&c.to_bytes()).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

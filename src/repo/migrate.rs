@@ -137,6 +137,7 @@ fn v2_repository(store: Arc<dyn Store>, v1: &[u8], identity: &Identity) -> Resul
         store,
         config,
         keys,
+        data_class_override: Default::default(),
     })
 }
 

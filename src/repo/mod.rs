@@ -27,6 +27,7 @@ pub mod repack;
 pub mod restorer;
 pub mod retention;
 pub mod snapshot;
+pub mod thaw;
 pub mod tree;
 pub mod writer;
 
@@ -61,6 +62,8 @@ pub struct Repository {
     pub store: Arc<dyn Store>,
     pub config: RepoConfig,
     pub keys: Keys,
+    /// `backup --storage-class`: the class for this run's data packs, over the config's.
+    pub data_class_override: std::sync::OnceLock<crate::store::StorageClass>,
 }
 
 /// Parse a snapshot object and check it is the one its name promises.
@@ -124,6 +127,7 @@ impl Repository {
         recipient: &Recipient,
         maintenance: Option<&Recipient>,
         object_lock: Option<crate::store::WriteRetention>,
+        data_class: Option<&crate::store::StorageClass>,
         identity: Option<&Identity>,
     ) -> Result<Created> {
         if let Some(r) = &object_lock {
@@ -147,8 +151,9 @@ impl Repository {
         let mut config = RepoConfig::new(recipient, &chunk_key, &secret, maintenance, identity);
         if let Some(r) = object_lock {
             config.object_lock = Some(r.to_string());
-            config.seal(&chunk_key, identity);
         }
+        config.storage_class = data_class.map(ToString::to_string);
+        config.seal(&chunk_key, identity);
         let bytes = Bytes::from(config.to_bytes());
         let created = Created {
             config,
@@ -188,7 +193,29 @@ impl Repository {
             store,
             config,
             keys,
+            data_class_override: Default::default(),
         })
+    }
+
+    /// The storage class data packs are written in: `backup --storage-class`, else the
+    /// config's, else none (the bucket's default, STANDARD). Metadata never takes it.
+    pub fn data_class(&self) -> Result<Option<crate::store::StorageClass>> {
+        match self.data_class_override.get() {
+            Some(c) => Ok(Some(c.clone())),
+            None => self.config.data_class(),
+        }
+    }
+
+    /// The packs in a delayed storage class (GLACIER, DEEP_ARCHIVE), by one listing.
+    pub async fn archived_packs(&self) -> Result<std::collections::HashSet<PackId>> {
+        Ok(self
+            .store
+            .list_classes(pack::PREFIX)
+            .await?
+            .into_iter()
+            .filter(|o| o.class.delayed())
+            .filter_map(|o| pack::id_of_key(&o.key))
+            .collect())
     }
 
     /// Every index object, parsed and checked against its name.
@@ -371,8 +398,15 @@ impl Repository {
         if orphans.is_empty() {
             return Ok(None);
         }
+        let archived = self.archived_packs().await?;
         let mut adopted = Vec::new();
         for id in orphans {
+            if archived.contains(&id) {
+                // Adoption reads the whole pack; a backup never thaws. Its blobs are
+                // written again instead.
+                tracing::info!(pack = %id.short(), "not adopting an archived pack left by an interrupted backup");
+                continue;
+            }
             match self.unindexed_pack_header(&id).await {
                 Ok(None) => tracing::warn!(
                     pack = %id.short(),

@@ -12,6 +12,7 @@ use super::auth::{Authenticator, Kind, Tag};
 use super::blob::{BlobType, EncodedBlob};
 use crate::error::{Error, Result};
 use crate::ids::{sha256, BlobId, LookupKey, PackId};
+use crate::store::PutMode;
 
 pub const MAGIC: &[u8; 8] = b"DDPACK02";
 /// `header_len ‖ tag ‖ magic`.
@@ -41,6 +42,37 @@ pub struct FinishedPack {
     pub id: PackId,
     pub bytes: Bytes,
     pub entries: Vec<PackEntry>,
+}
+
+/// Write a pack: a data pack (only data blobs) in the repository's data storage class,
+/// any other (trees, registry entries) in the default one, because every command reads
+/// those to plan and they must never need a thaw (FORMAT.md §6.1).
+pub async fn upload(
+    repo: &super::Repository,
+    id: &PackId,
+    bytes: Bytes,
+    entries: &[PackEntry],
+) -> Result<()> {
+    let data_only = entries.iter().all(|e| e.blob_type == BlobType::Data);
+    let key = key(id);
+    match repo.data_class()? {
+        Some(class) if data_only => {
+            repo.store
+                .put_in_class(&key, bytes, PutMode::Overwrite, &class)
+                .await?
+        }
+        _ => repo.store.put(&key, bytes, PutMode::Overwrite).await?,
+    };
+    Ok(())
+}
+
+/// The key prefix of every pack.
+pub const PREFIX: &str = "packs/";
+
+/// The pack a key under [`PREFIX`] names, if it names one.
+pub fn id_of_key(key: &str) -> Option<PackId> {
+    let name = key.strip_prefix(PREFIX)?.rsplit('/').next()?;
+    PackId::from_hex(name).ok()
 }
 
 pub fn key(id: &PackId) -> String {

@@ -78,6 +78,9 @@ pub struct PruneOptions {
     pub dry_run: bool,
     /// Repack packs of which at least this share (0–1) of the bytes is unused.
     pub repack_threshold: Option<f64>,
+    /// Repack packs outside STANDARD too (`--repack-cold`): reading them costs retrieval
+    /// fees, an archived one a thaw, and deleting them early a minimum-duration charge.
+    pub repack_cold: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -416,9 +419,11 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
         .chain(&waiting)
         .flat_map(|(_, r)| r.packs.iter().copied())
         .collect();
+    let cold = cold_packs(&repo, opts).await?;
     let repackable: HashMap<PackId, Vec<PackEntry>> = packs
         .iter()
         .filter(|(p, _)| needed.contains(p) && !recorded.contains(p) && !unverified.contains(p))
+        .filter(|(p, _)| !cold.contains(p))
         .map(|(p, e)| (*p, e.clone()))
         .collect();
     let candidates = opts
@@ -583,6 +588,22 @@ pub async fn forgotten(repo: &Repository) -> Result<HashSet<crate::ids::Snapshot
         .collect())
 }
 
+/// The packs stored outside STANDARD, which repacking leaves alone unless `--repack-cold`
+/// (none is listed then, and none without a repack threshold).
+async fn cold_packs(repo: &Repository, opts: &PruneOptions) -> Result<HashSet<PackId>> {
+    if opts.repack_cold || opts.repack_threshold.is_none() {
+        return Ok(HashSet::new());
+    }
+    Ok(repo
+        .store
+        .list_classes(pack::PREFIX)
+        .await?
+        .into_iter()
+        .filter(|o| !o.class.is_standard())
+        .filter_map(|o| pack::id_of_key(&o.key))
+        .collect())
+}
+
 /// Whether an index's listing of a pack may be carried into a rewritten index: it matches
 /// the pack's own header (or the header cannot be read, and the listing is all there is).
 /// A forged index's entries are thus never copied into the index that replaces it.
@@ -674,8 +695,10 @@ impl Guard<'_> {
                     .map(|e| e.id)
                     .filter(|id| self.used.contains(id)),
             ),
-            // A damaged header tells nothing; what the indexes say still counts.
-            Err(Error::Integrity(_)) | Err(Error::NotFound(_)) => {}
+            // A damaged header tells nothing; what the indexes say still counts. An
+            // archived pack's header is not read either (prune never thaws): the
+            // authenticated indexes, whose listings add up, say what it holds.
+            Err(Error::Integrity(_)) | Err(Error::NotFound(_)) | Err(Error::Cold(_)) => {}
             Err(e) => return Err(e),
         }
         Ok(blobs.into_iter().collect())

@@ -52,6 +52,8 @@ pub struct BlobReader {
     /// Under Object Lock: the last pack read whole from an earlier version, because a bucket
     /// writer overwrote its current one (FORMAT.md §11.2).
     recovered: Arc<tokio::sync::Mutex<Option<(PackId, Bytes)>>>,
+    /// Thaws a pack a read finds archived (InvalidObjectState); without it that read fails.
+    thaw: Option<Arc<super::thaw::Thawer>>,
 }
 
 /// Blobs close together in one pack, fetched with one request and returned in the order
@@ -98,7 +100,14 @@ impl BlobReader {
             windows: Arc::new(Mutex::new(VecDeque::new())),
             window_fetch: Arc::new(tokio::sync::Mutex::new(())),
             recovered: Arc::default(),
+            thaw: None,
         })
+    }
+
+    /// Thaw with `thawer` whatever a read finds archived, then read it.
+    pub fn with_thaw(mut self, thawer: Arc<super::thaw::Thawer>) -> Self {
+        self.thaw = Some(thawer);
+        self
     }
 
     /// Where to read blob `id`: the first location the indexes give that passes
@@ -161,14 +170,16 @@ impl BlobReader {
     }
 
     pub(super) async fn get_range(&self, pack: &PackId, start: u64, len: u64) -> Result<Bytes> {
-        self.repo
-            .store
-            .get_range(&pack::key(pack), start, len)
-            .await
-            .map_err(|e| match e {
-                Error::NotFound(_) => Error::Integrity(format!("pack {} is missing", pack.short())),
-                other => other,
-            })
+        let key = pack::key(pack);
+        let mut read = self.repo.store.get_range(&key, start, len).await;
+        if let (Err(Error::Cold(why)), Some(thaw)) = (&read, &self.thaw) {
+            thaw.thaw_one(pack, Error::Cold(why.clone())).await?;
+            read = self.repo.store.get_range(&key, start, len).await;
+        }
+        read.map_err(|e| match e {
+            Error::NotFound(_) => Error::Integrity(format!("pack {} is missing", pack.short())),
+            other => other,
+        })
     }
 
     fn cached(&self, loc: &BlobLocation) -> Option<Bytes> {

@@ -17,7 +17,6 @@ use super::pack::{self, PackBuilder, PackEntry};
 use super::Repository;
 use crate::error::{Error, Result};
 use crate::ids::{sha256, BlobId, PackId};
-use crate::store::PutMode;
 
 /// A pack worth rewriting, and the used blobs it holds (by the indexes' word: what is
 /// copied comes from the pack's own authenticated header).
@@ -110,13 +109,7 @@ pub async fn repack(repo: &Repository, candidates: &[Candidate]) -> Result<Repac
 /// Store one new pack, then its index object (a pack is never named before it exists).
 async fn upload(repo: &Repository, builder: PackBuilder) -> Result<()> {
     let p = builder.finish(&repo.keys.objects);
-    repo.store
-        .put(
-            &pack::key(&p.id),
-            Bytes::clone(&p.bytes),
-            PutMode::Overwrite,
-        )
-        .await?;
+    pack::upload(repo, &p.id, Bytes::clone(&p.bytes), &p.entries).await?;
     repo.write_index(&[(p.id, p.entries)]).await?;
     Ok(())
 }

@@ -21,7 +21,6 @@ use super::Repository;
 use crate::chunker;
 use crate::error::{Error, Result};
 use crate::ids::{BlobId, IndexId, LookupKey, PackId};
-use crate::store::PutMode;
 
 /// Write an index object after this many packs, so a killed backup loses little.
 pub(super) const PACKS_PER_INDEX: usize = 8;
@@ -354,9 +353,7 @@ type Uploaded = (PackId, Vec<PackEntry>);
 type UploadTotals = (u64, Vec<IndexId>);
 
 async fn upload_one(repo: Arc<Repository>, pack: FinishedPack) -> Result<Uploaded> {
-    repo.store
-        .put(&pack::key(&pack.id), pack.bytes, PutMode::Overwrite)
-        .await?;
+    pack::upload(&repo, &pack.id, pack.bytes, &pack.entries).await?;
     Ok((pack.id, pack.entries))
 }
 

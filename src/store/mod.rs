@@ -160,6 +160,132 @@ pub(crate) fn ceil_second(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(whole, 0).unwrap_or(t)
 }
 
+/// An S3 storage class name (`STANDARD`, `GLACIER`, a server's own such as Ceph's): upper
+/// case letters, digits and `_`, 1 to 64 of them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StorageClass(String);
+
+impl StorageClass {
+    pub const STANDARD: &'static str = "STANDARD";
+
+    pub fn standard() -> Self {
+        StorageClass(Self::STANDARD.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether an object of this class must be thawed (RestoreObject) before a GET: S3's
+    /// Glacier Flexible Retrieval and Deep Archive. Every other class reads at once
+    /// (STANDARD_IA, ONEZONE_IA, GLACIER_IR, INTELLIGENT_TIERING's instant tiers).
+    pub fn delayed(&self) -> bool {
+        matches!(self.0.as_str(), "GLACIER" | "DEEP_ARCHIVE")
+    }
+
+    pub fn is_standard(&self) -> bool {
+        self.0 == Self::STANDARD
+    }
+}
+
+impl std::fmt::Display for StorageClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::str::FromStr for StorageClass {
+    type Err = Error;
+
+    /// Any case; stored upper case, as S3 spells it.
+    fn from_str(s: &str) -> Result<Self> {
+        let upper = s.to_ascii_uppercase();
+        let ok = (1..=64).contains(&upper.len())
+            && upper
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+        if !ok {
+            return Err(Error::Usage(format!(
+                "invalid storage class {s:?}: want an S3 storage class name such as STANDARD, STANDARD_IA, GLACIER_IR, GLACIER or DEEP_ARCHIVE"
+            )));
+        }
+        Ok(StorageClass(upper))
+    }
+}
+
+/// How fast (and how dearly) S3 thaws an archived object (RestoreObject's `Tier`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ThawTier {
+    Expedited,
+    Standard,
+    Bulk,
+}
+
+impl ThawTier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ThawTier::Expedited => "Expedited",
+            ThawTier::Standard => "Standard",
+            ThawTier::Bulk => "Bulk",
+        }
+    }
+
+    /// AWS's published retrieval cost class of the tier (docs/OPERATIONS.md has the prices).
+    pub fn cost_class(self) -> &'static str {
+        match self {
+            ThawTier::Expedited => "highest (per-GB and per-request fees, the dearest tier)",
+            ThawTier::Standard => "medium (per-GB and per-request fees)",
+            ThawTier::Bulk => "lowest (free per GB for GLACIER, cheapest for DEEP_ARCHIVE)",
+        }
+    }
+
+    /// AWS's published upper bound for a thaw of `class` in this tier, in minutes; `None`
+    /// where the tier does not exist for the class (Expedited for DEEP_ARCHIVE).
+    pub fn typical_minutes(self, class: &StorageClass) -> Option<u64> {
+        match (class.as_str(), self) {
+            ("DEEP_ARCHIVE", ThawTier::Expedited) => None,
+            ("DEEP_ARCHIVE", ThawTier::Standard) => Some(12 * 60),
+            ("DEEP_ARCHIVE", ThawTier::Bulk) => Some(48 * 60),
+            (_, ThawTier::Expedited) => Some(5),
+            (_, ThawTier::Standard) => Some(5 * 60),
+            (_, ThawTier::Bulk) => Some(12 * 60),
+        }
+    }
+}
+
+/// Where an archived object's thaw stands (S3's `x-amz-restore` header).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Thaw {
+    /// Never asked for, or its copy expired.
+    NotRequested,
+    /// RestoreObject was issued and S3 is still working on it.
+    Ongoing,
+    /// A temporary copy is readable, until `expiry` if S3 said.
+    Ready { expiry: Option<String> },
+}
+
+/// What HeadObject says about an object's storage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ColdState {
+    pub class: StorageClass,
+    pub thaw: Thaw,
+}
+
+impl ColdState {
+    /// Whether a GET can read it now.
+    pub fn readable(&self) -> bool {
+        !self.class.delayed() || matches!(self.thaw, Thaw::Ready { .. })
+    }
+}
+
+/// One object as a listing gives it, with its storage class.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClassedObject {
+    pub key: String,
+    pub size: u64,
+    pub class: StorageClass,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync {
     /// A human description (`/path` or `s3://bucket/prefix`) for messages.
@@ -222,6 +348,40 @@ pub trait Store: Send + Sync {
     async fn extend_retention(&self, key: &str, _until: DateTime<Utc>) -> Result<()> {
         Err(Error::Usage(format!(
             "cannot lock {key}: {} does not support S3 Object Lock",
+            self.describe()
+        )))
+    }
+
+    /// [`put`](Store::put) into a storage class; stores without classes ignore it.
+    async fn put_in_class(
+        &self,
+        key: &str,
+        data: Bytes,
+        mode: PutMode,
+        _class: &StorageClass,
+    ) -> Result<PutOutcome> {
+        self.put(key, data, mode).await
+    }
+
+    /// Every object under `prefix` with its storage class; empty for a store without
+    /// classes (everything in it reads at once).
+    async fn list_classes(&self, _prefix: &str) -> Result<Vec<ClassedObject>> {
+        Ok(Vec::new())
+    }
+
+    /// An object's storage class and thaw state (HeadObject); [`Error::NotFound`] if absent.
+    async fn cold_state(&self, _key: &str) -> Result<ColdState> {
+        Ok(ColdState {
+            class: StorageClass::standard(),
+            thaw: Thaw::NotRequested,
+        })
+    }
+
+    /// Ask S3 to thaw an archived object for `days` days (RestoreObject). Asking again
+    /// while a thaw runs, or for an object already readable, is not an error.
+    async fn request_thaw(&self, key: &str, _tier: ThawTier, _days: u32) -> Result<()> {
+        Err(Error::Usage(format!(
+            "cannot thaw {key}: {} has no archival storage classes",
             self.describe()
         )))
     }
@@ -293,6 +453,25 @@ impl Store for ReadOnly {
     }
     async fn get_version(&self, key: &str, version: &str) -> Result<Bytes> {
         self.inner.get_version(key, version).await
+    }
+    async fn put_in_class(
+        &self,
+        key: &str,
+        _: Bytes,
+        _: PutMode,
+        _: &StorageClass,
+    ) -> Result<PutOutcome> {
+        self.refuse(key)
+    }
+    async fn list_classes(&self, prefix: &str) -> Result<Vec<ClassedObject>> {
+        self.inner.list_classes(prefix).await
+    }
+    async fn cold_state(&self, key: &str) -> Result<ColdState> {
+        self.inner.cold_state(key).await
+    }
+    /// Forwarded: a thaw changes no object, and restoring from a read-only location needs it.
+    async fn request_thaw(&self, key: &str, tier: ThawTier, days: u32) -> Result<()> {
+        self.inner.request_thaw(key, tier, days).await
     }
 }
 

@@ -26,8 +26,8 @@ use chrono::{DateTime, Utc};
 use sha2::Digest as _;
 
 use super::{
-    ceil_second, BucketLock, ByteReader, LockMode, ObjectInfo, PutMode, PutOutcome, Retention,
-    S3Options, Store, WriteRetention,
+    ceil_second, BucketLock, ByteReader, ClassedObject, ColdState, LockMode, ObjectInfo, PutMode,
+    PutOutcome, Retention, S3Options, StorageClass, Store, Thaw, ThawTier, WriteRetention,
 };
 use crate::error::{Error, Result};
 use futures::stream::BoxStream;
@@ -230,6 +230,7 @@ impl S3Store {
             }
             conf = conf.endpoint_url(endpoint);
         }
+        conf = conf.interceptor(StorageClassHeader);
         let prefix = if prefix.is_empty() {
             String::new()
         } else {
@@ -286,6 +287,42 @@ impl S3Store {
         ))
     }
 
+    /// The current objects under `prefix` (ListObjectsV2, every page), each with its key
+    /// relative to the store's prefix.
+    async fn list_current(&self, prefix: &str) -> Result<Vec<(String, aws_sdk_s3::types::Object)>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.full_key(prefix))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error("list", prefix, e))?;
+            for obj in page.contents() {
+                if let Some(rel) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) {
+                    out.push((rel.to_string(), obj.clone()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// A storage class as S3 names it (absent: STANDARD, as S3 leaves it out then).
+    fn class_named(&self, name: Option<&str>, key: &str) -> Result<StorageClass> {
+        match name {
+            None | Some("") => Ok(StorageClass::standard()),
+            Some(n) => n.parse().map_err(|_| {
+                self.malformed(
+                    "read the storage class of",
+                    key,
+                    "a storage class name that is not one",
+                )
+            }),
+        }
+    }
+
     /// Turn an SDK error into a one-line message naming the object and what to do.
     fn error<E, R>(&self, op: &str, key: &str, err: SdkError<E, R>) -> Error
     where
@@ -299,6 +336,9 @@ impl S3Store {
             (_, _, "NoSuchKey") | (_, Some(404), "") | (_, Some(404), "NotFound") => {
                 Error::NotFound(target)
             }
+            (_, _, "InvalidObjectState") => Error::Cold(format!(
+                "{op} {target}: the object is in an archival storage class and not thawed (InvalidObjectState)"
+            )),
             (_, _, "NoSuchBucket") => Error::Usage(format!(
                 "bucket {:?} does not exist at {}; create it or fix --repo",
                 self.bucket, self.endpoint
@@ -1024,28 +1064,15 @@ impl Store for S3Store {
         if self.locked() {
             return self.list_versions(prefix).await;
         }
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(self.full_key(prefix))
-            .into_paginator()
-            .send();
         let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.error("list", prefix, e))?;
-            for obj in page.contents() {
-                let key = obj.key().unwrap_or_default();
-                if let Some(rel) = key.strip_prefix(&self.prefix) {
-                    out.push(ObjectInfo {
-                        key: rel.to_string(),
-                        size: obj.size().unwrap_or(0).max(0) as u64,
-                        modified: obj.last_modified().and_then(|t| {
-                            chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())
-                        }),
-                    });
-                }
-            }
+        for (rel, obj) in self.list_current(prefix).await? {
+            out.push(ObjectInfo {
+                key: rel,
+                size: obj.size().unwrap_or(0).max(0) as u64,
+                modified: obj
+                    .last_modified()
+                    .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+            });
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
@@ -1345,6 +1372,138 @@ impl Store for S3Store {
         self.put_retention(key, state.version.as_deref(), mode, until)
             .await
     }
+
+    /// `put` inside a scope the [`StorageClassHeader`] interceptor reads, so the PUT (or
+    /// CreateMultipartUpload) carries `x-amz-storage-class` and every other header `put`
+    /// sets, unchanged.
+    async fn put_in_class(
+        &self,
+        key: &str,
+        data: Bytes,
+        mode: PutMode,
+        class: &StorageClass,
+    ) -> Result<PutOutcome> {
+        if class.is_standard() {
+            return self.put(key, data, mode).await;
+        }
+        PUT_CLASS
+            .scope(class.clone(), self.put(key, data, mode))
+            .await
+    }
+
+    async fn list_classes(&self, prefix: &str) -> Result<Vec<ClassedObject>> {
+        let mut out = Vec::new();
+        for (rel, obj) in self.list_current(prefix).await? {
+            out.push(ClassedObject {
+                key: rel,
+                size: obj.size().unwrap_or(0).max(0) as u64,
+                class: self.class_named(obj.storage_class().map(|c| c.as_str()), prefix)?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn cold_state(&self, key: &str) -> Result<ColdState> {
+        const OP: &str = "check the storage class of";
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .send()
+            .await
+            .map_err(|e| self.error(OP, key, e))?;
+        let class = self.class_named(out.storage_class().map(|c| c.as_str()), key)?;
+        let thaw = match out.restore() {
+            None => Thaw::NotRequested,
+            Some(header) => parse_restore(header)
+                .ok_or_else(|| self.malformed(OP, key, "an x-amz-restore header it cannot read"))?,
+        };
+        Ok(ColdState { class, thaw })
+    }
+
+    async fn request_thaw(&self, key: &str, tier: ThawTier, days: u32) -> Result<()> {
+        use aws_sdk_s3::types::{GlacierJobParameters, RestoreRequest, Tier};
+        let job = GlacierJobParameters::builder()
+            .tier(Tier::from(tier.as_str()))
+            .build()
+            .map_err(|e| Error::Other(format!("cannot build a thaw request: {e}")))?;
+        let request = RestoreRequest::builder()
+            .days(i32::try_from(days).unwrap_or(i32::MAX))
+            .glacier_job_parameters(job)
+            .build();
+        match self
+            .client
+            .restore_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+            .restore_request(request)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Asked already (by us, earlier, or anyone): S3 keeps working on that one.
+            Err(e) if e.code() == Some("RestoreAlreadyInProgress") => Ok(()),
+            Err(e) => Err(self.error("thaw", key, e)),
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The storage class of the object `put_in_class` is writing.
+    static PUT_CLASS: StorageClass;
+}
+
+/// Adds `x-amz-storage-class` to the PutObject or CreateMultipartUpload sent inside
+/// `put_in_class`; every other request goes out as it was built.
+#[derive(Debug)]
+struct StorageClassHeader;
+
+impl aws_sdk_s3::config::Intercept for StorageClassHeader {
+    fn name(&self) -> &'static str {
+        "drydock storage class"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> std::result::Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let Ok(class) = PUT_CLASS.try_with(StorageClass::clone) else {
+            return Ok(());
+        };
+        let operation = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .map(|m| m.name().to_string());
+        if matches!(
+            operation.as_deref(),
+            Some("PutObject" | "CreateMultipartUpload")
+        ) {
+            context
+                .request_mut()
+                .headers_mut()
+                .insert("x-amz-storage-class", class.as_str().to_string());
+        }
+        Ok(())
+    }
+}
+
+/// `x-amz-restore`: `ongoing-request="true"`, or `ongoing-request="false",
+/// expiry-date="…"`; `None` for anything else.
+fn parse_restore(header: &str) -> Option<Thaw> {
+    let field = |name: &str| {
+        let at = header.find(&format!("{name}=\""))? + name.len() + 2;
+        let len = header[at..].find('"')?;
+        Some(header[at..at + len].to_string())
+    };
+    match field("ongoing-request")?.as_str() {
+        "true" => Some(Thaw::Ongoing),
+        "false" => Some(Thaw::Ready {
+            expiry: field("expiry-date"),
+        }),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
@@ -1390,6 +1549,25 @@ mod tests {
         for bad in ["", "EU", "eu west", "eu-west-3\r\nx: y", &"a".repeat(65)] {
             assert!(parse_region(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn reads_the_restore_header() {
+        assert_eq!(
+            parse_restore(r#"ongoing-request="true""#),
+            Some(Thaw::Ongoing)
+        );
+        assert_eq!(
+            parse_restore(
+                r#"ongoing-request="false", expiry-date="Fri, 21 Dec 2012 00:00:00 GMT""#
+            ),
+            Some(Thaw::Ready {
+                expiry: Some("Fri, 21 Dec 2012 00:00:00 GMT".into())
+            })
+        );
+        assert_eq!(parse_restore(r#"ongoing-request="maybe""#), None);
+        assert_eq!(parse_restore("garbage"), None);
+        assert_eq!(parse_restore(r#"ongoing-request="true"#), None);
     }
 
     #[test]

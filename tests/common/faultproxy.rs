@@ -303,6 +303,14 @@ impl FaultProxy {
         std::mem::take(&mut *self.shared.seen.lock().unwrap())
     }
 
+    /// Every request so far, as `(method, target)`, in arrival order.
+    pub fn requests(&self) -> Vec<(String, String)> {
+        let seen = self.shared.seen.lock().unwrap();
+        seen.iter()
+            .map(|s| (s.method.clone(), s.target.clone()))
+            .collect()
+    }
+
     pub fn counts(&self) -> Counts {
         let mut c = Counts {
             requests: self.shared.requests.load(Ordering::SeqCst),
@@ -718,6 +726,16 @@ fn forward(
 /// `init` runs through the proxy too, at whatever share is set, with drydock's default 8 S3
 /// attempts.
 pub fn proxied_s3_repo(dir: &std::path::Path, prefix: &str, proxy: &FaultProxy) -> super::Repo {
+    proxied_s3_repo_with(dir, prefix, proxy, &[])
+}
+
+/// [`proxied_s3_repo`], `init` given `init_args` too (`--storage-class GLACIER`).
+pub fn proxied_s3_repo_with(
+    dir: &std::path::Path,
+    prefix: &str,
+    proxy: &FaultProxy,
+    init_args: &[&str],
+) -> super::Repo {
     let bucket = super::new_bucket();
     let args = vec![
         "--repo".to_string(),
@@ -726,7 +744,8 @@ pub fn proxied_s3_repo(dir: &std::path::Path, prefix: &str, proxy: &FaultProxy) 
         proxy.url.clone(),
         "--s3-path-style".to_string(),
     ];
-    let (identity, backup_key) = super::init(&args, dir, &[("DRYDOCK_S3_MAX_ATTEMPTS", "8")]);
+    let (identity, backup_key) =
+        super::init_with(&args, init_args, dir, &[("DRYDOCK_S3_MAX_ATTEMPTS", "8")]);
     super::Repo {
         args,
         identity,

@@ -300,6 +300,16 @@ impl Repo {
 /// `init` the repository `args` locate, with extra environment variables, writing the
 /// identity and the backup-only key in `keys`; their paths.
 fn init(args: &[String], keys: &Path, env: &[(&str, &str)]) -> (PathBuf, PathBuf) {
+    init_with(args, &[], keys, env)
+}
+
+/// [`init`] with `extra` arguments after `init`'s own.
+fn init_with(
+    args: &[String],
+    extra: &[&str],
+    keys: &Path,
+    env: &[(&str, &str)],
+) -> (PathBuf, PathBuf) {
     let identity = keys.join("identity.txt");
     let backup_key = keys.join("backup.key");
     let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -310,6 +320,7 @@ fn init(args: &[String], keys: &Path, env: &[(&str, &str)]) -> (PathBuf, PathBuf
         "--backup-key-out",
         backup_key.to_str().unwrap(),
     ]);
+    all.extend_from_slice(extra);
     run_env(&all, env).expect(0);
     (identity, backup_key)
 }
@@ -418,7 +429,7 @@ fn s3_client() -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(conf)
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
