@@ -55,7 +55,7 @@ fn seed(pg: &common::pg::Postgres, db: &str) {
              CREATE TABLE oidc_user (id serial PRIMARY KEY, user_id int NOT NULL, secret varchar(255) NOT NULL,
                                      subiss varchar(255) NOT NULL, token text);
              INSERT INTO oidc_user (user_id, secret, subiss, token) VALUES (1, '{}', 'sub-iss', '{}');
-             INSERT INTO properties (k, v) VALUES ('ldap_search_password', '{}');
+             UPDATE properties SET v = '{}' WHERE k = 'ldap_search_password';
              CREATE TABLE p2p_preheat_instance (id serial PRIMARY KEY, name varchar(255) NOT NULL, auth_data text);
              INSERT INTO p2p_preheat_instance (name, auth_data) VALUES ('dragonfly', '{}');
              UPDATE registry SET description = '{}' WHERE name = 'quay';",
@@ -134,12 +134,13 @@ fn the_snapshots_secret_key_must_open_its_database() {
     let repo = local_repo(dir.path());
     let right = key_dir(&dir.path().join("right"), K);
     let wrong = key_dir(&dir.path().join("wrong"), WRONG);
+    let src = pg.url("enc_src");
     let backup = |key_dir: &Path, extra: &[&str]| {
         let mut args = vec![
             "--json",
             "backup",
             "--postgres",
-            &pg.url("enc_src"),
+            &src,
             "--config",
             key_dir.to_str().unwrap(),
         ];
@@ -148,7 +149,6 @@ fn the_snapshots_secret_key_must_open_its_database() {
         assert_no_plaintext("backup", &run);
         run
     };
-    let src = pg.url("enc_src");
     // `--postgres` checks the database read; `--secret-key` alone the stored part.
     let verify = |id: &str, json: bool| {
         let mut args = vec!["verify", id, "--postgres", &src];
@@ -197,8 +197,9 @@ fn the_snapshots_secret_key_must_open_its_database() {
         v.stdout
     );
     assert!(
-        v.stdout
-            .contains("registry.description: 1 opened, 0 did not (not a column Harbor is known to encrypt)"),
+        v.stdout.contains(
+            "registry.description: 1 opened, 0 did not (not a column Harbor is known to encrypt)"
+        ),
         "{}",
         v.stdout
     );
@@ -210,16 +211,14 @@ fn the_snapshots_secret_key_must_open_its_database() {
     );
     let d = drill(&good_id, "enc_scratch_ok");
     d.expect(0);
-    assert_eq!(
-        counts(&d.json()["parts"][0]["secret_key"]),
-        expected(true)
-    );
+    assert_eq!(counts(&d.json()["parts"][0]["secret_key"]), expected(true));
 
     // Another 16-character key: the backup warns (exit 0), and with --strict is partial.
     let b = backup(&wrong, &[]);
     b.expect(0);
     assert!(
-        b.stderr.contains("does not decrypt 1 of 1 values in oidc_user.token"),
+        b.stderr
+            .contains("does not decrypt 1 of 1 values in oidc_user.token"),
         "{}",
         b.stderr
     );

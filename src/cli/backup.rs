@@ -151,12 +151,11 @@ async fn snapshot(
     drop(index);
     let progress = Progress::new(ctx.global.progress, "backup", None);
 
-    let collected = match back_up_parts(&args, &pg, db_key, registry.as_ref(), &writer, &progress)
-        .await
-    {
-        Ok(c) => c,
-        Err(e) => return Err(writer.abort(e).await),
-    };
+    let collected =
+        match back_up_parts(&args, &pg, db_key, registry.as_ref(), &writer, &progress).await {
+            Ok(c) => c,
+            Err(e) => return Err(writer.abort(e).await),
+        };
     let Collected {
         parts,
         counts,

@@ -91,7 +91,9 @@ pub async fn snapshot_key(
     };
     let several = keys.len() > 1;
     let Some((path, key)) = keys.into_iter().next() else {
-        tracing::info!("the snapshot holds no Harbor secretKey: its <enc-v1> values are not checked");
+        tracing::info!(
+            "the snapshot holds no Harbor secretKey: its <enc-v1> values are not checked"
+        );
         return Ok(None);
     };
     if several {

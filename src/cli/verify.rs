@@ -85,8 +85,7 @@ pub async fn run(ctx: &Context, args: VerifyArgs) -> Result<Output> {
     let registry_wanted = registry_target.is_some() || registry_api.is_some();
     // One index load serves every part that reads blobs (a database's secretKey check reads
     // the configuration part).
-    let key_wanted =
-        (!args.postgres.is_empty() || args.secret_key) && snap.parts.config.is_some();
+    let key_wanted = (!args.postgres.is_empty() || args.secret_key) && snap.parts.config.is_some();
     let reader = match registry_wanted || args.config_dir.is_some() || key_wanted {
         true => Some(reader(&repo).await?),
         false => None,

@@ -523,12 +523,10 @@ async fn backup_part(
         &progress,
     )
     .await?;
-    let secret_key = opts.key.as_ref().map(|k| {
-        k.report(
-            data.iter_mut()
-                .map(|d| std::mem::take(&mut d.secrets)),
-        )
-    });
+    let secret_key = opts
+        .key
+        .as_ref()
+        .map(|k| k.report(data.iter_mut().map(|d| std::mem::take(&mut d.secrets))));
     main.batch_execute("COMMIT")
         .await
         .map_err(|e| pg_error("ending the backup transaction", e))?;

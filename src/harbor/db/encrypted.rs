@@ -100,8 +100,7 @@ fn plausible(text: &[u8], kind: Plain) -> bool {
     let Ok(s) = std::str::from_utf8(text) else {
         return false;
     };
-    if s
-        .chars()
+    if s.chars()
         .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
     {
         return false;
@@ -536,7 +535,10 @@ mod tests {
         assert_eq!(k.opens(&body(&tabbed), Plain::Json), Opened::Yes);
         let bell = encrypt(KEY, &iv, b"pass\x07word");
         assert_eq!(k.opens(&body(&bell), Plain::Text), Opened::No);
-        assert_eq!(k.opens(b"YWJjZGVmZ2hpamtsbW5vcA==", Plain::Text), Opened::Empty);
+        assert_eq!(
+            k.opens(b"YWJjZGVmZ2hpamtsbW5vcA==", Plain::Text),
+            Opened::Empty
+        );
         assert_eq!(k.opens(b"not base64!", Plain::Text), Opened::Malformed);
         assert_eq!(k.opens(b"YWJj", Plain::Text), Opened::Malformed);
         assert!(HarborKey::from_file_bytes(b"short").is_none());
@@ -604,7 +606,10 @@ mod tests {
             ..Default::default()
         };
         r.merge(vec![c("registry.access_secret", 1, 2)]);
-        r.merge(vec![c("registry.access_secret", 0, 1), c("oidc_user.token", 3, 0)]);
+        r.merge(vec![
+            c("registry.access_secret", 0, 1),
+            c("oidc_user.token", 3, 0),
+        ]);
         assert_eq!(r.values(), 7);
         assert_eq!(
             r.summary(),

@@ -12,10 +12,10 @@ use tokio_postgres::{Client, CopyInSink, GenericClient};
 
 use super::backup::{harbor_schema, is_plain_table, server_version};
 use super::conn::{in_database, pg_error, PgTarget};
+use super::encrypted::{KeyCheck, KeyReport};
 use super::scratch::{self, Loader};
 use super::sql;
 use super::workers::{for_each_table, TableWork};
-use super::encrypted::{KeyCheck, KeyReport};
 use super::{table_node_name, DatabasePart, SequenceEntry, TableEntry, POST_DATA, PRE_DATA};
 use crate::error::{Error, Result};
 use crate::ids::BlobId;
