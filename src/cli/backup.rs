@@ -59,7 +59,7 @@ pub struct BackupArgs {
     #[arg(long, value_enum, default_value = "required", value_name = "MODE")]
     pub harbor_read_only: super::harbor::Quiesce,
     /// Exit 3 (partial) when a snapshot with a database has no Harbor secretKey among the
-    /// --config paths.
+    /// --config paths, or one that does not decrypt the database's `<enc-v1>` values.
     #[arg(long)]
     pub strict: bool,
     /// Host name recorded in the snapshot (default: this machine's).
@@ -126,13 +126,18 @@ pub async fn run(ctx: &Context, args: BackupArgs) -> Result<Output> {
     let harbor = args.harbor.clone();
     let key =
         super::harbor::SecretKeyCheck::new(&args.config, !args.postgres.is_empty(), args.strict);
+    let db_key = key.key_check();
     let quiesce = args.harbor_read_only;
-    super::harbor::around_backup(&harbor, quiesce, key, |state| snapshot(ctx, args, state)).await
+    super::harbor::around_backup(&harbor, quiesce, key, |state| {
+        snapshot(ctx, args, db_key, state)
+    })
+    .await
 }
 
 async fn snapshot(
     ctx: &Context,
     args: BackupArgs,
+    db_key: Option<db::encrypted::KeyCheck>,
     harbor: super::harbor::HarborState,
 ) -> Result<Output> {
     let registry = args.registry.open().await?;
@@ -154,18 +159,21 @@ async fn snapshot(
     drop(index);
     let progress = Progress::new(ctx.global.progress, "backup", None);
 
-    let collected = match back_up_parts(&args, &pg, registry.as_ref(), &writer, &progress).await {
-        Ok(c) => c,
-        Err(e) => return Err(writer.abort(e).await),
-    };
+    let collected =
+        match back_up_parts(&args, &pg, db_key, registry.as_ref(), &writer, &progress).await {
+            Ok(c) => c,
+            Err(e) => return Err(writer.abort(e).await),
+        };
     let Collected {
         parts,
         counts,
-        warnings,
+        mut warnings,
         registry_read,
         missing_digests,
         gc_leftovers,
+        key_reports,
     } = collected;
+    let key_notes = key_outcome(&key_reports, args.strict, &mut warnings);
     let totals = writer.finish().await?;
     progress.finish();
 
@@ -245,6 +253,10 @@ async fn snapshot(
     if snapshot.parts.config.is_some() {
         text += &format!(" {} config files;", summary.files);
     }
+    let key_json: Vec<serde_json::Value> = key_reports
+        .iter()
+        .map(|(d, r)| json!({"database": d, "report": r}))
+        .collect();
     text += &format!(
         " {} in all, {} new, {} reused, {} uploaded in {:.1}s{}\n",
         ByteSize(summary.logical_bytes),
@@ -268,7 +280,11 @@ async fn snapshot(
         "summary": summary,
         "packs_written": totals.packs,
         "warnings": warnings,
+        "secret_key_check": key_json,
     });
+    for line in key_notes {
+        text += &format!("{}\n", crate::term::esc(&line));
+    }
     Ok(Output {
         text,
         json,
@@ -339,6 +355,33 @@ struct Collected {
     missing_digests: Vec<String>,
     /// Digests of blob rows GC has marked whose files are gone (not missing data).
     gc_leftovers: Vec<String>,
+    /// Per database: what the captured secretKey opened.
+    key_reports: Vec<(String, db::encrypted::KeyReport)>,
+}
+
+/// The secretKey check's text lines. A key that does not open the database is a warning,
+/// and with --strict one that makes the backup partial (exit 3).
+fn key_outcome(
+    reports: &[(String, db::encrypted::KeyReport)],
+    strict: bool,
+    warnings: &mut Vec<String>,
+) -> Vec<String> {
+    let several = reports.len() > 1;
+    let mut lines = Vec::new();
+    for (database, r) in reports {
+        let label = match several {
+            true => format!("db {database}"),
+            false => "db".into(),
+        };
+        lines.extend(super::databases::key_lines(&label, Some(r)));
+        for f in r.failures("this snapshot") {
+            tracing::warn!("{label}: {f}");
+            if strict {
+                warnings.push(format!("{label}: {f}"));
+            }
+        }
+    }
+    lines
 }
 
 /// Back up each part named, in the order that keeps references whole: the database first,
@@ -346,6 +389,7 @@ struct Collected {
 async fn back_up_parts(
     args: &BackupArgs,
     pg: &[db::PgTarget],
+    key: Option<db::encrypted::KeyCheck>,
     registry: Option<&super::RegistryStore>,
     writer: &Arc<BlobWriter>,
     progress: &Arc<Progress>,
@@ -357,15 +401,20 @@ async fn back_up_parts(
         registry_read: 0,
         missing_digests: Vec::new(),
         gc_leftovers: Vec::new(),
+        key_reports: Vec::new(),
     };
     // The registry is checked against the digests of whichever database is Harbor core's.
     let mut referenced: Option<db::backup::Referenced> = None;
     let opts = db::backup::DbBackupOptions {
         parallel: args.parallel,
         force: args.force,
+        key,
     };
     for target in pg {
         let b = db::backup::backup(target, writer.clone(), &opts, progress.clone()).await?;
+        if let Some(r) = b.secret_key {
+            c.key_reports.push((b.part.database.clone(), r));
+        }
         c.parts.databases.push(b.part);
         if let Some(r) = b.referenced {
             referenced.get_or_insert_with(Default::default).extend(r);

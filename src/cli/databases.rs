@@ -8,6 +8,7 @@
 
 use super::postgres_target;
 use crate::error::{Error, Result};
+use crate::harbor::db::encrypted::{KeyCheck, KeyReport};
 use crate::harbor::db::{DatabasePart, PgTarget};
 
 /// One `--postgres` value: an optional snapshot database name and the URL.
@@ -76,6 +77,47 @@ pub fn backup_targets(values: &[String]) -> Result<Vec<PgTarget>> {
         out.push(target);
     }
     Ok(out)
+}
+
+/// The key `verify` and `drill` check a snapshot's databases with: the first secretKey in
+/// its configuration part. `None` when it holds none: backup warned then.
+pub async fn snapshot_key(
+    reader: &crate::repo::reader::BlobReader,
+    snap: &crate::repo::snapshot::Snapshot,
+) -> Result<Option<KeyCheck>> {
+    let keys = match &snap.parts.config {
+        Some(part) => crate::harbor::config::secret_keys(reader, part).await?,
+        None => Vec::new(),
+    };
+    let several = keys.len() > 1;
+    let Some((path, key)) = keys.into_iter().next() else {
+        tracing::info!(
+            "the snapshot holds no Harbor secretKey: its <enc-v1> values are not checked"
+        );
+        return Ok(None);
+    };
+    if several {
+        tracing::info!(key = %path.display(), "the snapshot holds several secretKeys; checking with the first");
+    }
+    Ok(Some(KeyCheck::new(path.display().to_string(), key)))
+}
+
+/// `db: secretKey /etc/core/key: registry.access_secret: 2 opened, 0 did not` lines for a
+/// text report.
+pub fn key_lines(label: &str, report: Option<&KeyReport>) -> Vec<String> {
+    let Some(r) = report else {
+        return Vec::new();
+    };
+    if r.columns.is_empty() {
+        return vec![format!(
+            "{label}: secretKey {}: no <enc-v1> values in the database",
+            r.key_file
+        )];
+    }
+    r.summary()
+        .into_iter()
+        .map(|l| format!("{label}: secretKey {}: {l}", r.key_file))
+        .collect()
 }
 
 #[cfg(test)]

@@ -44,6 +44,9 @@ struct PartResult {
     restore_seconds: f64,
     verify_seconds: f64,
     differences: Vec<String>,
+    /// A database part's secretKey check: counts per encrypted column.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_key: Option<db::encrypted::KeyReport>,
 }
 
 fn missing_target(part: &str, option: &str) -> Error {
@@ -80,6 +83,10 @@ pub async fn run(ctx: &Context, args: DrillArgs) -> Result<Output> {
     }
     let index = Arc::new(repo.load_index().await?);
     let reader = BlobReader::new(repo.clone(), index, "drill")?;
+    let key = match databases.is_empty() {
+        true => None,
+        false => super::databases::snapshot_key(&reader, &snap).await?,
+    };
     let mut results = Vec::new();
     let opts = db::restore::DbRestoreOptions {
         mode: db::restore::Mode::Empty,
@@ -93,7 +100,7 @@ pub async fn run(ctx: &Context, args: DrillArgs) -> Result<Output> {
         progress.finish();
         let restored = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let report = db::verify::verify(pg, part, args.parallel).await?;
+        let report = db::verify::verify(pg, part, args.parallel, key.as_ref()).await?;
         results.push(PartResult {
             part: match databases.len() {
                 1 => "db".into(),
@@ -102,6 +109,7 @@ pub async fn run(ctx: &Context, args: DrillArgs) -> Result<Output> {
             restore_seconds: restored,
             verify_seconds: t.elapsed().as_secs_f64(),
             differences: report.differences,
+            secret_key: report.secret_key,
         });
     }
     if let (Some(part), Some(target)) = (&snap.parts.registry, &registry_target) {
@@ -127,6 +135,7 @@ pub async fn run(ctx: &Context, args: DrillArgs) -> Result<Output> {
             restore_seconds: restored,
             verify_seconds: t.elapsed().as_secs_f64(),
             differences,
+            secret_key: None,
         });
     }
     if let (Some(part), Some(dir)) = (&snap.parts.config, &args.config_dir) {
@@ -148,6 +157,7 @@ pub async fn run(ctx: &Context, args: DrillArgs) -> Result<Output> {
             restore_seconds: restored,
             verify_seconds: t.elapsed().as_secs_f64(),
             differences,
+            secret_key: None,
         });
     }
     let total = started.elapsed().as_secs_f64();
@@ -169,7 +179,8 @@ pub async fn run(ctx: &Context, args: DrillArgs) -> Result<Output> {
                 format!("{} difference(s)", r.differences.len())
             }
         );
-        for d in &r.differences {
+        let keys = super::databases::key_lines("secretKey check", r.secret_key.as_ref());
+        for d in keys.iter().chain(&r.differences) {
             text += &format!("    {}\n", esc(d));
         }
         record(

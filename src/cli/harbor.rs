@@ -274,6 +274,15 @@ impl SecretKeyCheck {
         }
     }
 
+    /// The key the backup captures, to check the database with: the first key file found.
+    pub fn key_check(&self) -> Option<crate::harbor::db::encrypted::KeyCheck> {
+        use crate::harbor::db::encrypted::{HarborKey, KeyCheck};
+        let path = self.found.keys.first()?;
+        let bytes = zeroize::Zeroizing::new(std::fs::read(path).ok()?);
+        let key = HarborKey::from_file_bytes(&bytes)?;
+        Some(KeyCheck::new(path.display().to_string(), key))
+    }
+
     /// Record `secret_key_found`; with a database and no key, warn (and with --strict,
     /// make the result partial: exit 3).
     pub fn apply(self, mut out: Output) -> Output {

@@ -386,6 +386,41 @@ pub async fn plan(
     Ok(out)
 }
 
+/// The secretKeys the part holds, by source path: files with a key's name
+/// ([`secretkey::is_key_name`]) and a key's content. Symlinks are not followed: a mounted
+/// Secret's real file is found in its `..<timestamp>` directory.
+///
+/// [`secretkey::is_key_name`]: crate::harbor::secretkey::is_key_name
+pub async fn secret_keys(
+    reader: &BlobReader,
+    part: &ConfigPart,
+) -> Result<Vec<(PathBuf, crate::harbor::db::encrypted::HarborKey)>> {
+    use crate::harbor::{db::encrypted::HarborKey, secretkey};
+    let mut keys = Vec::new();
+    for (path, node) in plan(reader, part, Path::new("/")).await? {
+        let size = node.size as usize;
+        if node.kind != NodeKind::File
+            || !secretkey::is_key_name(&path)
+            || !(secretkey::KEY_LEN..=secretkey::KEY_LEN + 1).contains(&size)
+        {
+            continue;
+        }
+        let blobs: Vec<Vec<u8>> = reader
+            .load_stream(&node.content, BlobType::Data, 1)
+            .try_collect()
+            .await?;
+        let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(size));
+        for b in blobs {
+            bytes.extend_from_slice(&zeroize::Zeroizing::new(b));
+        }
+        bytes.truncate(size);
+        if let Some(k) = HarborKey::from_file_bytes(&bytes) {
+            keys.push((path, k));
+        }
+    }
+    Ok(keys)
+}
+
 pub async fn restore(
     reader: &BlobReader,
     part: &ConfigPart,

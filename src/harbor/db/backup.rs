@@ -10,6 +10,7 @@ use futures::{pin_mut, StreamExt};
 use tokio_postgres::Client;
 
 use super::conn::{different_servers, in_database, pg_error, PgTarget};
+use super::encrypted::{ColumnCount, KeyCheck, KeyReport, TableScan};
 use super::tools::{self, Tool};
 use super::workers::{export_snapshot, for_each_table, join_snapshot, Exported, TableWork};
 use super::{
@@ -27,6 +28,8 @@ pub struct DbBackupOptions {
     pub parallel: usize,
     /// Back up even if Harbor's schema_migrations is marked dirty.
     pub force: bool,
+    /// Check every `<enc-v1>` value against this key (the one the backup captures).
+    pub key: Option<KeyCheck>,
 }
 
 /// A table as listed inside the snapshot.
@@ -42,6 +45,8 @@ struct TableData {
     rows: u64,
     bytes: u64,
     checksum: String,
+    /// `<enc-v1>` counts, when a key is checked.
+    secrets: Vec<ColumnCount>,
 }
 
 /// Bytes of COPY text handed to the chunker at a time.
@@ -256,6 +261,7 @@ async fn copy_table(
     writer: &Arc<BlobWriter>,
     progress: &Progress,
     salt: &crate::repo::blob::Salt,
+    scan: Option<TableScan>,
 ) -> Result<TableData> {
     let what = format!("copying table {}", table.display());
     let stream = client
@@ -265,13 +271,14 @@ async fn copy_table(
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(32);
     let (writer, progress, salt) = (writer.clone(), progress.clone(), salt.clone());
     let saver = tokio::task::spawn_blocking(move || {
-        let mut reader = ChannelReader::new(rx);
+        let mut reader = ChannelReader::new(rx, scan);
         let (content, bytes) = writer.save_stream_sealing_small(&mut reader, &*progress, &salt)?;
         Ok::<_, Error>(TableData {
             content,
             rows: reader.digest.rows,
             bytes,
             checksum: reader.digest.checksum(),
+            secrets: reader.scan.map(TableScan::finish).unwrap_or_default(),
         })
     });
     pin_mut!(stream);
@@ -314,6 +321,8 @@ struct CopyOut<'a> {
     progress: &'a Progress,
     /// This backup's salt for tables too small to chunk (FORMAT.md §5 "Small files").
     salt: crate::repo::blob::Salt,
+    key: Option<&'a KeyCheck>,
+    schema_version: Option<i64>,
 }
 
 impl TableWork for CopyOut<'_> {
@@ -325,7 +334,8 @@ impl TableWork for CopyOut<'_> {
 
     async fn table(&self, client: &Client, i: usize) -> Result<TableData> {
         let entry = &self.tables[i].entry;
-        let data = copy_table(client, entry, self.writer, self.progress, &self.salt).await?;
+        let scan = self.key.map(|k| k.scan(entry, self.schema_version));
+        let data = copy_table(client, entry, self.writer, self.progress, &self.salt, scan).await?;
         tracing::debug!(table = %entry.display(), rows = data.rows, "copied");
         Ok(data)
     }
@@ -345,7 +355,8 @@ async fn copy_tables(
     snapshot: &Exported,
     tables: &[TableInfo],
     writer: &Arc<BlobWriter>,
-    parallel: usize,
+    opts: &DbBackupOptions,
+    schema_version: Option<i64>,
     progress: &Progress,
 ) -> Result<Vec<TableData>> {
     let mut order: Vec<usize> = (0..tables.len()).collect();
@@ -356,8 +367,10 @@ async fn copy_tables(
         writer,
         progress,
         salt: crate::repo::blob::Salt::generate(),
+        key: opts.key.as_ref(),
+        schema_version,
     };
-    let done = for_each_table(target, parallel, order, &work).await?;
+    let done = for_each_table(target, opts.parallel, order, &work).await?;
     Ok(done.into_iter().map(|(_, data)| data).collect())
 }
 
@@ -457,6 +470,8 @@ pub struct DbBackup {
     pub part: DatabasePart,
     /// `None` when the database is not Harbor core's.
     pub referenced: Option<Referenced>,
+    /// What the captured secretKey opened, when one was given.
+    pub secret_key: Option<KeyReport>,
 }
 
 /// Back up the database at `target` as one consistent snapshot.
@@ -498,15 +513,20 @@ async fn backup_part(
         dump_section(&pg_dump, target, &snapshot, "pre-data", &writer, &progress).await?;
     let (post, post_len) =
         dump_section(&pg_dump, target, &snapshot, "post-data", &writer, &progress).await?;
-    let data = copy_tables(
+    let mut data = copy_tables(
         target,
         &snapshot,
         &tables,
         &writer,
-        opts.parallel,
+        opts,
+        schema_version,
         &progress,
     )
     .await?;
+    let secret_key = opts
+        .key
+        .as_ref()
+        .map(|k| k.report(data.iter_mut().map(|d| std::mem::take(&mut d.secrets))));
     main.batch_execute("COMMIT")
         .await
         .map_err(|e| pg_error("ending the backup transaction", e))?;
@@ -542,5 +562,9 @@ async fn backup_part(
         sequences,
         foreign_keys,
     };
-    Ok(DbBackup { part, referenced })
+    Ok(DbBackup {
+        part,
+        referenced,
+        secret_key,
+    })
 }

@@ -8,6 +8,7 @@
 
 pub mod backup;
 pub mod conn;
+pub mod encrypted;
 mod grants;
 pub mod restore;
 mod scratch;
@@ -208,19 +209,24 @@ impl RowDigest {
     }
 }
 
-/// A blocking reader over chunks sent from an async task, digesting rows as they pass.
+/// A blocking reader over chunks sent from an async task, digesting rows as they pass (and
+/// checking their `<enc-v1>` values when given a [`TableScan`]).
+///
+/// [`TableScan`]: encrypted::TableScan
 pub struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<Bytes>,
     current: Bytes,
     pub digest: RowDigest,
+    pub scan: Option<encrypted::TableScan>,
 }
 
 impl ChannelReader {
-    pub fn new(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<Bytes>, scan: Option<encrypted::TableScan>) -> Self {
         ChannelReader {
             rx,
             current: Bytes::new(),
             digest: RowDigest::default(),
+            scan,
         }
     }
 }
@@ -231,6 +237,9 @@ impl Read for ChannelReader {
             match self.rx.blocking_recv() {
                 Some(b) => {
                     self.digest.update(&b);
+                    if let Some(scan) = &mut self.scan {
+                        scan.update(&b);
+                    }
                     self.current = b;
                 }
                 None => return Ok(0),

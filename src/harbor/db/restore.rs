@@ -12,6 +12,7 @@ use tokio_postgres::{Client, CopyInSink, GenericClient};
 
 use super::backup::{harbor_schema, is_plain_table, server_version};
 use super::conn::{in_database, pg_error, PgTarget};
+use super::encrypted::{KeyCheck, KeyReport};
 use super::scratch::{self, Loader};
 use super::sql;
 use super::workers::{for_each_table, TableWork};
@@ -111,6 +112,47 @@ impl CopyTarget for tokio_postgres::Transaction<'_> {
     }
 }
 
+/// A table's COPY text from the repository. A small table is one sealed blob, padded and
+/// salted: only its recorded length is COPY text (FORMAT.md §5 "Small files").
+fn table_text<'a>(
+    reader: &'a BlobReader,
+    table: &TableEntry,
+    content: &'a [BlobId],
+    parallel: usize,
+) -> impl futures::Stream<Item = Result<Vec<u8>>> + 'a {
+    let mut left = table.bytes;
+    reader
+        .load_stream(content, BlobType::Data, parallel)
+        .map(move |chunk| {
+            let mut chunk = chunk?;
+            chunk.truncate(left.min(chunk.len() as u64) as usize);
+            left -= chunk.len() as u64;
+            Ok(chunk)
+        })
+}
+
+/// Every `<enc-v1>` value of the part's tables, read from the repository, checked with
+/// `key`: `verify --secret-key` without a database to compare.
+pub async fn check_secret_key(
+    reader: &BlobReader,
+    part: &DatabasePart,
+    key: &KeyCheck,
+    parallel: usize,
+) -> Result<KeyReport> {
+    let nodes = nodes(reader, part).await?;
+    let mut counts = Vec::with_capacity(part.tables.len());
+    for (i, table) in part.tables.iter().enumerate() {
+        let n = node(&nodes, &table_node_name(i))?;
+        let mut scan = key.scan(table, part.harbor_schema_version);
+        let mut chunks = std::pin::pin!(table_text(reader, table, &n.content, parallel));
+        while let Some(chunk) = chunks.next().await {
+            scan.update(&chunk?);
+        }
+        counts.push(scan.finish());
+    }
+    Ok(key.report(counts))
+}
+
 /// Stream a table's COPY text from the repository into `COPY … FROM STDIN`.
 async fn copy_in<C: CopyTarget>(
     client: &C,
@@ -127,14 +169,9 @@ async fn copy_in<C: CopyTarget>(
         .await
         .map_err(|e| refused(&what, e))?;
     pin_mut!(sink);
-    let mut chunks = std::pin::pin!(reader.load_stream(content, BlobType::Data, parallel));
-    // A small table is one sealed blob, padded and salted: only its recorded length is
-    // COPY text (FORMAT.md §5 "Small files").
-    let mut left = table.bytes;
+    let mut chunks = std::pin::pin!(table_text(reader, table, content, parallel));
     while let Some(chunk) = chunks.next().await {
-        let mut chunk = chunk?;
-        chunk.truncate(left.min(chunk.len() as u64) as usize);
-        left -= chunk.len() as u64;
+        let chunk = chunk?;
         progress.bytes(chunk.len() as u64);
         sink.send(Bytes::from(chunk))
             .await

@@ -9,6 +9,7 @@ use tokio_postgres::Client;
 
 use super::backup::harbor_schema;
 use super::conn::{pg_error, PgTarget};
+use super::encrypted::{ColumnCount, KeyCheck, KeyReport, TableScan};
 use super::workers::{export_snapshot, for_each_table, join_snapshot, Exported, TableWork};
 use super::{DatabasePart, RowDigest, TableEntry};
 use crate::error::Result;
@@ -17,11 +18,19 @@ use crate::error::Result;
 pub struct DbVerifyReport {
     pub tables_checked: usize,
     pub rows_checked: u64,
-    /// One line per difference; empty when the database matches.
+    /// One line per difference (a secretKey that does not open the database's values is
+    /// one); empty when the database matches.
     pub differences: Vec<String>,
+    /// What the snapshot's secretKey opened, when the snapshot holds one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_key: Option<KeyReport>,
 }
 
-async fn digest(client: &Client, table: &TableEntry) -> Result<RowDigest> {
+async fn digest(
+    client: &Client,
+    table: &TableEntry,
+    mut scan: Option<TableScan>,
+) -> Result<(RowDigest, Vec<ColumnCount>)> {
     let what = format!("reading table {}", table.display());
     let stream = client
         .copy_out(&table.copy_sql("TO STDOUT"))
@@ -30,34 +39,46 @@ async fn digest(client: &Client, table: &TableEntry) -> Result<RowDigest> {
     pin_mut!(stream);
     let mut d = RowDigest::default();
     while let Some(piece) = stream.next().await {
-        d.update(&piece.map_err(|e| pg_error(&what, e))?);
+        let piece = piece.map_err(|e| pg_error(&what, e))?;
+        d.update(&piece);
+        if let Some(s) = &mut scan {
+            s.update(&piece);
+        }
     }
-    Ok(d)
+    Ok((d, scan.map(TableScan::finish).unwrap_or_default()))
 }
 
-/// Digests tables inside the exported snapshot: row count and checksum.
+/// Digests tables inside the exported snapshot: row count and checksum (and `<enc-v1>`
+/// counts, given a key).
 struct Digests<'a> {
     snapshot: &'a Exported,
     tables: &'a [TableEntry],
+    key: Option<&'a KeyCheck>,
+    schema_version: Option<i64>,
 }
 
 impl TableWork for Digests<'_> {
-    type Output = (u64, String);
+    type Output = (u64, String, Vec<ColumnCount>);
 
     async fn setup(&self, client: &Client) -> Result<()> {
         join_snapshot(client, self.snapshot).await
     }
 
-    async fn table(&self, client: &Client, i: usize) -> Result<(u64, String)> {
-        let d = digest(client, &self.tables[i]).await?;
-        Ok((d.rows, d.checksum()))
+    async fn table(&self, client: &Client, i: usize) -> Result<Self::Output> {
+        let table = &self.tables[i];
+        let scan = self.key.map(|k| k.scan(table, self.schema_version));
+        let (d, secrets) = digest(client, table, scan).await?;
+        Ok((d.rows, d.checksum(), secrets))
     }
 }
 
+/// Compare the database at `target` with `part`; with `key`, also decrypt every
+/// `<enc-v1>` value read on the way (the snapshot's secretKey must open them).
 pub async fn verify(
     target: &PgTarget,
     part: &DatabasePart,
     parallel: usize,
+    key: Option<&KeyCheck>,
 ) -> Result<DbVerifyReport> {
     let main = target.connect().await?;
     let snapshot = export_snapshot(target, &main, "verify").await?;
@@ -107,9 +128,16 @@ pub async fn verify(
     let work = Digests {
         snapshot: &snapshot,
         tables: &part.tables,
+        key,
+        schema_version: part.harbor_schema_version,
     };
-    let found = for_each_table(target, parallel, present, &work).await?;
-    for (i, (rows, checksum)) in found {
+    let mut found = for_each_table(target, parallel, present, &work).await?;
+    if let Some(k) = key {
+        let r = k.report(found.iter_mut().map(|(_, (_, _, s))| std::mem::take(s)));
+        report.differences.extend(r.failures("this snapshot"));
+        report.secret_key = Some(r);
+    }
+    for (i, (rows, checksum, _)) in found {
         let t = &part.tables[i];
         report.tables_checked += 1;
         report.rows_checked += rows;
