@@ -8,6 +8,7 @@
 
 pub mod backup;
 pub mod conn;
+pub mod names;
 mod grants;
 pub mod restore;
 mod scratch;
