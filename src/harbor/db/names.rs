@@ -129,7 +129,7 @@ fn unescape(f: &[u8]) -> String {
             f[i..]
                 .iter()
                 .take(max)
-                .take_while(|b| (*b as char).is_digit(radix))
+                .take_while(|b| (**b as char).is_digit(radix))
                 .count()
         };
         match c {

@@ -23,7 +23,6 @@ use crate::oci::{check_reference, check_repository, Manifest};
 use crate::repo::blob::BlobType;
 use crate::repo::reader::BlobReader;
 use crate::repo::tree::Node;
-use crate::term::esc;
 
 /// The manifest types drydock pushes back: images, and indexes of them.
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -49,7 +48,7 @@ impl Selection {
         if project.contains('/') || check_repository(project).is_err() {
             return Err(Error::Usage(format!(
                 "--project {:?} is not a Harbor project name (lower-case letters, digits, '.', '_', '-')",
-                esc(project)
+                project
             )));
         }
         let mut sel = Selection {
@@ -71,7 +70,7 @@ impl Selection {
         let bad = || {
             Error::Usage(format!(
                 "--repository {:?} is not a repository name (NAME or NAME:TAG, lower-case)",
-                esc(given)
+                given
             ))
         };
         check_repository(&full).map_err(|_| bad())?;
@@ -388,7 +387,7 @@ fn parse_manifest(
     };
     let media_type = raw.media_type.unwrap_or_else(|| inferred.to_string());
     let parse = |d: &Descriptor| {
-        Digest::parse(&d.digest).map_err(|_| refuse(format!("names {:?}", esc(&d.digest))))
+        Digest::parse(&d.digest).map_err(|_| refuse(format!("names {:?}", d.digest)))
     };
     match media_type.as_str() {
         OCI_INDEX | DOCKER_LIST => {
@@ -408,7 +407,7 @@ fn parse_manifest(
         }
         other => Err(refuse(format!(
             "is of media type {:?}, which drydock does not push back",
-            esc(other)
+            other
         ))),
     }
 }
