@@ -31,7 +31,9 @@ fn revisions(root: &Path, repository: &str) -> Vec<String> {
     ));
     let mut out: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
+            // A deleted manifest leaves its directory, without the link.
             d.flatten()
+                .filter(|e| e.path().join("link").exists())
                 .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
                 .collect()
         })
@@ -77,6 +79,10 @@ fn writes_since(reg: &Registry, since: usize) -> Vec<Request> {
         .collect()
 }
 
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 /// `restore latest --registry-url URL ARGS…` with the identity.
 fn restore(repo: &Repo, url: &str, args: &[&str]) -> Run {
     let mut all = vec!["restore", "latest", "--registry-url", url];
@@ -120,7 +126,6 @@ fn one_project_and_one_repository_back_through_token_auth() {
     let with_login = |extra: &[&str]| -> Vec<String> {
         login.iter().chain(extra).map(|s| s.to_string()).collect()
     };
-    let args = |v: &Vec<String>| -> Vec<&str> { v.iter().map(String::as_str).collect() };
 
     // --dry-run: what would go, and not one request to the registry.
     let sent = reg.requests().len();
@@ -128,7 +133,8 @@ fn one_project_and_one_repository_back_through_token_auth() {
     let r = restore(&repo, &reg.url(), &args(&dry));
     r.expect(0);
     assert!(
-        r.stdout.contains("would push team/sub/app-b: 2 tags, 3 manifests, 5 blobs"),
+        r.stdout
+            .contains("would push team/sub/app-b: 2 tags, 3 manifests, 5 blobs"),
         "{}",
         r.stdout
     );
@@ -138,18 +144,32 @@ fn one_project_and_one_repository_back_through_token_auth() {
     assert_eq!(reg.requests().len(), sent, "a dry run sent requests");
 
     // Unknown project, repository or tag: exit 2, listing what the snapshot has.
-    let r = restore(&repo, &reg.url(), &args(&with_login(&["--project", "nosuch"])));
+    let r = restore(
+        &repo,
+        &reg.url(),
+        &args(&with_login(&["--project", "nosuch"])),
+    );
     r.expect_error(2, "has no project nosuch; it has: library (2 repositories), other (1 repositories), team (1 repositories)");
     let r = restore(
         &repo,
         &reg.url(),
-        &args(&with_login(&["--project", "library", "--repository", "nosuch"])),
+        &args(&with_login(&[
+            "--project",
+            "library",
+            "--repository",
+            "nosuch",
+        ])),
     );
     r.expect_error(2, "it has: library/app-a, library/big");
     let r = restore(
         &repo,
         &reg.url(),
-        &args(&with_login(&["--project", "library", "--repository", "app-a:v9"])),
+        &args(&with_login(&[
+            "--project",
+            "library",
+            "--repository",
+            "app-a:v9",
+        ])),
     );
     r.expect_error(2, "it has: stable, v1, v2");
 
@@ -187,7 +207,11 @@ fn one_project_and_one_repository_back_through_token_auth() {
     let app_a = with_login(&["--project", "library", "--repository", "library/app-a"]);
     let r = restore(&repo, &reg.url(), &args(&app_a));
     r.expect(0);
-    assert!(r.stdout.contains("restored library/app-a into"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("restored library/app-a into"),
+        "{}",
+        r.stdout
+    );
     let writes = writes_since(&reg, sent);
     assert!(
         writes.iter().any(|w| w.method == "POST"
@@ -207,7 +231,9 @@ fn one_project_and_one_repository_back_through_token_auth() {
     let puts = |repo: &str| {
         writes
             .iter()
-            .filter(|w| w.method == "PUT" && w.target.starts_with(&format!("/v2/{repo}/manifests/")))
+            .filter(|w| {
+                w.method == "PUT" && w.target.starts_with(&format!("/v2/{repo}/manifests/"))
+            })
             .count()
     };
     // Manifests by digest, then tags: team 3 + 2, app-a 2 + 3.
@@ -216,18 +242,28 @@ fn one_project_and_one_repository_back_through_token_auth() {
         assert_restored(&reg, &pushed, r, dir.path());
     }
     for (reference, digest) in &before {
-        assert_eq!(&reg.manifest_digest(reference), digest, "{reference} changed");
+        assert_eq!(
+            &reg.manifest_digest(reference),
+            digest,
+            "{reference} changed"
+        );
     }
 
     // A second run finds everything with HEADs and pushes nothing.
     let sent = reg.requests().len();
-    let again = restore(&repo, &reg.url(), &args(&with_login(&["--project", "team"])));
+    let again = restore(
+        &repo,
+        &reg.url(),
+        &args(&with_login(&["--project", "team"])),
+    );
     again.expect(0);
     assert!(again.stdout.contains("nothing pushed"), "{}", again.stdout);
     let again = restore(&repo, &reg.url(), &args(&app_a));
     again.expect(0);
     assert_eq!(writes_since(&reg, sent), vec![], "a second run pushed");
-    assert!(reg.requests()[sent..].iter().all(|r| r.method == "HEAD" || r.status == 401));
+    assert!(reg.requests()[sent..]
+        .iter()
+        .all(|r| r.method == "HEAD" || r.status == 401));
 }
 
 #[test]
@@ -247,7 +283,12 @@ fn one_tag_back_into_a_registry_without_auth() {
         &["--project", "library", "--repository", "app-a:v2"],
     );
     r.expect(0);
-    assert!(r.stdout.contains("library/app-a: 1 tags, 1 manifests, 4 blobs"), "{}", r.stdout);
+    assert!(
+        r.stdout
+            .contains("library/app-a: 1 tags, 1 manifests, 4 blobs"),
+        "{}",
+        r.stdout
+    );
     let v2: Vec<(String, String)> = pushed
         .iter()
         .filter(|(r, _)| r == "library/app-a:v2")
@@ -262,7 +303,7 @@ fn one_tag_back_into_a_registry_without_auth() {
         .filter(|w| w.method == "PUT" && w.target.ends_with("/manifests/v2"))
         .count();
     assert_eq!(tags, 1);
-    assert!(revisions(&root, "library/app-a").len() == 1);
+    assert_eq!(revisions(&root, "library/app-a").len(), 1);
     // Without auth nothing asks for credentials.
     assert!(reg.requests().iter().all(|r| r.status != 401));
 }

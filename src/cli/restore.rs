@@ -146,7 +146,9 @@ fn option_for(part: &str) -> &'static str {
     match part {
         "db" => "--postgres URL",
         "config" => "--config-dir DIR",
-        "registry" => "--registry-fs DIR or --registry-s3 URL (or --registry-url URL --project NAME)",
+        "registry" => {
+            "--registry-fs DIR or --registry-s3 URL (or --registry-url URL --project NAME)"
+        }
         _ => "a target",
     }
 }

@@ -11,7 +11,9 @@ use super::restore::RestoreArgs;
 use super::{Context, Output};
 use crate::error::{exit, Error, Result};
 use crate::harbor::db::names;
-use crate::harbor::registry::project::{project_of, Inventory, RepoLinks, RepoPlan, Selection, Source};
+use crate::harbor::registry::project::{
+    project_of, Inventory, RepoLinks, RepoPlan, Selection, Source,
+};
 use crate::harbor::registry::push::{Pusher, RepoReport};
 use crate::harbor::registry::{self, Digest};
 use crate::ids::{ByteSize, SnapshotId};
@@ -46,9 +48,10 @@ pub async fn run(
         .registry_api
         .client()?
         .expect("clap: --project requires --registry-url");
-    let part = snap.parts.registry.as_ref().ok_or_else(|| {
-        Error::Usage(format!("snapshot {} holds no registry part", id.short()))
-    })?;
+    let part =
+        snap.parts.registry.as_ref().ok_or_else(|| {
+            Error::Usage(format!("snapshot {} holds no registry part", id.short()))
+        })?;
     let reader = BlobReader::new(repo.clone(), Arc::new(repo.load_index().await?), "restore")?;
     let inventory = Inventory::of(&registry::restore::links(&reader, part).await?);
     let chosen = inventory.select(&sel)?;
@@ -156,7 +159,9 @@ async fn cross_check(
             "the snapshot has no Harbor database part: the project's repositories come from its registry part alone".into(),
         ]);
     };
-    let names = names::read(reader, db).await?.expect("checked: Harbor's database");
+    let names = names::read(reader, db)
+        .await?
+        .expect("checked: Harbor's database");
     let mut notes = Vec::new();
     if !names.projects.contains(&sel.project) {
         notes.push(format!(
@@ -233,7 +238,9 @@ fn summary(sel: &Selection, target: &str, reports: &[RepoReport], dry_run: bool)
     }
     let pushed = sum(|r| r.tags_pushed + r.manifests_pushed + r.blobs_uploaded + r.blobs_mounted);
     if pushed == 0 {
-        return format!("restored {what} into {target}: the registry had everything already; nothing pushed\n");
+        return format!(
+            "restored {what} into {target}: the registry had everything already; nothing pushed\n"
+        );
     }
     format!(
         "restored {what} into {target}: {} repositories; pushed {} tags, {} manifests, {} blobs ({} uploaded, {}; {} mounted)\n",

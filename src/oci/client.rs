@@ -199,8 +199,7 @@ impl RegistryClient {
         match self.start_upload(repository, digest, None).await? {
             Upload::Mounted => Ok(()),
             Upload::Started(location) => {
-                self.finish_upload(repository, location, digest, body)
-                    .await
+                self.finish_upload(repository, location, digest, body).await
             }
         }
     }

@@ -11,7 +11,9 @@ pub mod auth;
 pub mod client;
 
 pub use auth::{Action, Credentials, Scope};
-pub use client::{check_reference, check_repository, ClientOptions, Head, Manifest, RegistryClient, Upload};
+pub use client::{
+    check_reference, check_repository, ClientOptions, Head, Manifest, RegistryClient, Upload,
+};
 
 use url::Url;
 use zeroize::Zeroizing;

@@ -8,8 +8,8 @@
 
 pub mod backup;
 pub mod conn;
-pub mod names;
 mod grants;
+pub mod names;
 pub mod restore;
 mod scratch;
 pub mod sql;

@@ -86,7 +86,10 @@ async fn column_values(
         chunk.truncate(left.min(chunk.len() as u64) as usize);
         left -= chunk.len() as u64;
         pending.extend_from_slice(&chunk);
-        let complete = pending.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+        let complete = pending
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |p| p + 1);
         for line in pending[..complete].split(|&b| b == b'\n') {
             if !line.is_empty() {
                 rows.push(pick(&fields(line), &at));
@@ -166,7 +169,12 @@ mod tests {
         let f = fields(b"1\tlibrary\t\\N\tf");
         assert_eq!(
             f,
-            vec![Some("1".into()), Some("library".into()), None, Some("f".into())]
+            vec![
+                Some("1".into()),
+                Some("library".into()),
+                None,
+                Some("f".into())
+            ]
         );
         assert_eq!(
             fields(b"a\\tb\\\\c\\nd\\101\\x42\\q"),

@@ -57,7 +57,10 @@ pub struct DbRestoreOptions {
 pub type Progress = Arc<dyn OnBytes + Send + Sync>;
 
 /// The part's tree nodes by name.
-pub(crate) async fn nodes(reader: &BlobReader, part: &DatabasePart) -> Result<HashMap<String, Node>> {
+pub(crate) async fn nodes(
+    reader: &BlobReader,
+    part: &DatabasePart,
+) -> Result<HashMap<String, Node>> {
     let tree = reader.load_tree(&part.tree).await?;
     Ok(tree
         .nodes

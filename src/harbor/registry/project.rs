@@ -197,7 +197,11 @@ impl Inventory {
 fn list_or_none<T: AsRef<str>>(items: &[T]) -> String {
     match items.is_empty() {
         true => "none".into(),
-        false => items.iter().map(AsRef::as_ref).collect::<Vec<_>>().join(", "),
+        false => items
+            .iter()
+            .map(AsRef::as_ref)
+            .collect::<Vec<_>>()
+            .join(", "),
     }
 }
 
@@ -474,7 +478,10 @@ mod tests {
             .select(&Selection::parse("library", Some("app:v9")).unwrap())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("has no tag v9") && e.contains("it has: v1"), "{e}");
+        assert!(
+            e.contains("has no tag v9") && e.contains("it has: v1"),
+            "{e}"
+        );
         assert_eq!(inv.holders()[&d(2)], vec!["library/app", "library2/app"]);
     }
 
@@ -487,8 +494,12 @@ mod tests {
                        {"digest": d(3).as_str(), "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"}],
         });
         let (t, c, b) = parse_manifest("r", &d(9), image.to_string().as_bytes()).unwrap();
-        assert_eq!((t.as_str(), c, b), (DOCKER_MANIFEST, vec![], vec![d(1), d(2)]));
-        let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"digest": d(4).as_str()}]});
+        assert_eq!(
+            (t.as_str(), c, b),
+            (DOCKER_MANIFEST, vec![], vec![d(1), d(2)])
+        );
+        let index =
+            serde_json::json!({"schemaVersion": 2, "manifests": [{"digest": d(4).as_str()}]});
         let (t, c, _) = parse_manifest("r", &d(9), index.to_string().as_bytes()).unwrap();
         assert_eq!((t.as_str(), c), (OCI_INDEX, vec![d(4)]));
         for bad in [

@@ -125,7 +125,10 @@ impl<'a> Pusher<'a> {
                     }
                 }
             }
-            let head = self.client.head_manifest(repo, image.digest.as_str()).await?;
+            let head = self
+                .client
+                .head_manifest(repo, image.digest.as_str())
+                .await?;
             if !exists(&head, repo, image.digest.as_str())? {
                 self.client
                     .put_manifest(repo, image.digest.as_str(), &image.manifest)
@@ -148,7 +151,9 @@ impl<'a> Pusher<'a> {
                     _ => {}
                 }
             }
-            let image = plan.image(digest).expect("a plan holds the images of its tags");
+            let image = plan
+                .image(digest)
+                .expect("a plan holds the images of its tags");
             self.client.put_manifest(repo, tag, &image.manifest).await?;
             report.tags_pushed += 1;
         }
@@ -167,7 +172,9 @@ impl<'a> Pusher<'a> {
                 .await?
             {
                 Upload::Mounted => Got::Mounted,
-                Upload::Started(location) => Got::Uploaded(self.upload(repo, location, digest).await?),
+                Upload::Started(location) => {
+                    Got::Uploaded(self.upload(repo, location, digest).await?)
+                }
             }
         };
         self.pushed
