@@ -7,19 +7,13 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
-use common::registry::{htpasswd_auth, push_images, Registry};
+use common::registry::{htpasswd_auth, password_file, push_images, Registry};
 use common::token::{fixed_server, token_auth_section, TokenServer};
 use common::*;
 
 const ROBOT: &str = "robot$drydock";
 const NO_PULL: &str = "robot$no-pull";
 const PASSWORD: &str = "Tr0ub4dor-registry-7f3a";
-
-fn password_file(dir: &Path, name: &str, password: &str) -> PathBuf {
-    let f = dir.join(name);
-    std::fs::write(&f, format!("{password}\n")).unwrap();
-    f
-}
 
 /// `verify latest --registry-url URL` with `extra` arguments and environment.
 fn verify(repo: &Repo, url: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {

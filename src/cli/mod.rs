@@ -12,6 +12,7 @@ mod key;
 mod migrate;
 mod prune;
 mod restore;
+mod restore_project;
 mod show;
 mod snapshots;
 mod verify;

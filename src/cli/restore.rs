@@ -39,6 +39,19 @@ pub struct RestoreArgs {
     pub mode: Mode,
     #[command(flatten)]
     pub registry: super::RegistryOpts,
+    /// Push this Harbor project's images back through the registry API of --registry-url
+    /// (Harbor records them itself; nothing in its database is edited). The project must
+    /// exist in Harbor.
+    #[arg(long, value_name = "NAME", requires = "registry_url",
+          conflicts_with_all = ["registry_fs", "registry_s3", "postgres", "config_dir", "only"])]
+    pub project: Option<String>,
+    /// With --project: only this repository (its full name or its name within the
+    /// project), or only one tag of it.
+    #[arg(long, value_name = "NAME[:TAG]", requires = "project")]
+    pub repository: Option<String>,
+    // The registry API --project pushes to.
+    #[command(flatten)]
+    pub registry_api: super::RegistryApiOpts,
     /// Restore configuration files under this directory, at their original absolute paths
     /// (/etc/harbor → DIR/etc/harbor).
     #[arg(long, value_name = "DIR")]
@@ -46,7 +59,8 @@ pub struct RestoreArgs {
     /// Restore only these parts (comma-separated: db, registry, config).
     #[arg(long, value_delimiter = ',', value_name = "PARTS")]
     pub only: Vec<String>,
-    /// Write configuration into a non-empty directory, replacing files with the snapshot's.
+    /// Write configuration into a non-empty directory, replacing files with the snapshot's;
+    /// with --project, move tags the registry has on another manifest now.
     #[arg(long)]
     pub force: bool,
     /// Say what would be restored; write nothing.
@@ -71,8 +85,12 @@ struct Report {
 
 pub async fn run(ctx: &Context, args: RestoreArgs) -> Result<Output> {
     check_only(&args.only)?;
+    check_registry_url(&args)?;
     let repo = ctx.open_repo().await?;
     let (id, snap) = repo.find_snapshot(&args.snapshot).await?;
+    if let Some(project) = &args.project {
+        return super::restore_project::run(ctx, &args, &repo, &id, &snap, project).await;
+    }
     let targets = databases::match_targets(&snap.parts.databases, &args.postgres)?;
     let chosen = choose_parts(&args, &id, &snap, !targets.is_empty())?;
     let index = Arc::new(repo.load_index().await?);
@@ -156,11 +174,23 @@ fn check_only(only: &[String]) -> Result<()> {
     }
 }
 
+/// `--registry-url` is where `--project` pushes; alone it restores nothing.
+fn check_registry_url(args: &RestoreArgs) -> Result<()> {
+    match (&args.registry_api.registry_url, &args.project) {
+        (Some(_), None) => Err(Error::Usage(
+            "--registry-url restores one project through the registry API: give --project NAME (or --registry-fs/--registry-s3 for the whole registry's storage)".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn option_for(part: &str) -> &'static str {
     match part {
         "db" => "--postgres URL",
         "config" => "--config-dir DIR",
-        "registry" => "--registry-fs DIR or --registry-s3 URL",
+        "registry" => {
+            "--registry-fs DIR or --registry-s3 URL (or --registry-url URL --project NAME)"
+        }
         _ => "a target",
     }
 }

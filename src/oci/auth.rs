@@ -53,6 +53,12 @@ impl Scope {
         Scope(format!("repository:{name}:{}", actions.join(",")))
     }
 
+    /// Both scopes in one token request (the token spec separates them by spaces), as a
+    /// cross-repository mount needs: push on the target, pull on the source.
+    pub fn and(&self, other: &Scope) -> Self {
+        Scope(format!("{} {}", self.0, other.0))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -51,6 +51,15 @@ pub struct Head {
     pub digest: Option<String>,
 }
 
+/// How a blob upload began.
+#[derive(Debug)]
+pub enum Upload {
+    /// The registry mounted the blob from the other repository: nothing to send.
+    Mounted,
+    /// An upload session: send the content to this location.
+    Started(Url),
+}
+
 /// A client for one registry.
 pub struct RegistryClient {
     base: Url,
@@ -187,14 +196,61 @@ impl RegistryClient {
         digest: &str,
         body: impl Fn() -> reqwest::Body,
     ) -> Result<()> {
+        match self.start_upload(repository, digest, None).await? {
+            Upload::Mounted => Ok(()),
+            Upload::Started(location) => {
+                self.finish_upload(repository, location, digest, body).await
+            }
+        }
+    }
+
+    /// Start a blob upload to `repository`, asking the registry to mount `digest` from
+    /// the repository `from` instead (`POST …/blobs/uploads/?mount=&from=`; the token asks
+    /// for pull on `from` too). A registry that cannot mount (the blob is not there, or the
+    /// account may not pull `from`) starts a plain upload instead, as the spec says.
+    pub async fn start_upload(
+        &self,
+        repository: &str,
+        digest: &str,
+        from: Option<&str>,
+    ) -> Result<Upload> {
         check_reference(digest)?;
-        let started = self
-            .send(Method::POST, repository, "blobs/uploads/", PUSH, |r| {
-                r.header(CONTENT_LENGTH, 0)
-            })
-            .await?;
-        let started = self.expect(started, &[StatusCode::ACCEPTED]).await?;
-        let mut location = self.upload_location(&started)?;
+        check_repository(repository)?;
+        let mut url = self.endpoint(&format!("v2/{repository}/blobs/uploads/"))?;
+        let mut scope = Scope::repository(repository, PUSH);
+        if let Some(from) = from {
+            check_repository(from)?;
+            url.query_pairs_mut()
+                .append_pair("mount", digest)
+                .append_pair("from", from);
+            scope = scope.and(&Scope::repository(from, &[Action::Pull]));
+        }
+        let resp = self
+            .send_to(Method::POST, url, &scope, |r| r.header(CONTENT_LENGTH, 0))
+            .await;
+        let resp = match (resp, from) {
+            // Refused the mount's pull on `from` (Harbor grants it per project): upload.
+            (Err(Error::Key(_)), Some(_)) => {
+                return Box::pin(self.start_upload(repository, digest, None)).await
+            }
+            (r, _) => r?,
+        };
+        if from.is_some() && resp.status() == StatusCode::CREATED {
+            return Ok(Upload::Mounted);
+        }
+        let started = self.expect(resp, &[StatusCode::ACCEPTED]).await?;
+        Ok(Upload::Started(self.upload_location(&started)?))
+    }
+
+    /// Finish an upload started at `location` with its whole content: `PUT ?digest=`.
+    pub async fn finish_upload(
+        &self,
+        repository: &str,
+        mut location: Url,
+        digest: &str,
+        body: impl Fn() -> reqwest::Body,
+    ) -> Result<()> {
+        check_reference(digest)?;
         location.query_pairs_mut().append_pair("digest", digest);
         let scope = Scope::repository(repository, PUSH);
         let done = self
@@ -411,7 +467,7 @@ fn upload_target(base: &Url, from: &Url, location: &str) -> Result<Url> {
 
 /// A repository name as distribution accepts them: lower-case components of
 /// `[a-z0-9._-]` separated by `/`, none empty or made of dots (so it cannot climb the path).
-fn check_repository(name: &str) -> Result<()> {
+pub fn check_repository(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.split('/').all(|c| {
             !c.is_empty()
@@ -424,7 +480,7 @@ fn check_repository(name: &str) -> Result<()> {
 }
 
 /// A tag or a digest: `[A-Za-z0-9_.:-]`, not starting with `.` or `-`.
-fn check_reference(r: &str) -> Result<()> {
+pub fn check_reference(r: &str) -> Result<()> {
     let ok = !r.is_empty()
         && !r.starts_with(['.', '-'])
         && r.chars()

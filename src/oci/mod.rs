@@ -4,14 +4,16 @@
 //!
 //! - [`auth`]: challenges, credentials, scopes, tokens, and where credentials may go.
 //! - [`client`]: requests — HEAD of manifests and blobs (what `verify --registry-url`
-//!   uses), GET and PUT of manifests, one-piece blob uploads; [`RegistryClient::send`]
+//!   uses), GET and PUT of manifests, one-piece blob uploads and cross-repository mounts; [`RegistryClient::send`]
 //!   takes any method and scope for what comes next (streamed and mounted uploads).
 
 pub mod auth;
 pub mod client;
 
 pub use auth::{Action, Credentials, Scope};
-pub use client::{ClientOptions, Head, Manifest, RegistryClient};
+pub use client::{
+    check_reference, check_repository, ClientOptions, Head, Manifest, RegistryClient, Upload,
+};
 
 use url::Url;
 use zeroize::Zeroizing;

@@ -2,7 +2,7 @@
 //! built with umoci and pushed with skopeo.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -45,7 +45,8 @@ impl Registry {
         let child = Command::new("docker-registry")
             .args(["serve", path.to_str().unwrap()])
             .env_remove("AWS_CA_BUNDLE")
-            .stdout(Stdio::null())
+            // Its access log: one line per request, for the tests that count them.
+            .stdout(std::fs::File::create(dir.path().join("access.log")).unwrap())
             .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
             .spawn()
             .expect("docker-registry must be installed (scripts/test installs it)");
@@ -153,6 +154,34 @@ impl Registry {
             .collect()
     }
 
+    /// Every request the registry answered so far, from its access log: (method, path
+    /// with query, status).
+    pub fn requests(&self) -> Vec<Request> {
+        let log = std::fs::read_to_string(self._dir.path().join("access.log")).unwrap();
+        log.lines()
+            .filter_map(|l| {
+                let (_, rest) = l.split_once('"')?;
+                let (line, after) = rest.split_once('"')?;
+                let mut words = line.split(' ');
+                let (method, target) = (words.next()?, words.next()?);
+                let status = after.split_whitespace().next()?.parse().ok()?;
+                Some(Request {
+                    method: method.to_string(),
+                    target: target.to_string(),
+                    status,
+                })
+            })
+            .collect()
+    }
+
+    /// Delete a manifest by digest through the registry API (its tags go with it).
+    pub fn delete(&self, repository: &str, digest: &str) {
+        run(Command::new("skopeo")
+            .args(["--insecure-policy", "delete", "--tls-verify=false"])
+            .args(self.creds_args("--creds"))
+            .arg(format!("docker://{}/{repository}@{digest}", self.addr())));
+    }
+
     pub fn push(&self, layout: &Path, tag: &str, reference: &str) {
         run(Command::new("skopeo")
             .args([
@@ -164,6 +193,21 @@ impl Registry {
             .args(self.creds_args("--dest-creds"))
             .arg(format!("oci:{}:{tag}", layout.display()))
             .arg(format!("docker://{}/{reference}", self.addr())));
+    }
+}
+
+/// One line of the registry's access log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub target: String,
+    pub status: u16,
+}
+
+impl Request {
+    /// A request that changes the registry (HEAD and GET do not).
+    pub fn writes(&self) -> bool {
+        !matches!(self.method.as_str(), "HEAD" | "GET")
     }
 }
 
@@ -308,6 +352,13 @@ pub fn assert_serves(registry: &Registry, expected: &[(String, String)], scratch
         assert_eq!(&registry.manifest_digest(reference), digest, "{reference}");
         registry.pull(reference, &scratch.join("pulled"));
     }
+}
+
+/// A file holding `password` (and a newline, as an editor leaves it).
+pub fn password_file(dir: &Path, name: &str, password: &str) -> PathBuf {
+    let f = dir.join(name);
+    std::fs::write(&f, format!("{password}\n")).unwrap();
+    f
 }
 
 /// A registry `auth:` section for htpasswd (bcrypt, as distribution requires) with one

@@ -10,6 +10,7 @@ pub mod backup;
 pub mod conn;
 pub mod encrypted;
 mod grants;
+pub mod names;
 pub mod restore;
 mod scratch;
 pub mod sql;

@@ -58,7 +58,10 @@ pub struct DbRestoreOptions {
 pub type Progress = Arc<dyn OnBytes + Send + Sync>;
 
 /// The part's tree nodes by name.
-async fn nodes(reader: &BlobReader, part: &DatabasePart) -> Result<HashMap<String, Node>> {
+pub(crate) async fn nodes(
+    reader: &BlobReader,
+    part: &DatabasePart,
+) -> Result<HashMap<String, Node>> {
     let tree = reader.load_tree(&part.tree).await?;
     Ok(tree
         .nodes
@@ -67,7 +70,7 @@ async fn nodes(reader: &BlobReader, part: &DatabasePart) -> Result<HashMap<Strin
         .collect())
 }
 
-fn node<'a>(nodes: &'a HashMap<String, Node>, name: &str) -> Result<&'a Node> {
+pub(crate) fn node<'a>(nodes: &'a HashMap<String, Node>, name: &str) -> Result<&'a Node> {
     nodes
         .get(name)
         .ok_or_else(|| Error::Integrity(format!("the database part has no {name} entry")))

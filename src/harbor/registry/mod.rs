@@ -6,8 +6,13 @@
 //! can compute and the bucket cannot. A new blob is streamed through the chunker and its
 //! sha256 checked as it is read. `repositories/` (layer links, manifest revisions, tags) is
 //! kept as a sorted list of `path\tlink` lines; `_uploads/` is skipped.
+//!
+//! Restored into storage ([`restore`]), or one project at a time through a running
+//! registry's API ([`project`] plans, [`push`] pushes).
 
 pub mod backup;
+pub mod project;
+pub mod push;
 pub mod restore;
 pub mod verify;
 

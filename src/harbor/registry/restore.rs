@@ -111,7 +111,10 @@ pub async fn hash_object(store: &dyn Store, key: &str) -> Result<Option<String>>
 }
 
 /// The chunk list of a digest node, checked against the node.
-async fn load_entry(reader: &BlobReader, node: &Node) -> Result<(Digest, RegistryEntry)> {
+pub(super) async fn load_entry(
+    reader: &BlobReader,
+    node: &Node,
+) -> Result<(Digest, RegistryEntry)> {
     let digest = Digest::parse(&node.name)?;
     let entry = reader
         .load_registry(node.registry.as_ref().expect("checked"))
