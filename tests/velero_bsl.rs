@@ -30,7 +30,6 @@ fn sse_c_md5() -> String {
 struct Site {
     dir: tempfile::TempDir,
     bucket: String,
-    endpoint: String,
     config: BTreeMap<String, String>,
     /// Extra lines under `objectStorage:` and `spec:` (indented already).
     object_storage: String,
@@ -62,7 +61,6 @@ impl Site {
         Site {
             dir,
             bucket,
-            endpoint: endpoint.to_string(),
             config,
             object_storage: String::new(),
             spec: String::new(),
@@ -680,7 +678,7 @@ fn tls_endpoints_with_a_private_ca_inline_by_secret_or_unverified() {
     ];
     let r = site.run(None, &init, &[]);
     assert_eq!(r.code, 1, "{}", r.stderr); // a store error (docs/OPERATIONS.md exit codes)
-    // objectStorage.caCert (base64 PEM).
+                                           // objectStorage.caCert (base64 PEM).
     site.object_storage = format!("    caCert: {}\n", b64(&ca));
     site.init();
     let src = site.source();
@@ -694,7 +692,7 @@ fn tls_endpoints_with_a_private_ca_inline_by_secret_or_unverified() {
     site.mount("minio-ca", "ca.crt", &fs::read(&other.ca_cert).unwrap());
     let r = site.id(&["snapshots"]);
     assert_eq!(r.code, 1, "{}", r.stderr); // a store error (docs/OPERATIONS.md exit codes)
-    // insecureSkipTLSVerify: works with no CA at all, and says what it gives up.
+                                           // insecureSkipTLSVerify: works with no CA at all, and says what it gives up.
     site.object_storage.clear();
     site.set("insecureSkipTLSVerify", "true");
     let r = site.id(&["snapshots"]);
