@@ -11,5 +11,5 @@ fuzz_target!(|data: &[u8]| {
     let Ok(bsl) = Bsl::parse(text) else {
         return;
     };
-    let _ = (bsl.repo_url(), bsl.velero_url(), bsl.s3_options(None));
+    let _ = (bsl.repo_url(), bsl.velero_url(), bsl.s3_options(None, std::path::Path::new("/nonexistent")));
 });
