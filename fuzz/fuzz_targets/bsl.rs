@@ -11,5 +11,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(bsl) = Bsl::parse(text) else {
         return;
     };
-    let _ = (bsl.repo_url(), bsl.velero_url(), bsl.s3_options(None, std::path::Path::new("/nonexistent")));
+    let secrets = std::path::Path::new("/nonexistent");
+    let _ = (
+        bsl.repo_url(),
+        bsl.velero_url(),
+        bsl.s3_options(None, secrets),
+    );
 });
