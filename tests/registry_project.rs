@@ -150,28 +150,14 @@ fn one_project_and_one_repository_back_through_token_auth() {
         &args(&with_login(&["--project", "nosuch"])),
     );
     r.expect_error(2, "has no project nosuch; it has: library (2 repositories), other (1 repositories), team (1 repositories)");
-    let r = restore(
-        &repo,
-        &reg.url(),
-        &args(&with_login(&[
-            "--project",
-            "library",
-            "--repository",
-            "nosuch",
-        ])),
-    );
-    r.expect_error(2, "it has: library/app-a, library/big");
-    let r = restore(
-        &repo,
-        &reg.url(),
-        &args(&with_login(&[
-            "--project",
-            "library",
-            "--repository",
-            "app-a:v9",
-        ])),
-    );
-    r.expect_error(2, "it has: stable, v1, v2");
+    for (repository, listed) in [
+        ("nosuch", "it has: library/app-a, library/big"),
+        ("app-a:v9", "it has: stable, v1, v2"),
+    ] {
+        let selection = ["--project", "library", "--repository", repository];
+        let r = restore(&repo, &reg.url(), &args(&with_login(&selection)));
+        r.expect_error(2, listed);
+    }
 
     // Bad credentials: exit 5, one line, no secret.
     let bad = password_file(dir.path(), "bad", "not-the-password");

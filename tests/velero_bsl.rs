@@ -335,18 +335,7 @@ fn credentials_come_from_either_file_format_and_from_spec_credential() {
 #[test]
 fn a_bsl_without_region_or_url_asks_s3_for_the_bucket_region() {
     let bucket = format!("dd-region-{}", std::process::id());
-    let client = {
-        let conf = aws_sdk_s3::Config::builder()
-            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-            .region(aws_sdk_s3::config::Region::new("eu-west-3"))
-            .endpoint_url(s3_endpoint())
-            .force_path_style(true)
-            .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                "testing", "testing", None, None, "test",
-            ))
-            .build();
-        aws_sdk_s3::Client::from_conf(conf)
-    };
+    let client = common::s3_client_in("eu-west-3");
     tokio::runtime::Runtime::new()
         .unwrap()
         .block_on(

@@ -417,9 +417,14 @@ pub fn s3_endpoint() -> String {
 }
 
 fn s3_client() -> aws_sdk_s3::Client {
+    s3_client_in("us-east-1")
+}
+
+/// A client of the test S3 server that signs for `region`.
+pub fn s3_client_in(region: &'static str) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::Config::builder()
         .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .region(aws_sdk_s3::config::Region::new(region))
         .endpoint_url(s3_endpoint())
         .force_path_style(true)
         .credentials_provider(aws_sdk_s3::config::Credentials::new(
