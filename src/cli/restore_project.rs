@@ -146,6 +146,14 @@ async fn plan(
     Ok(plans)
 }
 
+/// The repository names among `all` that `sel` chooses.
+fn selected<'s>(all: impl Iterator<Item = &'s String>, sel: &Selection) -> BTreeSet<&'s str> {
+    all.map(String::as_str)
+        .filter(|r| project_of(r) == sel.project)
+        .filter(|r| sel.repository.as_deref().is_none_or(|w| w == *r))
+        .collect()
+}
+
 /// What Harbor's database in the snapshot says of the project, where it differs from the
 /// registry part (which decides what is pushed: it holds the images).
 async fn cross_check(
@@ -169,20 +177,8 @@ async fn cross_check(
             sel.project
         ));
     }
-    let in_db: BTreeSet<&str> = names
-        .repositories
-        .iter()
-        .map(String::as_str)
-        .filter(|r| project_of(r) == sel.project)
-        .filter(|r| sel.repository.as_deref().is_none_or(|w| w == *r))
-        .collect();
-    let in_registry: BTreeSet<&str> = inventory
-        .repositories
-        .keys()
-        .map(String::as_str)
-        .filter(|r| project_of(r) == sel.project)
-        .filter(|r| sel.repository.as_deref().is_none_or(|w| w == *r))
-        .collect();
+    let in_db = selected(names.repositories.iter(), sel);
+    let in_registry = selected(inventory.repositories.keys(), sel);
     for r in in_db.difference(&in_registry) {
         notes.push(format!(
             "{} is in Harbor's database but has no images in the snapshot's registry part: nothing to push",

@@ -253,6 +253,17 @@ impl S3Store {
         self
     }
 
+    /// A HeadObject request for `key`, to send or to add a version to.
+    fn head(
+        &self,
+        key: &str,
+    ) -> aws_sdk_s3::operation::head_object::builders::HeadObjectFluentBuilder {
+        self.client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(self.full_key(key))
+    }
+
     fn full_key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
@@ -493,14 +504,7 @@ impl S3Store {
     }
 
     async fn size_of(&self, key: &str) -> Result<Option<u64>> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-        {
+        match self.head(key).send().await {
             Ok(out) => Ok(Some(out.content_length().unwrap_or(0).max(0) as u64)),
             Err(e) => match self.error("check", key, e) {
                 Error::NotFound(_) => Ok(None),
@@ -651,10 +655,7 @@ impl S3Store {
     async fn head_lock(&self, key: &str, version: Option<&str>) -> Result<LockState> {
         const OP: &str = "check the retention of";
         let out = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
+            .head(key)
             .set_version_id(version.map(str::to_string))
             .send()
             .await
@@ -1406,10 +1407,7 @@ impl Store for S3Store {
     async fn cold_state(&self, key: &str) -> Result<ColdState> {
         const OP: &str = "check the storage class of";
         let out = self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(self.full_key(key))
+            .head(key)
             .send()
             .await
             .map_err(|e| self.error(OP, key, e))?;
